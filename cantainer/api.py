@@ -1,0 +1,162 @@
+"""The daemon's local API: JSON Lines over a unix socket (mode 0600).
+
+A client sends one request line and reads response lines until the daemon
+closes the connection.  Every response line is a JSON object; a failure is
+``{"error": "one line for the user"}`` and ends the exchange.
+
+    {"op": "submit", "events": [{"type": T, "data": {...}, "id": ID?}, ...]}
+        -> {"seqs": [N, ...]}            one atomic batch, in order
+    {"op": "events", "since": N, "follow": bool, "types": [T, ...]}
+        -> {"event": {...}} per event, then {"end": true} unless following
+    {"op": "status"}
+        -> {"status": {...}}
+
+The client side lives in ``cli.py`` so that the CLI imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from cantainer.errors import CantainerError, InvalidEvent
+from cantainer.events import Recorded, UnknownEvent, from_data, new_event_id
+
+if TYPE_CHECKING:
+    from cantainer.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST = 16 << 20  # bytes in one request line (a batch of events)
+MAX_BATCH = 10_000
+FOLLOW_POLL = 0.1  # seconds between reads of the log head while following
+
+
+def record_json(rec: Recorded) -> dict:
+    out = {"seq": rec.seq, "id": rec.id, "type": rec.type, "version": rec.version,
+           "node": rec.node, "time": rec.time, "data": rec.data()}
+    if isinstance(rec.event, UnknownEvent):
+        out["unknown"] = rec.event.reason
+    return out
+
+
+class ApiServer:
+    def __init__(self, daemon: Daemon, path: str) -> None:
+        self.daemon = daemon
+        self.path = path
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        _claim_socket(self.path)
+        old = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, self.path,
+                                                           limit=MAX_REQUEST)
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def send(msg: dict) -> None:
+            writer.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+            await writer.drain()
+
+        try:
+            try:
+                line = await reader.readline()
+                request = json.loads(line)
+                if not isinstance(request, dict):
+                    raise ValueError("not an object")
+            except ValueError as exc:  # includes over-long lines and bad JSON
+                raise CantainerError(f"bad request: {exc}") from None
+            handler = getattr(self, f"_op_{request.get('op')}", None)
+            if handler is None:
+                raise CantainerError(f"unknown request {request.get('op')!r}")
+            await handler(request, send)
+        except CantainerError as exc:
+            await _quietly(send({"error": str(exc)}))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception as exc:
+            log.exception("API request failed")
+            await _quietly(send({"error": f"internal error: {type(exc).__name__}: {exc}"}))
+        finally:
+            writer.close()
+
+    async def _op_submit(self, request: dict, send) -> None:
+        items = request.get("events")
+        if not isinstance(items, list) or not items:
+            raise InvalidEvent("submit needs a non-empty list of events")
+        if len(items) > MAX_BATCH:
+            raise InvalidEvent(f"a batch holds at most {MAX_BATCH} events, got {len(items)}")
+        events, ids = [], []
+        for n, item in enumerate(items, 1):
+            where = f"event {n}: " if len(items) > 1 else ""
+            if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+                raise InvalidEvent(f"{where}needs a type")
+            try:
+                events.append(from_data(item["type"], item.get("data", {})))
+            except InvalidEvent as exc:
+                raise InvalidEvent(f"{where}{exc}") from None
+            ids.append(item.get("id") or new_event_id())
+        seqs = await self.daemon.log.append(events, ids)
+        await send({"seqs": seqs})
+
+    async def _op_events(self, request: dict, send) -> None:
+        since = request.get("since", 0)
+        types = request.get("types") or None
+        if not isinstance(since, int) or since < 0:
+            raise CantainerError(f"--since must be a seq >= 0, got {since!r}")
+        reader = self.daemon.reader
+        while True:
+            batch = await reader.read(after=since, limit=1000, types=types)
+            for rec in batch:
+                await send({"event": record_json(rec)})
+            if batch:
+                since = batch[-1].seq
+                continue
+            if not request.get("follow"):
+                await send({"end": True})
+                return
+            await asyncio.sleep(FOLLOW_POLL)
+
+    async def _op_status(self, request: dict, send) -> None:
+        await send({"status": await self.daemon.status()})
+
+
+async def _quietly(coro) -> None:
+    try:
+        await coro
+    except (ConnectionError, OSError):
+        pass
+
+
+def _claim_socket(path: str) -> None:
+    """Remove a stale socket file; refuse if a daemon still answers there."""
+    import socket
+
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)
+    else:
+        raise CantainerError(f"another cantainerd is listening on {path}")
+    finally:
+        probe.close()
+

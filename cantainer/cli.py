@@ -1,0 +1,211 @@
+"""``cantainer``: the command line, a thin client of the local API.
+
+Start-up time counts: this module imports the standard library and
+``cantainer.errors`` only.  Everything else happens in the daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+
+from cantainer.errors import ApiError, CantainerError, DaemonUnreachable
+
+DEFAULT_SOCKET = "/run/cantainer/cantainerd.sock"
+
+
+# -- talking to the daemon ------------------------------------------------------------
+
+
+def request(path: str, message: dict):
+    """Send one request; yield the response objects; raise ApiError on an error line."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        raise DaemonUnreachable(f"no cantainerd answers at {path} (is it running? "
+                                "see --socket / CANTAINER_SOCKET)") from None
+    except PermissionError:
+        sock.close()
+        raise DaemonUnreachable(f"permission denied on {path}: cantainer needs root") from None
+    with sock, sock.makefile("rb") as stream:
+        sock.sendall(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        for line in stream:
+            reply = json.loads(line)
+            if "error" in reply:
+                raise ApiError(reply["error"])
+            yield reply
+
+
+def call(path: str, message: dict) -> dict:
+    for reply in request(path, message):
+        return reply
+    raise ApiError("the daemon closed the connection without answering")
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+def _parse_data(args) -> dict:
+    if args.data is not None:
+        if args.fields:
+            raise CantainerError("give either --data JSON or key=value fields, not both")
+        try:
+            data = json.loads(args.data)
+        except ValueError as exc:
+            raise CantainerError(f"--data is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise CantainerError("--data must be a JSON object")
+        return data
+    data = {}
+    for field in args.fields:
+        key, sep, value = field.partition("=")
+        if not sep or not key:
+            raise CantainerError(f"{field!r} is not key=value")
+        if key in data:
+            raise CantainerError(f"field {key!r} given twice")
+        data[key] = value
+    return data
+
+
+def _read_batch(path: str) -> list[dict]:
+    try:
+        stream = sys.stdin if path == "-" else open(path)
+    except OSError as exc:
+        raise CantainerError(f"cannot read {path}: {exc.strerror}") from None
+    items = []
+    with stream:
+        for n, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except ValueError as exc:
+                raise CantainerError(f"{path}:{n}: not valid JSON: {exc}") from None
+            if not isinstance(item, dict):
+                raise CantainerError(f"{path}:{n}: expected an object with type, data, id")
+            items.append(item)
+    if not items:
+        raise CantainerError(f"{path}: no events")
+    return items
+
+
+def cmd_submit_event(args) -> int:
+    if args.file is not None:
+        if args.type or args.fields or args.data is not None or args.id:
+            raise CantainerError("--file takes the events from the file; give no TYPE or fields")
+        items = _read_batch(args.file)
+        for item in items:
+            item.setdefault("id", os.urandom(16).hex())
+    else:
+        if not args.type:
+            raise CantainerError("submit-event needs an event TYPE (or --file)")
+        items = [{"type": args.type, "data": _parse_data(args),
+                  "id": args.id or os.urandom(16).hex()}]
+    reply = call(args.socket, {"op": "submit", "events": items})
+    print("\n".join(str(seq) for seq in reply["seqs"]))
+    return 0
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+def cmd_events(args) -> int:
+    message = {"op": "events", "since": args.since, "follow": args.follow,
+               "types": args.type or []}
+    for reply in request(args.socket, message):
+        if "end" in reply:
+            break
+        ev = reply["event"]
+        if args.json:
+            line = json.dumps(ev, separators=(",", ":"))
+        else:
+            data = json.dumps(ev["data"], separators=(",", ":")) if ev["data"] else \
+                f"({ev.get('unknown', '')})"
+            line = (f"{ev['seq']:>6}  {_iso(ev['time'])}  {ev['node']:<12} "
+                    f"{ev['type']:<17} {ev['id']}  {data}")
+        print(line, flush=args.follow)
+    return 0
+
+
+def cmd_status(args) -> int:
+    status = call(args.socket, {"op": "status"})["status"]
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"node     {status['node']} ({status['address']}, id {status['node_id']})")
+    print(f"leader   {status['leader'] or '(none: election in progress)'}")
+    print(f"head     {status['head']}")
+    print(f"{'NAME':<16} {'ADDRESS':<22} {'ROLE':<8} ID")
+    for m in status["members"]:
+        role = m["role"] + ("*" if m["leader"] else "")
+        print(f"{m['name'] or '?':<16} {m['address']:<22} {role:<8} {m['id']}")
+    return 0
+
+
+def _since(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a seq number") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError("a seq is >= 0")
+    return number
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cantainer", description="Cantainer command line.")
+    parser.add_argument("--socket", default=os.environ.get("CANTAINER_SOCKET", DEFAULT_SOCKET),
+                        help=f"the daemon's API socket (default: $CANTAINER_SOCKET or "
+                             f"{DEFAULT_SOCKET})")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("submit-event", help="append a raw event to the log; prints its seq")
+    p.add_argument("type", nargs="?", metavar="TYPE", help="event type, e.g. NetworkCreated")
+    p.add_argument("fields", nargs="*", metavar="key=value")
+    p.add_argument("--data", metavar="JSON", help="the event's fields as a JSON object")
+    p.add_argument("--id", help="idempotency key: a retried submit with the same id appends once")
+    p.add_argument("--file", metavar="FILE",
+                   help="JSON Lines of {type, data, id} appended as one atomic batch ('-': stdin)")
+    p.set_defaults(func=cmd_submit_event)
+
+    p = sub.add_parser("events", help="print the event log")
+    p.add_argument("--since", type=_since, default=0, metavar="SEQ",
+                   help="only events after this seq")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    p.add_argument("--type", action="append", metavar="T", help="only events of this type")
+    p.add_argument("--json", action="store_true", help="JSON Lines")
+    p.set_defaults(func=cmd_events)
+
+    p = sub.add_parser("status", help="nodes, Raft roles, leader and log head")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CantainerError as exc:
+        print(f"cantainer: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

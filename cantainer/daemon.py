@@ -1,0 +1,204 @@
+"""``cantainerd``: one host's daemon.
+
+Start order: lock the data directory, start the embedded dqlite node (join
+through the seeds if new), open the event log, announce ``NodeJoined``,
+serve the local API, look after Raft roles.  Stop order is the reverse, with
+a hand-over of leadership and of this node's seat before the node stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import sys
+
+import attrs
+
+from cantainer.api import ApiServer
+from cantainer.errors import CantainerError, ConfigError
+from cantainer.events import EventLog, NodeJoined, RaftMember
+
+log = logging.getLogger("cantainerd")
+
+DEFAULT_PORT = 9000
+ROLES_INTERVAL = 2.0  # seconds between the leader's checks of voters and stand-bys
+
+
+@attrs.frozen
+class Config:
+    name: str
+    host: str  # underlay address of this host
+    port: int
+    seeds: tuple[str, ...]
+    data_dir: str
+    run_dir: str
+    voters: int = 3
+    standbys: int = 3
+
+    @property
+    def dqlite_address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.run_dir, "cantainerd.sock")
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.raft = RaftMember(os.path.join(config.data_dir), config.dqlite_address,
+                               config.seeds, voters=config.voters, standbys=config.standbys)
+        self.log = EventLog([config.dqlite_address], node=config.name)
+        self.reader = EventLog([config.dqlite_address], node=config.name)
+        self.api = ApiServer(self, config.socket_path)
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        await self.raft.start()
+        try:
+            await self._announce()
+            await self.api.start()
+            roles = asyncio.create_task(self._look_after_roles())
+            log.info("cantainerd %s ready: dqlite %s, node id %x, API %s", self.config.name,
+                     self.config.dqlite_address, self.raft.node_id, self.config.socket_path)
+            await self._stopping.wait()
+            log.info("stopping")
+            roles.cancel()
+            await self.api.stop()
+            await self._hand_over()
+            await self.log.close()
+            await self.reader.close()
+        finally:
+            await self.raft.stop()
+        log.info("stopped")
+
+    async def _announce(self) -> None:
+        """Append ``NodeJoined`` once per node id; a restart finds it already there."""
+        event = NodeJoined(name=self.config.name, address=self.config.host,
+                           dqlite_address=self.config.dqlite_address)
+        seq, = await self.log.append([event], [f"NodeJoined-{self.raft.node_id:x}"])
+        log.info("NodeJoined is at seq %d", seq)
+
+    async def _look_after_roles(self) -> None:
+        while True:
+            await asyncio.sleep(ROLES_INTERVAL)
+            try:
+                await self.raft.rebalance_if_leader()
+            except Exception as exc:  # keep looking after roles whatever one round hit
+                log.info("role check skipped: %s", exc)
+
+    async def _hand_over(self) -> None:
+        try:
+            async with asyncio.timeout(10):
+                await self.raft.hand_over()
+        except Exception as exc:
+            log.warning("hand-over incomplete: %s", exc)
+
+    async def status(self) -> dict:
+        members = await self.raft.members()
+        leader = await self.raft.leader()
+        names = {}
+        for rec in await self.reader.read(types=["NodeJoined"], limit=100_000):
+            if isinstance(rec.event, NodeJoined):
+                names[rec.event.dqlite_address] = rec.event.name
+        return {
+            "node": self.config.name,
+            "node_id": f"{self.raft.node_id:x}",
+            "address": self.config.dqlite_address,
+            "leader": leader,
+            "head": await self.reader.head(),
+            "members": [{"id": f"{m.node_id:x}", "address": m.address,
+                         "role": m.role.name.lower(), "name": names.get(m.address, ""),
+                         "leader": m.address == leader} for m in members],
+        }
+
+
+def _lock_data_dir(data_dir: str) -> int:
+    try:
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(data_dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot use data directory {data_dir}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ConfigError(f"another cantainerd is using the data directory {data_dir}") from None
+    return fd
+
+
+def _parse_address(value: str) -> tuple[str, int]:
+    host, _, port = value.partition(":")
+    try:
+        ipaddress.IPv4Address(host)
+        number = int(port) if port else DEFAULT_PORT
+        if not 0 < number < 65536:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"--address {value!r} is not IPV4[:PORT]") from None
+    return host, number
+
+
+def parse_config(argv: list[str] | None = None) -> Config:
+    parser = argparse.ArgumentParser(prog="cantainerd", description="Cantainer host daemon.")
+    parser.add_argument("--address", help="this host's underlay address, HOST[:PORT] "
+                        "(default: the default route's source address, port 9000)")
+    parser.add_argument("--seeds", default="", help="HOST:PORT[,...] of members to join through")
+    parser.add_argument("--name", default=socket.gethostname(), help="node name (default: hostname)")
+    parser.add_argument("--data-dir", default="/var/lib/cantainer")
+    parser.add_argument("--run-dir", default="/run/cantainer")
+    parser.add_argument("--voters", type=int, default=3, help=argparse.SUPPRESS)
+    parser.add_argument("--standbys", type=int, default=3, help=argparse.SUPPRESS)
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.log_level != "debug":  # our own messages say what its retries were about
+        logging.getLogger("dqliteclient").setLevel(logging.ERROR)
+    if args.address is None:
+        from cantainer.kernel.net import default_address
+        found = default_address()
+        if found is None:
+            raise ConfigError("no default route to take an address from; pass --address")
+        args.address = found
+    host, port = _parse_address(args.address)
+    seeds = []
+    for seed in filter(None, (s.strip() for s in args.seeds.split(","))):
+        seed_host, seed_port = _parse_address(seed)
+        seeds.append(f"{seed_host}:{seed_port}")
+    if not 1 <= args.voters <= 7 or not 0 <= args.standbys <= 7:
+        raise ConfigError("--voters must be 1..7 and --standbys 0..7")
+    from cantainer.events._validate import NAME_RE
+    if not NAME_RE.match(args.name):
+        raise ConfigError(f"--name {args.name!r} is not a valid node name")
+    return Config(name=args.name, host=host, port=port, seeds=tuple(seeds),
+                  data_dir=os.path.abspath(args.data_dir), run_dir=os.path.abspath(args.run_dir),
+                  voters=args.voters, standbys=args.standbys)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = parse_config(argv)
+        lock = _lock_data_dir(config.data_dir)
+        try:
+            asyncio.run(Daemon(config).run())
+        finally:
+            os.close(lock)
+    except CantainerError as exc:
+        print(f"cantainerd: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

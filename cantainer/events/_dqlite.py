@@ -1,0 +1,117 @@
+"""A ctypes binding to Canonical's libdqlite: one embedded dqlite node.
+
+Only the handful of calls a node's life needs: create, bind address, start,
+stop, destroy, error message and node-id generation.  The node runs its own
+libuv thread inside libdqlite; ``start`` returns once it accepts connections.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+from cantainer.errors import DqliteError
+
+#: Raft node id of the node that bootstraps a new cluster (see dqlite.h).
+BOOTSTRAP_ID = 1
+
+_LIBRARY = "libdqlite.so.0"
+_lib: ctypes.CDLL | None = None
+
+
+def _load() -> ctypes.CDLL:
+    global _lib
+    if _lib is not None:
+        return _lib
+    try:
+        lib = ctypes.CDLL(_LIBRARY)
+    except OSError as exc:
+        raise DqliteError(
+            f"cannot load {_LIBRARY} ({exc}); install the Debian package libdqlite0"
+        ) from None
+    node_p = ctypes.c_void_p
+    lib.dqlite_node_create.argtypes = [
+        ctypes.c_ulonglong, ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(node_p)]
+    lib.dqlite_node_create.restype = ctypes.c_int
+    lib.dqlite_node_set_bind_address.argtypes = [node_p, ctypes.c_char_p]
+    lib.dqlite_node_set_bind_address.restype = ctypes.c_int
+    lib.dqlite_node_set_network_latency_ms.argtypes = [node_p, ctypes.c_uint]
+    lib.dqlite_node_set_network_latency_ms.restype = ctypes.c_int
+    lib.dqlite_node_start.argtypes = [node_p]
+    lib.dqlite_node_start.restype = ctypes.c_int
+    lib.dqlite_node_stop.argtypes = [node_p]
+    lib.dqlite_node_stop.restype = ctypes.c_int
+    lib.dqlite_node_destroy.argtypes = [node_p]
+    lib.dqlite_node_destroy.restype = None
+    lib.dqlite_node_errmsg.argtypes = [node_p]
+    lib.dqlite_node_errmsg.restype = ctypes.c_char_p
+    lib.dqlite_generate_node_id.argtypes = [ctypes.c_char_p]
+    lib.dqlite_generate_node_id.restype = ctypes.c_ulonglong
+    lib.dqlite_version_number.argtypes = []
+    lib.dqlite_version_number.restype = ctypes.c_int
+    _lib = lib
+    return lib
+
+
+def version() -> int:
+    """libdqlite's version number, e.g. 11001 for 1.10.1."""
+    return _load().dqlite_version_number()
+
+
+def generate_node_id(address: str) -> int:
+    """A fresh random node id (libdqlite mixes the address with the clock)."""
+    return _load().dqlite_generate_node_id(address.encode())
+
+
+class DqliteNode:
+    """One dqlite node: ``DqliteNode(id, "host:port", data_dir).start()``."""
+
+    def __init__(self, node_id: int, address: str, data_dir: str,
+                 network_latency_ms: int | None = None) -> None:
+        lib = _load()
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        self.node_id = node_id
+        self.address = address
+        self._lib = lib
+        self._node = ctypes.c_void_p()
+        self._started = False
+        rc = lib.dqlite_node_create(node_id, address.encode(), data_dir.encode(),
+                                    ctypes.byref(self._node))
+        if rc != 0:
+            message = self._errmsg()
+            self.close()
+            raise DqliteError(f"dqlite node {address}: create failed: {message} (rc={rc})")
+        self._check(lib.dqlite_node_set_bind_address(self._node, address.encode()),
+                    "bind address")
+        if network_latency_ms is not None:
+            self._check(lib.dqlite_node_set_network_latency_ms(self._node, network_latency_ms),
+                        "network latency")
+
+    def _errmsg(self) -> str:
+        if not self._node:
+            return "no node"
+        raw = self._lib.dqlite_node_errmsg(self._node)
+        return raw.decode(errors="replace") if raw else "unknown error"
+
+    def _check(self, rc: int, what: str) -> None:
+        if rc != 0:
+            message = self._errmsg()
+            self.close()
+            raise DqliteError(f"dqlite node {self.address}: {what} failed: {message} (rc={rc})")
+
+    def start(self) -> None:
+        self._check(self._lib.dqlite_node_start(self._node), "start")
+        self._started = True
+
+    def stop(self) -> None:
+        """Stop serving; blocks until in-flight requests are done."""
+        if self._started:
+            self._started = False
+            self._lib.dqlite_node_stop(self._node)
+
+    def close(self) -> None:
+        self.stop()
+        if self._node:
+            self._lib.dqlite_node_destroy(self._node)
+            self._node = ctypes.c_void_p()
