@@ -22,7 +22,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from cantainer.errors import CantainerError, InvalidEvent
+from cantainer.errors import CantainerError, InvalidEvent, LogUnavailable
 from cantainer.events import Recorded, UnknownEvent, from_data, new_event_id
 
 if TYPE_CHECKING:
@@ -111,7 +111,14 @@ class ApiServer:
             except InvalidEvent as exc:
                 raise InvalidEvent(f"{where}{exc}") from None
             ids.append(item.get("id") or new_event_id())
-        seqs = await self.daemon.log.append(events, ids)
+        try:
+            seqs = await self.daemon.log.append(events, ids)
+        except LogUnavailable as exc:
+            # Raft may still commit what the old leader holds: only a retry
+            # with the same id is safe, so say which id that is.
+            again = f"--id {ids[0]}" if len(ids) == 1 else "the same ids"
+            raise LogUnavailable(f"{exc}; the event may still be appended later: retry "
+                                 f"with {again} to append it at most once") from None
         await send({"seqs": seqs})
 
     async def _op_events(self, request: dict, send) -> None:

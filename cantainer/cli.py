@@ -100,6 +100,9 @@ def cmd_submit_event(args) -> int:
         if args.type or args.fields or args.data is not None or args.id:
             raise CantainerError("--file takes the events from the file; give no TYPE or fields")
         items = _read_batch(args.file)
+        if not all(item.get("id") for item in items):
+            print("cantainer: warning: events without an id get a fresh one; a retried "
+                  "batch may then append twice", file=sys.stderr)
         for item in items:
             item.setdefault("id", os.urandom(16).hex())
     else:

@@ -55,8 +55,8 @@ class Daemon:
         self.config = config
         self.raft = RaftMember(os.path.join(config.data_dir), config.dqlite_address,
                                config.seeds, voters=config.voters, standbys=config.standbys)
-        self.log = EventLog([config.dqlite_address], node=config.name)
-        self.reader = EventLog([config.dqlite_address], node=config.name)
+        self.log = EventLog(self.raft.store, node=config.name)
+        self.reader = EventLog(self.raft.store, node=config.name)
         self.api = ApiServer(self, config.socket_path)
         self._stopping = asyncio.Event()
 
@@ -93,7 +93,7 @@ class Daemon:
         while True:
             await asyncio.sleep(ROLES_INTERVAL)
             try:
-                await self.raft.rebalance_if_leader()
+                await self.raft.look_after()
             except Exception as exc:  # keep looking after roles whatever one round hit
                 log.info("role check skipped: %s", exc)
 

@@ -27,7 +27,7 @@ from dqliteclient import (
     ClusterPolicyError,
     DqliteConnection,
     DqliteConnectionError,
-    MemoryNodeStore,
+    NodeStore,
     OperationalError,
 )
 
@@ -39,7 +39,10 @@ from cantainer.events._validate import event_id
 log = logging.getLogger(__name__)
 
 DATABASE = "cantainer"
-CHUNK = 100  # rows per INSERT statement: 7 parameters each stays under SQLite's 999
+# Rows per INSERT statement: libdqlite 1.11 (Debian 12) takes at most 255
+# parameters in one statement (a one-byte count on the wire); 6 per row.
+MAX_PARAMS = 255
+CHUNK = MAX_PARAMS // 6
 SCHEMA = """CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -70,18 +73,18 @@ def new_event_id() -> str:
 class EventLog:
     """Append to and read from the replicated log, from any member node.
 
-    ``addresses`` is where to look for the leader (this host's own dqlite
-    node is enough: it redirects to the leader).  One operation at a time
+    ``nodes`` is where to look for the leader: the members this host knows
+    (``MemoryNodeStore([...addresses])`` will do).  One operation at a time
     goes over the connection; create a second ``EventLog`` for a reader
     that must not wait behind writers.
     """
 
-    def __init__(self, addresses: Sequence[str], *, node: str, timeout: float = 10.0,
+    def __init__(self, nodes: NodeStore, *, node: str, timeout: float = 10.0,
                  rpc_timeout: float = 2.0, clock: Callable[[], float] = time.time) -> None:
         self.node = node
         self.timeout = timeout
         self._clock = clock
-        self._cluster = ClusterClient(MemoryNodeStore(list(addresses)), timeout=rpc_timeout,
+        self._cluster = ClusterClient(nodes, timeout=rpc_timeout,
                                       dial_timeout=min(rpc_timeout, 1.0))
         self._conn: DqliteConnection | None = None
         self._lock = asyncio.Lock()
@@ -111,9 +114,9 @@ class EventLog:
                 try:
                     return await op(await self._connection())
                 except Exception as exc:
+                    await self._drop()  # never reuse a session left mid-transaction
                     if not _transient(exc):
                         raise
-                    await self._drop()
                     if loop.time() + delay > deadline:
                         raise LogUnavailable(
                             f"{what}: no dqlite leader answered within {self.timeout:g}s "
@@ -164,8 +167,8 @@ class EventLog:
     async def _seqs_of(self, conn: DqliteConnection, ids: list[str]) -> list[int]:
         found: dict[str, int] = {}
         unique = list(dict.fromkeys(ids))
-        for i in range(0, len(unique), 500):
-            part = unique[i:i + 500]
+        for i in range(0, len(unique), MAX_PARAMS):
+            part = unique[i:i + MAX_PARAMS]
             marks = ", ".join("?" * len(part))
             for row_id, seq in await conn.fetchall(
                     f"SELECT id, seq FROM events WHERE id IN ({marks})", part):

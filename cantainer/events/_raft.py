@@ -64,6 +64,33 @@ def plan_roles(nodes: Iterable[NodeInfo], online: set[int], *, leader: int,
     return changes
 
 
+class MemberStore(MemoryNodeStore):
+    """The members of the Raft group this node knows, kept in ``cluster.json``.
+
+    A spare hears nothing from the leader and a restarted node may be a
+    spare, so the local node alone cannot always name the leader: clients
+    look through every member known here (go-dqlite keeps ``cluster.yaml``
+    for the same reason).
+    """
+
+    def __init__(self, path: str, addresses: Sequence[str]) -> None:
+        self._path = path
+        try:
+            with open(path) as f:
+                saved = [str(a) for a in json.load(f)]
+        except (OSError, ValueError, TypeError):
+            saved = []
+        super().__init__(list(dict.fromkeys([*addresses, *saved])))
+
+    async def set_nodes(self, nodes: Sequence[NodeInfo]) -> None:
+        await super().set_nodes(nodes)
+        addresses = [n.address for n in await self.get_nodes()]
+        tmp = self._path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(addresses, f)
+        os.replace(tmp, self._path)
+
+
 class RaftMember:
     """Runs the embedded dqlite node and looks after its place in the group."""
 
@@ -78,7 +105,8 @@ class RaftMember:
         self._dqlite_dir = os.path.join(data_dir, "dqlite")
         self.node_id, self._joined = self._load_identity()
         self._node: DqliteNode | None = None
-        self._admin = ClusterClient(MemoryNodeStore([address]), timeout=2.0, dial_timeout=1.0)
+        self.store = MemberStore(os.path.join(data_dir, "cluster.json"), [address, *self.seeds])
+        self._admin = ClusterClient(self.store, timeout=2.0, dial_timeout=1.0)
 
     # -- identity -----------------------------------------------------------------
 
@@ -131,6 +159,7 @@ class RaftMember:
                 if not any(n.node_id == self.node_id for n in members):
                     await seeds.add_node(self.node_id, self.address, role=SPARE)
                 log.info("joined the cluster as node %x", self.node_id)
+                await self.store.set_nodes(await seeds.cluster_info())
                 await self.rebalance(seeds)
                 return
             except (ClientError, OSError, TimeoutError) as exc:
@@ -148,7 +177,10 @@ class RaftMember:
     # -- roles ---------------------------------------------------------------------
 
     async def members(self) -> list[NodeInfo]:
-        return await self._admin.cluster_info()
+        """The leader's view of the group; also refreshes the saved member list."""
+        members = await self._admin.cluster_info()
+        await self.store.set_nodes(members)
+        return members
 
     async def leader(self) -> str | None:
         info = await self._admin.leader_info()
@@ -180,7 +212,9 @@ class RaftMember:
             log.info("assigning node %x the role %s", node_id, role.name.lower())
             await client.assign_role(node_id, role)
 
-    async def rebalance_if_leader(self) -> None:
+    async def look_after(self) -> None:
+        """One round of the daemon's loop: refresh the members; the leader rebalances."""
+        await self.members()
         leader = await self._admin.leader_info()
         if leader is not None and leader.node_id == self.node_id:
             await self.rebalance()

@@ -1,0 +1,202 @@
+"""Three (and four) daemons on separate addresses form one replicated log."""
+
+import json
+import signal
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+def status(lab, n):
+    return json.loads(lab.cli(n, "status", "--json").stdout)
+
+
+def events(lab, n, *args):
+    out = lab.cli(n, "events", "--json", *args).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def submit(lab, n, *args, **kwargs):
+    return lab.cli(n, "submit-event", *args, **kwargs)
+
+
+def leader_host(lab, asking):
+    address = status(lab, asking)["leader"]
+    return next(h.number for h in lab.hosts if h.dqlite_address == address)
+
+
+def wait_for(predicate, timeout=20.0, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def test_cluster_forms_and_every_host_reads_the_same_log(make_lab):
+    lab = make_lab(3)
+    lab.start_all()
+    for n in (1, 2, 3):
+        st = status(lab, n)
+        assert sorted(m["name"] for m in st["members"]) == ["h1", "h2", "h3"]
+        assert {m["role"] for m in st["members"]} == {"voter"}
+        assert st["leader"] == status(lab, 1)["leader"]
+
+    for i in range(12):  # interleave submitters
+        submit(lab, i % 3 + 1, "NetworkCreated", f"name=net{i}", f"cidr=198.18.{i}.0/24")
+    batch = "\n".join(json.dumps({"type": "NodeSuspected", "data": {"name": f"x{i}"}})
+                      for i in range(250))
+    seqs = [int(s) for s in submit(lab, 2, "--file", "-", input=batch).stdout.split()]
+    assert seqs == list(range(seqs[0], seqs[0] + 250)), "a batch is contiguous and in order"
+
+    logs = [events(lab, n) for n in (1, 2, 3)]
+    assert logs[0] == logs[1] == logs[2]
+    assert [e["seq"] for e in logs[0]] == list(range(1, len(logs[0]) + 1)), "gap-free"
+    assert [e["type"] for e in logs[0][:3]] == ["NodeJoined"] * 3
+    created = [e["data"]["name"] for e in logs[0] if e["type"] == "NetworkCreated"]
+    assert created == [f"net{i}" for i in range(12)]
+    assert {e["node"] for e in logs[0] if e["type"] == "NetworkCreated"} == {"h1", "h2", "h3"}
+
+    only = events(lab, 3, "--type", "NetworkCreated", "--since", str(logs[0][5]["seq"]))
+    assert [e["seq"] for e in only] == [e["seq"] for e in logs[0]
+                                        if e["type"] == "NetworkCreated" and e["seq"] > 6]
+
+
+def test_retried_submit_with_the_same_id_appends_once(make_lab):
+    lab = make_lab(3)
+    lab.start_all()
+    first = submit(lab, 1, "NetworkCreated", "name=n1", "cidr=198.18.0.0/24", "--id", "retry-1")
+    head = status(lab, 1)["head"]
+    again = submit(lab, 3, "NetworkCreated", "name=n1", "cidr=198.18.0.0/24", "--id", "retry-1")
+    assert first.stdout == again.stdout
+    assert status(lab, 2)["head"] == head
+    assert [e["id"] for e in events(lab, 2)].count("retry-1") == 1
+
+    batch = "\n".join(json.dumps({"type": "NodeLeft", "data": {"name": f"n{i}"},
+                                  "id": f"b-{i}"}) for i in range(5))
+    once = submit(lab, 2, "--file", "-", input=batch).stdout
+    twice = submit(lab, 1, "--file", "-", input=batch).stdout
+    assert once == twice
+    assert status(lab, 3)["head"] == head + 5
+
+
+def test_bad_input_appends_nothing(make_lab):
+    lab = make_lab(3)
+    lab.start_all()
+    head = status(lab, 1)["head"]
+    big = json.dumps({"container": "a" * 64, "name": "c", "host": "h1", "network": "n",
+                      "command": ["x" * 4000] * 20})
+    cases = [
+        (("Teleported", "name=x"), "unknown event type 'Teleported'"),
+        (("NetworkCreated", "name=x"), "needs field 'cidr'"),
+        (("NetworkCreated", "name=x", "cidr=198.18.0.7/24"), "host bits set"),
+        (("NodeLeft", "--data", "{nope"), "--data is not valid JSON"),
+        (("ContainerCreated", "--data", big), "the limit is 65536"),
+        (("NodeLeft", "name=x", "--id", "bad id!"), "event id 'bad id!' is not valid"),
+    ]
+    for args, message in cases:
+        result = submit(lab, 2, *args, check=False)
+        assert result.returncode == 1, args
+        assert message in result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    # A batch with one bad event is refused whole.
+    batch = (json.dumps({"type": "NodeLeft", "data": {"name": "ok"}}) + "\n"
+             + json.dumps({"type": "NodeLeft", "data": {"name": ""}}))
+    result = submit(lab, 1, "--file", "-", input=batch, check=False)
+    assert result.returncode == 1 and "event 2:" in result.stderr
+    assert status(lab, 3)["head"] == head
+    assert lab.host(2).running, "the daemon stays up"
+
+
+def test_leader_killed_then_survivors_append_and_it_catches_up(make_lab):
+    lab = make_lab(3)
+    lab.start_all()
+    submit(lab, 1, "NetworkCreated", "name=before", "cidr=198.18.0.0/24")
+    dead = leader_host(lab, 1)
+    survivors = [n for n in (1, 2, 3) if n != dead]
+    survivor = survivors[0]
+    lab.kill(dead)
+    started = time.monotonic()
+    submit(lab, survivor, "NetworkCreated", "name=after", "cidr=198.18.1.0/24")
+    failover = time.monotonic() - started
+    print(f"new leader took an append {failover:.2f}s after SIGKILL of the old one")
+    for i in range(6):
+        submit(lab, survivors[i % 2], "NodeSuspected", f"name=s{i}")
+    assert leader_host(lab, survivor) != dead
+
+    lab.start(dead)
+    reference = events(lab, survivor)
+    wait_for(lambda: events(lab, dead) == reference)
+    st = status(lab, dead)
+    assert len(st["members"]) == 3 and st["head"] == reference[-1]["seq"]
+    names = [e["data"].get("name") for e in reference if e["type"] == "NodeJoined"]
+    assert sorted(names) == ["h1", "h2", "h3"], "a restarted node rejoins as itself, no second NodeJoined"
+
+
+def test_roles_standbys_hand_over_and_replacement(make_lab):
+    lab = make_lab(4)
+    lab.start_all()
+
+    def roles(n):
+        return {m["name"]: m["role"] for m in status(lab, n)["members"]}
+
+    wait_for(lambda: sorted(roles(1).values()) == ["standby", "voter", "voter", "voter"])
+
+    # A graceful stop of the leader hands leadership and its seat over.
+    old = leader_host(lab, 1)
+    standby = next(int(name[1:]) for name, role in roles(1).items() if role == "standby")
+    assert lab.stop(old, signal.SIGTERM) == 0
+    other = next(h.number for h in lab.hosts if h.number != old)
+    assert leader_host(lab, other) != old
+    after = roles(other)
+    assert after[f"h{old}"] == "spare" and after[f"h{standby}"] == "voter"
+    submit(lab, other, "NodeLeft", f"name=h{old}")
+
+    # SIGKILL of a voter: the leader gives its seat to the online spare (the restarted node).
+    lab.start(old)
+    wait_for(lambda: roles(other)[f"h{old}"] == "standby")
+    leader = leader_host(lab, other)
+    victim = next(h.number for h in lab.hosts if h.number not in (leader, old))
+    lab.kill(victim)
+    wait_for(lambda: roles(leader)[f"h{old}"] == "voter" and roles(leader)[f"h{victim}"] == "spare")
+    submit(lab, leader, "NodeSuspected", f"name=h{victim}")
+
+
+def test_one_daemon_per_data_directory(make_lab):
+    lab = make_lab(1)
+    lab.start(1)
+    h = lab.host(1)
+    lab.hosts[0] = type(h)(lab, 1, h.address)  # a second handle on the same host and dirs
+    second = lab.start(1, wait=False)
+    assert second.proc.wait(30) == 1
+    assert "another cantainerd is using the data directory" in lab.log(1)
+    lab.hosts[0] = h
+
+
+def test_without_quorum_appends_fail_clearly_and_a_retry_lands_once(make_lab):
+    lab = make_lab(3)
+    lab.start_all()
+    head = status(lab, 1)["head"]
+    lab.kill(2)
+    lab.kill(3)
+    started = time.monotonic()
+    result = submit(lab, 1, "NodeSuspected", "name=h2", "--id", "no-quorum", check=False)
+    waited = time.monotonic() - started
+    assert result.returncode == 1
+    assert "no dqlite leader answered within 10s" in result.stderr
+    assert "retry with --id no-quorum" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert waited < 30, "bounded backoff, not a hang"
+    lab.start(2)
+    lab.start(3)
+    # Raft may commit the timed-out entry once the quorum is back; the retry
+    # with the same id must then return it rather than append a second copy.
+    wait_for(lambda: submit(lab, 1, "NodeSuspected", "name=h2", "--id", "no-quorum",
+                            check=False).returncode == 0, timeout=60, interval=1)
+    logged = events(lab, 3)
+    assert [e["id"] for e in logged[head:]] == ["no-quorum"]

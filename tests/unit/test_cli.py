@@ -1,0 +1,92 @@
+"""The CLI on its own: start-up weight, bad arguments, no daemon."""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+CLI = [sys.executable, "-m", "cantainer.cli"]
+
+
+def run(*args, socket_path="/nonexistent/cantainerd.sock", input=None):
+    env = dict(os.environ, CANTAINER_SOCKET=socket_path)
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, input=input,
+                          timeout=30)
+
+
+def test_cli_imports_nothing_heavy():
+    code = ("import sys, cantainer.cli; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('pyroute2', 'dqliteclient', 'dqlitewire', 'msgpack', 'attrs', 'pykka', 'asyncio')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("args", [
+    ("status",),
+    ("events",),
+    ("submit-event", "NodeLeft", "name=a"),
+])
+def test_no_daemon_is_one_clear_line(args):
+    result = run(*args)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "no cantainerd answers at /nonexistent/cantainerd.sock" in result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("submit-event", "NodeLeft", "name"), "'name' is not key=value"),
+    (("submit-event", "NodeLeft", "name=a", "name=b"), "given twice"),
+    (("submit-event", "NodeLeft", "--data", "{bad"), "--data is not valid JSON"),
+    (("submit-event", "NodeLeft", "--data", "[1]"), "must be a JSON object"),
+    (("submit-event", "NodeLeft", "name=a", "--data", "{}"), "either --data"),
+    (("submit-event",), "needs an event TYPE"),
+    (("submit-event", "--file", "/nonexistent/batch"), "cannot read /nonexistent/batch"),
+])
+def test_bad_arguments_fail_before_reaching_the_daemon(args, message):
+    result = run(*args)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_batch_file_names_the_line(tmp_path):
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text('{"type": "NodeLeft", "data": {"name": "a"}}\nnot json\n')
+    result = run("submit-event", "--file", str(batch))
+    assert result.returncode == 1 and f"{batch}:2: not valid JSON" in result.stderr
+
+
+def test_usage_errors_exit_2():
+    result = run("events", "--since", "-3")
+    assert result.returncode == 2 and "a seq is >= 0" in result.stderr
+    assert run("frobnicate").returncode == 2
+
+
+def test_daemon_error_reply_is_printed_as_one_line(tmp_path):
+    """A fake daemon answering with an error: the CLI prints it and exits 1."""
+    path = str(tmp_path / "fake.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    seen = []
+
+    def answer():
+        conn, _ = server.accept()
+        with conn, conn.makefile("rb") as f:
+            seen.append(f.readline())
+            conn.sendall(b'{"error": "field \'cidr\': bad"}\n')
+
+    t = threading.Thread(target=answer)
+    t.start()
+    try:
+        result = run("submit-event", "NetworkCreated", "name=n", "cidr=x", socket_path=path)
+    finally:
+        t.join(10)
+        server.close()
+    assert result.returncode == 1
+    assert result.stderr == "cantainer: error: field 'cidr': bad\n"
+    assert b'"op":"submit"' in seen[0]

@@ -1,0 +1,86 @@
+"""The msgpack codec: round trips, and decoding that never raises."""
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cantainer import events as ev
+from cantainer.errors import PayloadTooLarge
+from tests.unit.strategies import BY_TYPE, any_event
+
+
+@pytest.mark.parametrize("cls", sorted(BY_TYPE, key=lambda c: c.__name__),
+                         ids=lambda c: c.__name__)
+@given(data=st.data())
+@settings(max_examples=60)
+def test_every_event_type_round_trips(cls, data):
+    event = data.draw(BY_TYPE[cls])
+    decoded = ev.decode(cls.type_name(), cls.VERSION, ev.encode(event))
+    assert decoded == event
+    assert type(decoded) is cls
+
+
+@given(type_name=st.sampled_from(sorted(ev.CATALOGUE)) | st.text(max_size=20),
+       version=st.integers(-5, 5), payload=st.binary(max_size=300))
+@settings(max_examples=500)
+def test_decode_never_raises_on_arbitrary_bytes(type_name, version, payload):
+    result = ev.decode(type_name, version, payload)
+    assert isinstance(result, (ev.Event, ev.UnknownEvent))
+
+
+@given(payload=st.dictionaries(st.text(max_size=10),
+                               st.one_of(st.none(), st.integers(-2**63, 2**63 - 1), st.text(max_size=10),
+                                         st.lists(st.integers(-2**63, 2**63 - 1), max_size=3)), max_size=6))
+def test_decode_never_raises_on_arbitrary_maps(payload):
+    for type_name in ev.CATALOGUE:
+        result = ev.decode(type_name, 1, msgpack.packb(payload))
+        assert isinstance(result, (ev.Event, ev.UnknownEvent))
+
+
+def test_unknown_type_is_skippable_not_an_error():
+    result = ev.decode("ContainerTeleported", 1, msgpack.packb({"x": 1}))
+    assert result == ev.UnknownEvent("ContainerTeleported", 1, "unknown event type")
+
+
+def test_newer_version_is_skippable():
+    event = ev.NodeLeft(name="a")
+    result = ev.decode("NodeLeft", 2, ev.encode(event))
+    assert isinstance(result, ev.UnknownEvent)
+    assert "newer" in result.reason
+
+
+def test_invalid_fields_in_the_log_are_skippable():
+    payload = msgpack.packb({"name": "net", "cidr": "198.18.0.1/24"})
+    result = ev.decode("NetworkCreated", 1, payload)
+    assert isinstance(result, ev.UnknownEvent)
+    assert "host bits" in result.reason
+
+
+def test_missing_and_extra_fields_are_skippable():
+    assert isinstance(ev.decode("NodeLeft", 1, msgpack.packb({})), ev.UnknownEvent)
+    assert isinstance(ev.decode("NodeLeft", 1, msgpack.packb({"name": "a", "x": 1})),
+                      ev.UnknownEvent)
+
+
+def test_oversized_payload_is_refused_on_encode_and_skipped_on_decode():
+    big = ev.ContainerCreated(container="a" * 64, name="c", host="h", network="n",
+                              command=tuple("x" * 4000 for _ in range(20)))
+    with pytest.raises(PayloadTooLarge, match="limit is 65536"):
+        ev.encode(big)
+    oversized = msgpack.packb({"name": "a", "pad": "x" * ev.MAX_PAYLOAD})
+    result = ev.decode("NodeLeft", 1, oversized)
+    assert isinstance(result, ev.UnknownEvent) and "exceeds" in result.reason
+
+
+def test_payload_just_under_the_limit_is_accepted():
+    event = ev.ContainerCreated(container="a" * 64, name="c", host="h", network="n",
+                                command=tuple("x" * 4000 for _ in range(15)))
+    assert len(ev.encode(event)) < ev.MAX_PAYLOAD
+
+
+@given(any_event)
+def test_recorded_data_is_json_ready(event):
+    import json
+    rec = ev.Recorded(1, "id", event.type_name(), 1, "n", 0.0, event)
+    assert json.loads(json.dumps(rec.data())) == rec.data()
