@@ -40,6 +40,7 @@ class Config:
     run_dir: str
     voters: int = 3
     standbys: int = 3
+    network_latency_ms: int = 20
 
     @property
     def dqlite_address(self) -> str:
@@ -54,7 +55,8 @@ class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.raft = RaftMember(os.path.join(config.data_dir), config.dqlite_address,
-                               config.seeds, voters=config.voters, standbys=config.standbys)
+                               config.seeds, voters=config.voters, standbys=config.standbys,
+                               network_latency_ms=config.network_latency_ms)
         self.log = EventLog(self.raft.store, node=config.name)
         self.reader = EventLog(self.raft.store, node=config.name)
         self.api = ApiServer(self, config.socket_path)
@@ -158,6 +160,9 @@ def parse_config(argv: list[str] | None = None) -> Config:
     parser.add_argument("--run-dir", default="/run/cantainer")
     parser.add_argument("--voters", type=int, default=3, help=argparse.SUPPRESS)
     parser.add_argument("--standbys", type=int, default=3, help=argparse.SUPPRESS)
+    parser.add_argument("--network-latency-ms", type=int, default=20, metavar="MS",
+                        help="one-way latency dqlite plans for: Raft heartbeats every 1.5x, "
+                             "elections after 15x (default: 20, a 300 ms election timeout)")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
@@ -178,12 +183,15 @@ def parse_config(argv: list[str] | None = None) -> Config:
         seeds.append(f"{seed_host}:{seed_port}")
     if not 1 <= args.voters <= 7 or not 0 <= args.standbys <= 7:
         raise ConfigError("--voters must be 1..7 and --standbys 0..7")
+    if not 1 <= args.network_latency_ms <= 10_000:
+        raise ConfigError("--network-latency-ms must be 1..10000")
     from cantainer.events._validate import NAME_RE
     if not NAME_RE.match(args.name):
         raise ConfigError(f"--name {args.name!r} is not a valid node name")
     return Config(name=args.name, host=host, port=port, seeds=tuple(seeds),
                   data_dir=os.path.abspath(args.data_dir), run_dir=os.path.abspath(args.run_dir),
-                  voters=args.voters, standbys=args.standbys)
+                  voters=args.voters, standbys=args.standbys,
+                  network_latency_ms=args.network_latency_ms)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,9 +5,10 @@
            type, version, node, time, payload BLOB)
 
 ``append`` writes a batch in one statement (one transaction for batches of
-more than ``CHUNK`` events) with ``INSERT OR IGNORE``, then reads back the seq
-of every id: a retried append after a timeout, a leader change or an
-ambiguous commit finds its rows already there and returns the original seqs.
+more than ``CHUNK`` events) with ``INSERT OR IGNORE``.  When every row was
+new, the seqs follow from the last insert id; otherwise they are read back by
+id: a retried append after a timeout, a leader change or an ambiguous commit
+finds its rows already there and returns the original seqs.
 Every call retries transient failures (no leader yet, leader changed, lost
 connection) with bounded backoff, and raises :class:`LogUnavailable` when no
 leader answered within ``timeout`` seconds.
@@ -153,14 +154,21 @@ class EventLog:
             chunks = [rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK)]
             if len(chunks) > 1:
                 await conn.execute("BEGIN")
+            seqs: list[int] | None = []
             for chunk in chunks:
                 values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
-                await conn.execute(
+                last, inserted = await conn.execute(
                     f"INSERT OR IGNORE INTO events (id, type, version, node, time, payload) "
                     f"VALUES {values}", [x for row in chunk for x in row])
+                if seqs is not None and inserted == len(chunk):
+                    # Every row is new: an INTEGER PRIMARY KEY gives one statement's
+                    # rows consecutive seqs, ending at the last insert id.
+                    seqs.extend(range(last - inserted + 1, last + 1))
+                else:
+                    seqs = None  # some ids were there already: ask for their seqs
             if len(chunks) > 1:
                 await conn.execute("COMMIT")
-            return await self._seqs_of(conn, list(ids))
+            return seqs if seqs is not None else await self._seqs_of(conn, list(ids))
 
         return await self._retrying("append", write)
 

@@ -95,12 +95,14 @@ class RaftMember:
     """Runs the embedded dqlite node and looks after its place in the group."""
 
     def __init__(self, data_dir: str, address: str, seeds: Sequence[str] = (), *,
-                 voters: int = 3, standbys: int = 3, join_timeout: float = 60.0) -> None:
+                 voters: int = 3, standbys: int = 3, join_timeout: float = 60.0,
+                 network_latency_ms: int | None = None) -> None:
         self.address = address
         self.seeds = [s for s in seeds if s != address]
         self.voters = voters
         self.standbys = standbys
         self.join_timeout = join_timeout
+        self.network_latency_ms = network_latency_ms
         self._identity_path = os.path.join(data_dir, "node.json")
         self._dqlite_dir = os.path.join(data_dir, "dqlite")
         self.node_id, self._joined = self._load_identity()
@@ -141,7 +143,8 @@ class RaftMember:
 
     async def start(self) -> None:
         """Start the node; join the cluster through the seeds if not yet a member."""
-        self._node = DqliteNode(self.node_id, self.address, self._dqlite_dir)
+        self._node = DqliteNode(self.node_id, self.address, self._dqlite_dir,
+                                network_latency_ms=self.network_latency_ms)
         await asyncio.to_thread(self._node.start)
         if not self._joined:
             await self._join()

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints its figure next to an anchor measured in the same run."""

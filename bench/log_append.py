@@ -1,0 +1,112 @@
+"""Event append throughput on a three-voter lab, next to raw dqlite-client INSERTs.
+
+    .venv/bin/python -m bench.log_append [--reps N]
+
+For batch sizes 1, 10 and 100 it appends REPS batches three ways, on the same
+cluster, one after the other:
+
+* ``submit-event``: the whole CLI command (process start, API, validation,
+  idempotent append, seq read-back), ``--file -`` for batches;
+* API: the same request sent straight to the daemon's socket (no process start);
+* raw: dqlite-client from the same host, plain multi-row ``INSERT``s of rows of
+  the same shape into a second table, one transaction per batch (the anchor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+from dqliteclient import ClusterClient, MemoryNodeStore
+
+from bench._util import machine, median, run_in_netns, table
+from cantainer import cli
+from cantainer.events import NodeSuspected, encode
+from cantainer.lab import Lab
+
+BATCHES = (1, 10, 100)
+ROWS_PER_STATEMENT = 42  # the same 255-parameter limit the EventLog works within
+
+
+def batch_jsonl(size: int, tag: str) -> str:
+    return "\n".join(json.dumps({"type": "NodeSuspected", "data": {"name": f"n{i}"},
+                                 "id": f"{tag}-{i}"}) for i in range(size))
+
+
+def bench_cli(lab: Lab, size: int, reps: int) -> list[float]:
+    times = []
+    for r in range(reps):
+        started = time.perf_counter()
+        lab.cli(2, "submit-event", "--file", "-", input=batch_jsonl(size, f"cli{size}-{r}"))
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def bench_api(lab: Lab, size: int, reps: int) -> list[float]:
+    times = []
+    for r in range(reps):
+        items = [json.loads(line) for line in batch_jsonl(size, f"api{size}-{r}").splitlines()]
+        started = time.perf_counter()
+        cli.call(lab.host(2).socket, {"op": "submit", "events": items})
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def bench_raw(lab: Lab, size: int, reps: int) -> list[float]:
+    payload = encode(NodeSuspected(name="n0"))
+    addresses = [h.dqlite_address for h in lab.hosts]
+
+    async def go() -> list[float]:
+        client = ClusterClient(MemoryNodeStore(addresses), timeout=5.0)
+        conn = await client.connect("cantainer")
+        await conn.execute("CREATE TABLE IF NOT EXISTS raw_bench (seq INTEGER PRIMARY KEY, "
+                           "id TEXT NOT NULL UNIQUE, type TEXT, version INTEGER, node TEXT, "
+                           "time REAL, payload BLOB)")
+        times = []
+        for r in range(reps):
+            rows = [(f"raw{size}-{r}-{i}", "NodeSuspected", 1, "h2", time.time(), payload)
+                    for i in range(size)]
+            started = time.perf_counter()
+            chunks = [rows[i:i + ROWS_PER_STATEMENT] for i in range(0, size, ROWS_PER_STATEMENT)]
+            if len(chunks) > 1:
+                await conn.execute("BEGIN")
+            for chunk in chunks:
+                marks = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+                await conn.execute("INSERT INTO raw_bench (id, type, version, node, time, "
+                                   f"payload) VALUES {marks}", [x for row in chunk for x in row])
+            if len(chunks) > 1:
+                await conn.execute("COMMIT")
+            times.append(time.perf_counter() - started)
+        await conn.close()
+        return times
+
+    return run_in_netns(lab.host(2).netns, go)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=40, help="batches per size and method")
+    args = parser.parse_args()
+    rows = []
+    with Lab(3) as lab:
+        lab.start_all()
+        for size in BATCHES:
+            raw = bench_raw(lab, size, args.reps)
+            api = bench_api(lab, size, args.reps)
+            cmd = bench_cli(lab, size, args.reps)
+            rate = lambda ts: size * len(ts) / sum(ts)
+            rows.append([str(size), f"{rate(cmd):,.0f}", f"{rate(api):,.0f}", f"{rate(raw):,.0f}",
+                         f"{rate(cmd) / rate(raw):.2f}", f"{rate(api) / rate(raw):.2f}",
+                         f"{median(cmd) * 1000:.1f} / {median(api) * 1000:.1f} / "
+                         f"{median(raw) * 1000:.1f}"])
+    print(f"event append throughput, 3 voters, {args.reps} batches per cell; {machine()}")
+    print(table(["batch", "submit-event ev/s", "API ev/s", "raw dqlite-client ev/s",
+                 "submit-event / raw", "API / raw", "median ms per batch (cli / api / raw)"],
+                rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
