@@ -1,7 +1,11 @@
 """Three (and four) daemons on separate addresses form one replicated log."""
 
 import json
+import os
 import signal
+import stat
+import subprocess
+import sys
 import time
 
 import pytest
@@ -83,6 +87,27 @@ def test_retried_submit_with_the_same_id_appends_once(make_lab):
     twice = submit(lab, 1, "--file", "-", input=batch).stdout
     assert once == twice
     assert status(lab, 3)["head"] == head + 5
+
+
+def test_follow_prints_new_events_and_socket_is_private(make_lab):
+    lab = make_lab(3)
+    lab.start_all()
+    mode = os.stat(lab.host(1).socket)
+    assert stat.S_IMODE(mode.st_mode) == 0o600 and mode.st_uid == 0
+    head = status(lab, 1)["head"]
+    env = dict(os.environ, CANTAINER_SOCKET=lab.host(3).socket)
+    follower = subprocess.Popen([sys.executable, "-m", "cantainer.cli", "events", "--follow",
+                                 "--json", "--since", str(head)], env=env,
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        submit(lab, 1, "NodeSuspected", "name=followed", "--id", "follow-1")
+        line = follower.stdout.readline()
+        assert json.loads(line)["id"] == "follow-1"
+        submit(lab, 2, "NodeRecovered", "name=followed", "--id", "follow-2")
+        assert json.loads(follower.stdout.readline())["id"] == "follow-2"
+    finally:
+        follower.kill()
+        follower.wait()
 
 
 def test_bad_input_appends_nothing(make_lab):
