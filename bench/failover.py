@@ -22,13 +22,13 @@ def failover_once(latency_ms: int | None) -> float:
     args = () if latency_ms is None else ("--network-latency-ms", str(latency_ms))
     with Lab(3, daemon_args=args) as lab:
         lab.start_all()
-        lab.cli(1, "submit-event", "NodeSuspected", "name=before")
+        lab.cli(1, "submit-event", "NetworkCreated", "name=before", "cidr=198.18.0.0/24")
         leader = json.loads(lab.cli(1, "status", "--json").stdout)["leader"]
         dead = next(h.number for h in lab.hosts if h.dqlite_address == leader)
         survivor = 2 if dead == 1 else 1
         lab.kill(dead)
         started = time.perf_counter()
-        lab.cli(survivor, "submit-event", "NodeSuspected", f"name=h{dead}")
+        lab.cli(survivor, "submit-event", "NetworkCreated", "name=after", "cidr=198.18.1.0/24")
         return time.perf_counter() - started
 
 

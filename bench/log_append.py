@@ -6,7 +6,8 @@ For batch sizes 1, 10 and 100 it appends REPS batches three ways, on the same
 cluster, one after the other:
 
 * ``submit-event``: the whole CLI command (process start, API, validation,
-  idempotent append, seq read-back), ``--file -`` for batches;
+  idempotent append, and the wait for this host's IPAM verdict),
+  ``--file -`` for batches;
 * API: the same request sent straight to the daemon's socket (no process start);
 * raw: dqlite-client from the same host, plain multi-row ``INSERT``s of rows of
   the same shape into a second table, one transaction per batch (the anchor).
@@ -23,7 +24,7 @@ from dqliteclient import ClusterClient, MemoryNodeStore
 
 from bench._util import machine, median, run_in_netns, table
 from cantainer import cli
-from cantainer.events import NodeSuspected, encode
+from cantainer.events import NodeRecovered, encode
 from cantainer.lab import Lab
 
 BATCHES = (1, 10, 100)
@@ -31,7 +32,8 @@ ROWS_PER_STATEMENT = 42  # the same 255-parameter limit the EventLog works withi
 
 
 def batch_jsonl(size: int, tag: str) -> str:
-    return "\n".join(json.dumps({"type": "NodeSuspected", "data": {"name": f"n{i}"},
+    # NodeRecovered of a joined member: accepted, and a no-op for every projection.
+    return "\n".join(json.dumps({"type": "NodeRecovered", "data": {"name": "h1"},
                                  "id": f"{tag}-{i}"}) for i in range(size))
 
 
@@ -55,7 +57,7 @@ def bench_api(lab: Lab, size: int, reps: int) -> list[float]:
 
 
 def bench_raw(lab: Lab, size: int, reps: int) -> list[float]:
-    payload = encode(NodeSuspected(name="n0"))
+    payload = encode(NodeRecovered(name="h1"))
     addresses = [h.dqlite_address for h in lab.hosts]
 
     async def go() -> list[float]:
@@ -66,7 +68,7 @@ def bench_raw(lab: Lab, size: int, reps: int) -> list[float]:
                            "time REAL, payload BLOB)")
         times = []
         for r in range(reps):
-            rows = [(f"raw{size}-{r}-{i}", "NodeSuspected", 1, "h2", time.time(), payload)
+            rows = [(f"raw{size}-{r}-{i}", "NodeRecovered", 1, "h2", time.time(), payload)
                     for i in range(size)]
             started = time.perf_counter()
             chunks = [rows[i:i + ROWS_PER_STATEMENT] for i in range(0, size, ROWS_PER_STATEMENT)]

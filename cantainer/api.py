@@ -10,6 +10,16 @@ closes the connection.  Every response line is a JSON object; a failure is
         -> {"event": {...}} per event, then {"end": true} unless following
     {"op": "status"}
         -> {"status": {...}}
+    {"op": "nodes"}                          -> {"nodes": [...]}
+    {"op": "network_create", "cidr": C, "name": N?} -> {"network": {...}}
+    {"op": "network_ls"}                     -> {"networks": [...]}
+    {"op": "network_rm", "name": N}          -> {"removed": N}
+    {"op": "check"}                          -> {"differences": ["...", ...]}
+
+Appends wait until this host's IPAM actor has applied them and report its
+verdict: an event that log order rejects (a duplicate name, an overlapping
+subnet, a full network) fails with the reason, although it stays in the log
+as a no-op.
 
 The client side lives in ``cli.py`` so that the CLI imports nothing heavy.
 """
@@ -22,8 +32,9 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from cantainer.errors import CantainerError, InvalidEvent, LogUnavailable
-from cantainer.events import Recorded, UnknownEvent, from_data, new_event_id
+from cantainer.actors.ipam import implicit_name
+from cantainer.errors import CantainerError, InvalidEvent, LogUnavailable, Rejected
+from cantainer.events import Recorded, UnknownEvent, from_data, new_event_id, parse_cidr
 
 if TYPE_CHECKING:
     from cantainer.daemon import Daemon
@@ -111,6 +122,11 @@ class ApiServer:
             except InvalidEvent as exc:
                 raise InvalidEvent(f"{where}{exc}") from None
             ids.append(item.get("id") or new_event_id())
+        seqs = await self._append(events, ids)
+        await self._verdicts(seqs)
+        await send({"seqs": seqs})
+
+    async def _append(self, events: list, ids: list[str]) -> list[int]:
         try:
             seqs = await self.daemon.log.append(events, ids)
         except LogUnavailable as exc:
@@ -119,7 +135,45 @@ class ApiServer:
             again = f"--id {ids[0]}" if len(ids) == 1 else "the same ids"
             raise LogUnavailable(f"{exc}; the event may still be appended later: retry "
                                  f"with {again} to append it at most once") from None
-        await send({"seqs": seqs})
+        self.daemon.pipeline.wake()
+        return seqs
+
+    async def _verdicts(self, seqs: list[int]) -> None:
+        pipeline = self.daemon.pipeline
+        await pipeline.wait_applied("ipam", max(seqs))
+        for seq in seqs:
+            reason = await pipeline.ask("ipam", "verdict", seq)
+            if reason:
+                raise Rejected(f"seq {seq} was appended but rejected: {reason}")
+
+    async def _op_nodes(self, request: dict, send) -> None:
+        await send({"nodes": await self.daemon.nodes()})
+
+    async def _op_network_create(self, request: dict, send) -> None:
+        cidr = request.get("cidr")
+        net = parse_cidr(cidr)
+        name = request.get("name") or implicit_name(net)
+        event = from_data("NetworkCreated", {"name": name, "cidr": cidr})
+        seq, = await self._append([event], [request.get("id") or new_event_id()])
+        await self._verdicts([seq])
+        networks = await self.daemon.pipeline.ask("ipam", "networks")
+        await send({"network": next(n for n in networks if n["name"] == name)})
+
+    async def _op_network_ls(self, request: dict, send) -> None:
+        await self.daemon.pipeline.wait_applied("ipam", await self.daemon.reader.head())
+        await send({"networks": await self.daemon.pipeline.ask("ipam", "networks")})
+
+    async def _op_network_rm(self, request: dict, send) -> None:
+        event = from_data("NetworkRemoved", {"name": request.get("name")})
+        seq, = await self._append([event], [request.get("id") or new_event_id()])
+        await self._verdicts([seq])
+        await send({"removed": event.name})
+
+    async def _op_check(self, request: dict, send) -> None:
+        pipeline = self.daemon.pipeline
+        await pipeline.wait_applied("overlay", await self.daemon.reader.head())
+        await send({"applied": pipeline.context.progress.get("overlay", 0),
+                    "differences": await pipeline.ask("overlay", "differences")})
 
     async def _op_events(self, request: dict, send) -> None:
         since = request.get("since", 0)

@@ -144,11 +144,84 @@ def cmd_status(args) -> int:
         return 0
     print(f"node     {status['node']} ({status['address']}, id {status['node_id']})")
     print(f"leader   {status['leader'] or '(none: election in progress)'}")
-    print(f"head     {status['head']}")
-    print(f"{'NAME':<16} {'ADDRESS':<22} {'ROLE':<8} ID")
+    print(f"head     {status['head']}   applied here {status['applied']}")
+    print(f"{'NAME':<16} {'ADDRESS':<22} {'ROLE':<8} {'APPLIED':<8} {'HEARD':<8} ID")
     for m in status["members"]:
         role = m["role"] + ("*" if m["leader"] else "")
-        print(f"{m['name'] or '?':<16} {m['address']:<22} {role:<8} {m['id']}")
+        applied = "-" if m["applied"] is None else m["applied"]
+        heard = "-" if m["heard"] is None else f"{m['heard']:.0f}s"
+        print(f"{m['name'] or '?':<16} {m['address']:<22} {role:<8} {applied!s:<8} "
+              f"{heard:<8} {m['id']}")
+    return 0
+
+
+def cmd_nodes(args) -> int:
+    nodes = call(args.socket, {"op": "nodes"})["nodes"]
+    if args.json:
+        print(json.dumps(nodes, indent=2))
+        return 0
+    print(f"{'NAME':<16} {'ADDRESS':<16} {'STATE':<10} {'ROLE':<8} HEARD")
+    for n in nodes:
+        heard = "-" if n["heard"] is None else f"{n['heard']:.0f}s ago"
+        print(f"{n['name']:<16} {n['address']:<16} {n['state']:<10} {n['role']:<8} {heard}")
+    return 0
+
+
+def cmd_network_create(args) -> int:
+    net = call(args.socket, {"op": "network_create", "cidr": args.cidr, "name": args.name,
+                             "id": os.urandom(16).hex()})["network"]
+    print(net["name"])
+    return 0
+
+
+def cmd_network_ls(args) -> int:
+    networks = call(args.socket, {"op": "network_ls"})["networks"]
+    if args.json:
+        print(json.dumps(networks, indent=2))
+        return 0
+    print(f"{'NAME':<20} {'CIDR':<18} {'VNI':<8} CONTAINERS")
+    for n in networks:
+        print(f"{n['name']:<20} {n['cidr']:<18} {n['vni']:<8} {n['containers']}")
+    return 0
+
+
+def cmd_network_rm(args) -> int:
+    for name in args.names:
+        call(args.socket, {"op": "network_rm", "name": name, "id": os.urandom(16).hex()})
+        print(name)
+    return 0
+
+
+def _records_from(args):
+    if args.file is None:
+        return [reply["event"] for reply in request(args.socket, {"op": "events", "since": 0})
+                if "event" in reply]
+    try:
+        with (sys.stdin if args.file == "-" else open(args.file)) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except OSError as exc:
+        raise CantainerError(f"cannot read {args.file}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise CantainerError(f"{args.file} is not JSON Lines from 'events --json': {exc}") \
+            from None
+
+
+def cmd_replay(args) -> int:
+    if args.check:
+        if args.file or args.until is not None:
+            raise CantainerError("--check compares this host's kernel with the whole live log; "
+                                 "it takes no --file or --until")
+        reply = call(args.socket, {"op": "check"})
+        for difference in reply["differences"]:
+            print(difference)
+        print(f"{len(reply['differences'])} differences at seq {reply['applied']}",
+              file=sys.stderr)
+        return 1 if reply["differences"] else 0
+    from cantainer.actors import replay  # the projections: only this command needs them
+
+    records = [replay.record_from_json(obj) for obj in _records_from(args)]
+    result = replay.view(replay.replay(records, args.until), args.node)
+    print(json.dumps(result, indent=2) if args.json else replay.render(result))
     return 0
 
 
@@ -191,9 +264,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON Lines")
     p.set_defaults(func=cmd_events)
 
-    p = sub.add_parser("status", help="nodes, Raft roles, leader and log head")
+    p = sub.add_parser("status", help="nodes, Raft roles, leader, log head, applied seqs")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("nodes", help="cluster members: name, address, state, Raft role")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_nodes)
+
+    net = sub.add_parser("network", help="overlay networks").add_subparsers(
+        dest="network_command", required=True, parser_class=_Parser)
+    p = net.add_parser("create", help="create an overlay network; prints its name")
+    p.add_argument("cidr", metavar="CIDR", help="e.g. 198.18.0.0/24")
+    p.add_argument("--name", help="default: the CIDR with '-' for '/'")
+    p.set_defaults(func=cmd_network_create)
+    p = net.add_parser("ls", help="list networks")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_network_ls)
+    p = net.add_parser("rm", help="remove networks that have no containers")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.set_defaults(func=cmd_network_rm)
+
+    p = sub.add_parser("replay", help="what every host should look like, from the log alone")
+    p.add_argument("--until", type=_since, metavar="SEQ", help="stop after this seq")
+    p.add_argument("--node", metavar="NAME", help="only this host's overlay")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--file", metavar="FILE",
+                   help="read 'events --json' output instead of asking the daemon ('-': stdin)")
+    p.add_argument("--check", action="store_true",
+                   help="compare this host's kernel with the log; print every difference")
+    p.set_defaults(func=cmd_replay)
     return parser
 
 

@@ -1,9 +1,10 @@
 """``cantainerd``: one host's daemon.
 
 Start order: lock the data directory, start the embedded dqlite node (join
-through the seeds if new), open the event log, announce ``NodeJoined``,
-serve the local API, look after Raft roles.  Stop order is the reverse, with
-a hand-over of leadership and of this node's seat before the node stops.
+through the seeds if new), start the actor pipeline, announce ``NodeJoined``,
+send heartbeats, serve the local API, look after Raft roles.  Stop order is
+the reverse: stop serving, append ``NodeLeft``, stop the actors, hand over
+leadership and this node's Raft seat, stop the node.
 """
 
 from __future__ import annotations
@@ -20,14 +21,18 @@ import sys
 
 import attrs
 
+from cantainer.actors import ActorContext, Pipeline
 from cantainer.api import ApiServer
 from cantainer.errors import CantainerError, ConfigError
-from cantainer.events import EventLog, NodeJoined, RaftMember
+from cantainer.events import EventLog, NodeJoined, NodeLeft, RaftMember
+from cantainer.heartbeat import INTERVAL as HEARTBEAT_INTERVAL
+from cantainer.heartbeat import Heartbeats, heartbeat_port
 
 log = logging.getLogger("cantainerd")
 
 DEFAULT_PORT = 9000
 ROLES_INTERVAL = 2.0  # seconds between the leader's checks of voters and stand-bys
+LEAVE_TIMEOUT = 3.0   # seconds a graceful stop waits to record NodeLeft
 
 
 @attrs.frozen
@@ -41,6 +46,7 @@ class Config:
     voters: int = 3
     standbys: int = 3
     network_latency_ms: int = 20
+    suspect_after: float = 10.0
 
     @property
     def dqlite_address(self) -> str:
@@ -57,39 +63,119 @@ class Daemon:
         self.raft = RaftMember(os.path.join(config.data_dir), config.dqlite_address,
                                config.seeds, voters=config.voters, standbys=config.standbys,
                                network_latency_ms=config.network_latency_ms)
+        # Three sessions, so a reader never waits behind a writer: API appends,
+        # API reads, and the pipeline's tailer.
         self.log = EventLog(self.raft.store, node=config.name)
         self.reader = EventLog(self.raft.store, node=config.name)
+        self.context = ActorContext(node=config.name, address=config.host,
+                                    append=self._append_soon,
+                                    suspect_after=config.suspect_after)
+        self.pipeline = Pipeline(EventLog(self.raft.store, node=config.name), self.context)
+        self.heartbeats = Heartbeats(config.name, self._heartbeat_peers, self.pipeline.applied)
         self.api = ApiServer(self, config.socket_path)
         self._stopping = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._joined_seq = 0
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stopping.set)
+            self._loop.add_signal_handler(sig, self._stopping.set)
         await self.raft.start()
+        tasks: list[asyncio.Task] = []
         try:
+            self.pipeline.start()
             await self._announce()
+            await self.heartbeats.start(self.config.host, heartbeat_port(self.config.port))
             await self.api.start()
-            roles = asyncio.create_task(self._look_after_roles())
+            tasks = [asyncio.create_task(self._look_after_roles()),
+                     asyncio.create_task(self.heartbeats.run()),
+                     asyncio.create_task(self._report_liveness())]
             log.info("cantainerd %s ready: dqlite %s, node id %x, API %s", self.config.name,
                      self.config.dqlite_address, self.raft.node_id, self.config.socket_path)
             await self._stopping.wait()
             log.info("stopping")
-            roles.cancel()
             await self.api.stop()
+            await self._leave()
+        finally:
+            for task in tasks:
+                task.cancel()
+            self.heartbeats.close()
+            await self.pipeline.stop()
             await self._hand_over()
             await self.log.close()
             await self.reader.close()
-        finally:
+            await self.pipeline.log.close()
             await self.raft.stop()
         log.info("stopped")
 
+    # -- membership in the log ----------------------------------------------------------
+
     async def _announce(self) -> None:
-        """Append ``NodeJoined`` once per node id; a restart finds it already there."""
-        event = NodeJoined(name=self.config.name, address=self.config.host,
-                           dqlite_address=self.config.dqlite_address)
-        seq, = await self.log.append([event], [f"NodeJoined-{self.raft.node_id:x}"])
-        log.info("NodeJoined is at seq %d", seq)
+        """Append ``NodeJoined`` unless the log already has this node as a member.
+
+        The id names the node and the seq of its last ``NodeLeft`` (0 if none), so
+        a restart appends nothing and a rejoin after leaving appends once.
+        """
+        state, left_seq = None, 0
+        for rec in await self.reader.read(types=["NodeJoined", "NodeLeft"], limit=1_000_000):
+            if getattr(rec.event, "name", None) == self.config.name:
+                state = rec.type
+                if rec.type == "NodeLeft":
+                    left_seq = rec.seq
+                else:
+                    self._joined_seq = rec.seq
+        if state == "NodeJoined":
+            log.info("already a member since seq %d", self._joined_seq)
+        else:
+            event = NodeJoined(name=self.config.name, address=self.config.host,
+                               dqlite_address=self.config.dqlite_address)
+            self._joined_seq, = await self.log.append(
+                [event], [f"NodeJoined-{self.raft.node_id:x}-{left_seq}"])
+            log.info("NodeJoined is at seq %d", self._joined_seq)
+        reason = await self.pipeline.verdict("membership", self._joined_seq)
+        if reason:
+            raise ConfigError(f"this node cannot join: {reason}")
+
+    async def _leave(self) -> None:
+        """Append ``NodeLeft``; the last member of a stopping cluster has no quorum
+        for it, so this waits a few seconds at most."""
+        try:
+            async with asyncio.timeout(LEAVE_TIMEOUT):
+                await self.log.append([NodeLeft(name=self.config.name)],
+                                      [f"NodeLeft-{self.config.name}-{self._joined_seq}"])
+        except (CantainerError, TimeoutError) as exc:
+            log.warning("could not append NodeLeft: %s", exc or "no quorum in time")
+
+    def _append_soon(self, event, event_id: str) -> None:
+        """Append from an actor's thread without waiting (ids make repeats harmless)."""
+        future = asyncio.run_coroutine_threadsafe(self.log.append([event], [event_id]),
+                                                  self._loop)
+
+        def done(f) -> None:
+            if f.exception() is not None:
+                log.warning("append of %s failed: %s", type(event).__name__, f.exception())
+            else:
+                self._loop.call_soon_threadsafe(self.pipeline.wake)
+
+        future.add_done_callback(done)
+
+    # -- liveness and roles -------------------------------------------------------------
+
+    def _heartbeat_peers(self) -> list[tuple[str, int]]:
+        peers = []
+        for address in self.raft.addresses():
+            host, _, port = address.rpartition(":")
+            if address != self.config.dqlite_address:
+                peers.append((host, heartbeat_port(int(port))))
+        return peers
+
+    async def _report_liveness(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            ref = self.pipeline.refs.get("membership")
+            if ref is not None and ref.is_alive():
+                ref.proxy().on_liveness(dict(self.heartbeats.last_heard), self.raft.is_leader)
 
     async def _look_after_roles(self) -> None:
         while True:
@@ -101,28 +187,46 @@ class Daemon:
 
     async def _hand_over(self) -> None:
         try:
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(LEAVE_TIMEOUT):
                 await self.raft.hand_over()
         except Exception as exc:
             log.warning("hand-over incomplete: %s", exc)
 
+    # -- for the API ------------------------------------------------------------------
+
     async def status(self) -> dict:
         members = await self.raft.members()
         leader = await self.raft.leader()
-        names = {}
-        for rec in await self.reader.read(types=["NodeJoined"], limit=100_000):
-            if isinstance(rec.event, NodeJoined):
-                names[rec.event.dqlite_address] = rec.event.name
+        nodes = await self.pipeline.ask("membership", "snapshot")
+        names = {n["dqlite_address"]: name for name, n in nodes.items() if n["state"] != "left"}
+        seen = self.heartbeats.seen()
         return {
             "node": self.config.name,
             "node_id": f"{self.raft.node_id:x}",
             "address": self.config.dqlite_address,
             "leader": leader,
             "head": await self.reader.head(),
+            "applied": self.pipeline.applied(),
             "members": [{"id": f"{m.node_id:x}", "address": m.address,
                          "role": m.role.name.lower(), "name": names.get(m.address, ""),
-                         "leader": m.address == leader} for m in members],
+                         "leader": m.address == leader,
+                         "applied": seen.get(names.get(m.address, ""), {}).get("applied"),
+                         "heard": seen.get(names.get(m.address, ""), {}).get("heard")}
+                        for m in members],
         }
+
+    async def nodes(self) -> list[dict]:
+        nodes = await self.pipeline.ask("membership", "snapshot")
+        try:
+            roles = {m.address: m.role.name.lower() for m in await self.raft.members()}
+        except Exception:  # roles are a courtesy; membership comes from the log
+            roles = {}
+        seen = self.heartbeats.seen()
+        return [{"name": name, "address": n["address"], "state": n["state"],
+                 "role": roles.get(n["dqlite_address"], "-") if n["state"] != "left" else "-",
+                 "dqlite_address": n["dqlite_address"], "since": n["since"],
+                 "heard": seen.get(name, {}).get("heard")}
+                for name, n in sorted(nodes.items())]
 
 
 def _lock_data_dir(data_dir: str) -> int:
@@ -163,6 +267,9 @@ def parse_config(argv: list[str] | None = None) -> Config:
     parser.add_argument("--network-latency-ms", type=int, default=20, metavar="MS",
                         help="one-way latency dqlite plans for: Raft heartbeats every 1.5x, "
                              "elections after 15x (default: 20, a 300 ms election timeout)")
+    parser.add_argument("--suspect-after", type=float, default=10.0, metavar="SECONDS",
+                        help="heartbeat silence after which the leader records NodeSuspected "
+                             "(default: 10)")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
@@ -183,6 +290,8 @@ def parse_config(argv: list[str] | None = None) -> Config:
         seeds.append(f"{seed_host}:{seed_port}")
     if not 1 <= args.voters <= 7 or not 0 <= args.standbys <= 7:
         raise ConfigError("--voters must be 1..7 and --standbys 0..7")
+    if not 1.0 <= args.suspect_after <= 3600:
+        raise ConfigError("--suspect-after must be 1..3600 seconds")
     if not 1 <= args.network_latency_ms <= 10_000:
         raise ConfigError("--network-latency-ms must be 1..10000")
     from cantainer.events._validate import NAME_RE
@@ -191,7 +300,7 @@ def parse_config(argv: list[str] | None = None) -> Config:
     return Config(name=args.name, host=host, port=port, seeds=tuple(seeds),
                   data_dir=os.path.abspath(args.data_dir), run_dir=os.path.abspath(args.run_dir),
                   voters=args.voters, standbys=args.standbys,
-                  network_latency_ms=args.network_latency_ms)
+                  network_latency_ms=args.network_latency_ms, suspect_after=args.suspect_after)
 
 
 def main(argv: list[str] | None = None) -> int:

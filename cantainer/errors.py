@@ -2,7 +2,8 @@
 
     CantainerError                 base; its message is one line for the user
     ├── InvalidEvent               an event (or its data) fails validation
-    ├── PayloadTooLarge            an encoded event exceeds the 64 KiB limit
+    │   └── PayloadTooLarge        an encoded event exceeds the 64 KiB limit
+    ├── Rejected                   log order rejected an appended event (duplicate, overlap...)
     ├── LogUnavailable             no dqlite leader answered in time (no quorum)
     ├── DqliteError                the embedded dqlite node failed to start/stop
     ├── ConfigError                bad daemon flags or a data directory we can't use
@@ -23,6 +24,11 @@ class InvalidEvent(CantainerError):
 
 class PayloadTooLarge(InvalidEvent):
     """An encoded event is larger than the log accepts."""
+
+
+class Rejected(CantainerError):
+    """An event reached the log, but a projection rejected it: an earlier
+    event holds the name, the subnet overlaps, the network is full..."""
 
 
 class LogUnavailable(CantainerError):

@@ -184,6 +184,9 @@ class Lab:
     # -- tear-down ------------------------------------------------------------------
 
     def close(self) -> None:
+        for h in self.hosts:  # all at once: a lone last member waits for no quorum
+            if h.running:
+                h.proc.terminate()
         for h in self.hosts:
             try:
                 self.stop(h.number, timeout=15)

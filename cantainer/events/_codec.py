@@ -65,35 +65,45 @@ def encode(event: Event) -> bytes:
 
 def decode(type_name: object, version: object, payload: object) -> Event | UnknownEvent:
     """The event a log record holds, or an :class:`UnknownEvent` saying why not."""
-    shown_type = type_name if isinstance(type_name, str) else repr(type_name)
-    shown_version = version if isinstance(version, int) and not isinstance(version, bool) else -1
-
-    def unknown(reason: str) -> UnknownEvent:
-        return UnknownEvent(shown_type, shown_version, reason)
-
-    cls = CATALOGUE.get(type_name) if isinstance(type_name, str) else None
-    if cls is None:
-        return unknown("unknown event type")
-    if shown_version < 1:
-        return unknown(f"invalid version {shown(version)}")
-    if shown_version > cls.VERSION:
-        return unknown(f"version {version} is newer than this build's {cls.VERSION}")
+    if isinstance(payload, bytes) and len(payload) > MAX_PAYLOAD:
+        return _unknown(type_name, version, f"payload of {len(payload)} bytes exceeds "
+                                            f"{MAX_PAYLOAD}")
     if not isinstance(payload, bytes):
-        return unknown("payload is not bytes")
-    if len(payload) > MAX_PAYLOAD:
-        return unknown(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+        return _unknown(type_name, version, "payload is not bytes")
     try:
         data = msgpack.unpackb(payload, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises many kinds on garbage
-        return unknown(f"payload does not decode: {type(exc).__name__}")
+        return _unknown(type_name, version, f"payload does not decode: {type(exc).__name__}")
+    return decode_fields(type_name, version, data)
+
+
+def decode_fields(type_name: object, version: object, data: object) -> Event | UnknownEvent:
+    """The event of this type and version with these fields, or an :class:`UnknownEvent`.
+
+    Used for decoded payloads and for records read back from ``events --json``.
+    """
+    cls = CATALOGUE.get(type_name) if isinstance(type_name, str) else None
+    if cls is None:
+        return _unknown(type_name, version, "unknown event type")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        return _unknown(type_name, version, f"invalid version {shown(version)}")
+    if version > cls.VERSION:
+        return _unknown(type_name, version, f"version {version} is newer than this "
+                                            f"build's {cls.VERSION}")
     if not isinstance(data, dict):
-        return unknown("payload is not a map")
+        return _unknown(type_name, version, "payload is not a map")
     try:
         return cls(**data)
     except InvalidEvent as exc:
-        return unknown(str(exc))
+        return _unknown(type_name, version, str(exc))
     except (TypeError, ValueError) as exc:
-        return unknown(f"fields do not match {cls.__name__}: {exc}")
+        return _unknown(type_name, version, f"fields do not match {cls.__name__}: {exc}")
+
+
+def _unknown(type_name: object, version: object, reason: str) -> UnknownEvent:
+    shown_type = type_name if isinstance(type_name, str) else repr(type_name)
+    shown_version = version if isinstance(version, int) and not isinstance(version, bool) else -1
+    return UnknownEvent(shown_type, shown_version, reason)
 
 
 def event_class(type_name: str) -> type[Event]:

@@ -80,11 +80,13 @@ class MemberStore(MemoryNodeStore):
                 saved = [str(a) for a in json.load(f)]
         except (OSError, ValueError, TypeError):
             saved = []
-        super().__init__(list(dict.fromkeys([*addresses, *saved])))
+        self.known = list(dict.fromkeys([*addresses, *saved]))
+        super().__init__(self.known)
 
     async def set_nodes(self, nodes: Sequence[NodeInfo]) -> None:
         await super().set_nodes(nodes)
         addresses = [n.address for n in await self.get_nodes()]
+        self.known = addresses
         tmp = self._path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(addresses, f)
@@ -106,6 +108,7 @@ class RaftMember:
         self._identity_path = os.path.join(data_dir, "node.json")
         self._dqlite_dir = os.path.join(data_dir, "dqlite")
         self.node_id, self._joined = self._load_identity()
+        self.is_leader = False
         self._node: DqliteNode | None = None
         self.store = MemberStore(os.path.join(data_dir, "cluster.json"), [address, *self.seeds])
         self._admin = ClusterClient(self.store, timeout=2.0, dial_timeout=1.0)
@@ -215,11 +218,16 @@ class RaftMember:
             log.info("assigning node %x the role %s", node_id, role.name.lower())
             await client.assign_role(node_id, role)
 
+    def addresses(self) -> list[str]:
+        """Every member address this node knows (no I/O)."""
+        return list(self.store.known)
+
     async def look_after(self) -> None:
         """One round of the daemon's loop: refresh the members; the leader rebalances."""
         await self.members()
         leader = await self._admin.leader_info()
-        if leader is not None and leader.node_id == self.node_id:
+        self.is_leader = leader is not None and leader.node_id == self.node_id
+        if self.is_leader:
             await self.rebalance()
 
     async def hand_over(self) -> None:

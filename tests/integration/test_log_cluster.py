@@ -53,7 +53,8 @@ def test_cluster_forms_and_every_host_reads_the_same_log(make_lab):
 
     for i in range(12):  # interleave submitters
         submit(lab, i % 3 + 1, "NetworkCreated", f"name=net{i}", f"cidr=198.18.{i}.0/24")
-    batch = "\n".join(json.dumps({"type": "NodeSuspected", "data": {"name": f"x{i}"}})
+    batch = "\n".join(json.dumps({"type": "NetworkCreated", "id": f"b-{i}",
+                                  "data": {"name": f"b{i}", "cidr": f"198.19.{i}.0/24"}})
                       for i in range(250))
     seqs = [int(s) for s in submit(lab, 2, "--file", "-", input=batch).stdout.split()]
     assert seqs == list(range(seqs[0], seqs[0] + 250)), "a batch is contiguous and in order"
@@ -63,7 +64,7 @@ def test_cluster_forms_and_every_host_reads_the_same_log(make_lab):
     assert [e["seq"] for e in logs[0]] == list(range(1, len(logs[0]) + 1)), "gap-free"
     assert [e["type"] for e in logs[0][:3]] == ["NodeJoined"] * 3
     created = [e["data"]["name"] for e in logs[0] if e["type"] == "NetworkCreated"]
-    assert created == [f"net{i}" for i in range(12)]
+    assert created == [f"net{i}" for i in range(12)] + [f"b{i}" for i in range(250)]
     assert {e["node"] for e in logs[0] if e["type"] == "NetworkCreated"} == {"h1", "h2", "h3"}
 
     only = events(lab, 3, "--type", "NetworkCreated", "--since", str(logs[0][5]["seq"]))
@@ -81,8 +82,9 @@ def test_retried_submit_with_the_same_id_appends_once(make_lab):
     assert status(lab, 2)["head"] == head
     assert [e["id"] for e in events(lab, 2)].count("retry-1") == 1
 
-    batch = "\n".join(json.dumps({"type": "NodeLeft", "data": {"name": f"n{i}"},
-                                  "id": f"b-{i}"}) for i in range(5))
+    batch = "\n".join(json.dumps({"type": "NetworkCreated", "id": f"b-{i}",
+                                  "data": {"name": f"r{i}", "cidr": f"198.19.{i}.0/24"}})
+                      for i in range(5))
     once = submit(lab, 2, "--file", "-", input=batch).stdout
     twice = submit(lab, 1, "--file", "-", input=batch).stdout
     assert once == twice
@@ -100,10 +102,10 @@ def test_follow_prints_new_events_and_socket_is_private(make_lab):
                                  "--json", "--since", str(head)], env=env,
                                 stdout=subprocess.PIPE, text=True)
     try:
-        submit(lab, 1, "NodeSuspected", "name=followed", "--id", "follow-1")
+        submit(lab, 1, "NetworkCreated", "name=f1", "cidr=198.19.1.0/24", "--id", "follow-1")
         line = follower.stdout.readline()
         assert json.loads(line)["id"] == "follow-1"
-        submit(lab, 2, "NodeRecovered", "name=followed", "--id", "follow-2")
+        submit(lab, 2, "NetworkCreated", "name=f2", "cidr=198.19.2.0/24", "--id", "follow-2")
         assert json.loads(follower.stdout.readline())["id"] == "follow-2"
     finally:
         follower.kill()
@@ -130,8 +132,8 @@ def test_bad_input_appends_nothing(make_lab):
         assert message in result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     # A batch with one bad event is refused whole.
-    batch = (json.dumps({"type": "NodeLeft", "data": {"name": "ok"}}) + "\n"
-             + json.dumps({"type": "NodeLeft", "data": {"name": ""}}))
+    batch = (json.dumps({"type": "NodeLeft", "data": {"name": "h3"}, "id": "ok-1"}) + "\n"
+             + json.dumps({"type": "NodeLeft", "data": {"name": ""}, "id": "bad-2"}))
     result = submit(lab, 1, "--file", "-", input=batch, check=False)
     assert result.returncode == 1 and "event 2:" in result.stderr
     assert status(lab, 3)["head"] == head
@@ -151,7 +153,7 @@ def test_leader_killed_then_survivors_append_and_it_catches_up(make_lab):
     failover = time.monotonic() - started
     print(f"new leader took an append {failover:.2f}s after SIGKILL of the old one")
     for i in range(6):
-        submit(lab, survivors[i % 2], "NodeSuspected", f"name=s{i}")
+        submit(lab, survivors[i % 2], "NetworkCreated", f"name=s{i}", f"cidr=198.19.{i}.0/24")
     assert leader_host(lab, survivor) != dead
 
     lab.start(dead)
@@ -168,28 +170,30 @@ def test_roles_standbys_hand_over_and_replacement(make_lab):
     lab.start_all()
 
     def roles(n):
-        return {m["name"]: m["role"] for m in status(lab, n)["members"]}
+        """Raft role by host number (a host that left has no name in the log)."""
+        number = {h.dqlite_address: h.number for h in lab.hosts}
+        return {number[m["address"]]: m["role"] for m in status(lab, n)["members"]}
 
     wait_for(lambda: sorted(roles(1).values()) == ["standby", "voter", "voter", "voter"])
 
     # A graceful stop of the leader hands leadership and its seat over.
     old = leader_host(lab, 1)
-    standby = next(int(name[1:]) for name, role in roles(1).items() if role == "standby")
+    standby = next(n for n, role in roles(1).items() if role == "standby")
     assert lab.stop(old, signal.SIGTERM) == 0
     other = next(h.number for h in lab.hosts if h.number != old)
     assert leader_host(lab, other) != old
     after = roles(other)
-    assert after[f"h{old}"] == "spare" and after[f"h{standby}"] == "voter"
-    submit(lab, other, "NodeLeft", f"name=h{old}")
+    assert after[old] == "spare" and after[standby] == "voter"
+    submit(lab, other, "NetworkCreated", "name=after-stop", "cidr=198.19.0.0/24")
 
     # SIGKILL of a voter: the leader gives its seat to the online spare (the restarted node).
     lab.start(old)
-    wait_for(lambda: roles(other)[f"h{old}"] == "standby")
+    wait_for(lambda: roles(other)[old] == "standby")
     leader = leader_host(lab, other)
     victim = next(h.number for h in lab.hosts if h.number not in (leader, old))
     lab.kill(victim)
-    wait_for(lambda: roles(leader)[f"h{old}"] == "voter" and roles(leader)[f"h{victim}"] == "spare")
-    submit(lab, leader, "NodeSuspected", f"name=h{victim}")
+    wait_for(lambda: roles(leader)[old] == "voter" and roles(leader)[victim] == "spare")
+    submit(lab, leader, "NetworkCreated", "name=after-kill", "cidr=198.19.1.0/24")
 
 
 def test_one_daemon_per_data_directory(make_lab):
@@ -204,7 +208,7 @@ def test_one_daemon_per_data_directory(make_lab):
 
 
 def test_without_quorum_appends_fail_clearly_and_a_retry_lands_once(make_lab):
-    lab = make_lab(3)
+    lab = make_lab(3, daemon_args=("--suspect-after", "300"))
     lab.start_all()
     head = status(lab, 1)["head"]
     lab.kill(2)

@@ -1,0 +1,73 @@
+"""The Pykka side of an actor: feed the projection, reconcile, report progress.
+
+An actor receives two messages by ``tell``: :class:`Deliver` (new records, in
+seq order) and :class:`Reconcile` (a periodic nudge, so drift heals even when
+the log is quiet).  It writes the seq it has applied into the shared
+``context.progress`` (one key per actor), which the daemon reads without
+asking.  An exception in either message crashes the actor on purpose: the
+pipeline logs it and starts a fresh one, which replays the log from seq 1.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import ClassVar
+
+import attrs
+import pykka
+
+from cantainer.events import Event, Recorded
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define
+class ActorContext:
+    node: str                                # this host's name
+    address: str                             # this host's underlay address
+    append: Callable[[Event, str], None]     # thread-safe, fire-and-forget append with an id
+    progress: dict[str, int] = attrs.Factory(dict)
+    suspect_after: float = 10.0
+
+
+@attrs.frozen
+class Deliver:
+    records: tuple[Recorded, ...]
+
+
+@attrs.frozen
+class Reconcile:
+    pass
+
+
+class ProjectionActor(pykka.ThreadingActor):
+    name: ClassVar[str]
+
+    def __init__(self, context: ActorContext, projection) -> None:
+        super().__init__()
+        self.context = context
+        self.projection = projection
+
+    def on_receive(self, message) -> None:
+        if isinstance(message, Deliver):
+            self.projection.apply_all(message.records)
+            self.context.progress[self.name] = self.projection.applied
+            self.reconcile()
+        elif isinstance(message, Reconcile):
+            self.reconcile()
+
+    def on_failure(self, exception_type, exception_value, traceback) -> None:
+        log.error("%s actor failed at seq %d: %s: %s", self.name, self.projection.applied,
+                  exception_type.__name__, exception_value)
+
+    def reconcile(self) -> None:
+        """Make the kernel match the projection; actors without kernel state skip it."""
+
+    # -- asked by the API (through a proxy) -------------------------------------------
+
+    def applied(self) -> int:
+        return self.projection.applied
+
+    def verdict(self, seq: int) -> str | None:
+        return self.projection.verdict(seq)

@@ -1,0 +1,105 @@
+"""Overlay: the VXLAN picture of each host, and the actor that makes it so.
+
+A host materialises a network (a bridge and a VXLAN device enslaved to it)
+while the log holds at least one container of that network on this host.
+For every container of that network on another live host it holds one FDB
+entry (MAC -> that host's underlay address) and one permanent neighbour
+entry (IP -> MAC) on the VXLAN device, which answers ARP by proxy: no
+flooding, no learning.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+
+from cantainer.actors._base import ProjectionActor
+from cantainer.actors._projection import Projection
+from cantainer.actors.ipam import Ipam
+
+log = logging.getLogger(__name__)
+
+VXLAN_OVERHEAD = 50
+
+
+@attrs.frozen
+class NetworkPlan:
+    """What one overlay network looks like on one host."""
+
+    name: str
+    vni: int
+    fdb: dict[str, str]    # MAC of a remote container -> its host's underlay address
+    neigh: dict[str, str]  # IP of a remote container -> its MAC
+
+    @property
+    def bridge(self) -> str:
+        return f"ctbr{self.vni}"
+
+    @property
+    def vxlan(self) -> str:
+        return f"ctvx{self.vni}"
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "vni": self.vni, "bridge": self.bridge,
+                "vxlan": self.vxlan, "fdb": dict(sorted(self.fdb.items())),
+                "neigh": dict(sorted(self.neigh.items()))}
+
+
+class Overlay(Projection):
+    """IPAM plus the per-host overlay plan derived from it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ipam = Ipam()
+
+    def apply(self, rec) -> None:
+        self.ipam.apply(rec)
+        super().apply(rec)
+
+    def verdict(self, seq: int) -> str | None:
+        return self.ipam.verdict(seq)
+
+    def plan(self, host: str) -> dict[int, NetworkPlan]:
+        """VNI -> plan of every network ``host`` should have."""
+        ipam, live = self.ipam, self.ipam.members.live()
+        if host not in live:
+            return {}
+        local = {c.network for c in ipam.containers.values() if c.host == host}
+        plans = {}
+        for name in sorted(local):
+            net = ipam.networks[name]
+            remote = [c for c in ipam.containers.values()
+                      if c.network == name and c.host != host and c.host in live]
+            plans[net.vni] = NetworkPlan(
+                name, net.vni,
+                fdb={c.mac: live[c.host].address for c in remote},
+                neigh={str(c.ip): c.mac for c in remote})
+        return plans
+
+
+class OverlayActor(ProjectionActor):
+    """Reconciles this host's bridges, VXLAN devices, FDB and neighbour entries."""
+
+    name = "overlay"
+
+    def __init__(self, context) -> None:
+        super().__init__(context, Overlay())
+        self._kernel = None
+
+    def on_start(self) -> None:
+        from cantainer.kernel.overlay import OverlayKernel
+        self._kernel = OverlayKernel(self.context.address)
+
+    def on_stop(self) -> None:
+        if self._kernel is not None:
+            self._kernel.close()
+
+    def reconcile(self) -> None:
+        changes = self._kernel.reconcile(self.projection.plan(self.context.node))
+        for change in changes:
+            log.info("overlay: %s", change)
+
+    def differences(self) -> list[str]:
+        """How the kernel differs from the plan, without changing anything."""
+        return self._kernel.differences(self.projection.plan(self.context.node))

@@ -1,0 +1,149 @@
+"""The pipeline: start the actors, feed them the log, keep them alive.
+
+One tailer reads the log and tells each actor the records after the last one
+it delivered to that actor, so the catch-up after a start, a restarted actor
+and live events all take the same path.  The log sends no notifications:
+the tailer polls, quickly (``POLL_MIN``) while events arrive and backing off
+to ``POLL_MAX`` when the log is quiet, and wakes at once when this host
+appends (``wake``).  Every ``TICK`` seconds the pipeline restarts dead
+actors (with a fresh projection, so they replay from seq 1) and nudges the
+live ones to reconcile.  Start order is ``ACTORS``; stop order its reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pykka
+
+from cantainer.actors._base import ActorContext, Deliver, ProjectionActor, Reconcile
+from cantainer.actors.ipam import IpamActor
+from cantainer.actors.membership import MembershipActor
+from cantainer.actors.overlay import OverlayActor
+from cantainer.errors import CantainerError, LogUnavailable
+from cantainer.events import EventLog
+
+log = logging.getLogger(__name__)
+
+ACTORS: tuple[type[ProjectionActor], ...] = (MembershipActor, IpamActor, OverlayActor)
+BATCH = 1000
+POLL_MIN, POLL_MAX = 0.01, 0.1
+TICK = 1.0
+RESTART_BACKOFF_MAX = 30.0
+
+
+class Pipeline:
+    def __init__(self, log_: EventLog, context: ActorContext,
+                 actors: tuple[type[ProjectionActor], ...] = ACTORS) -> None:
+        self.log = log_
+        self.context = context
+        self.classes = {cls.name: cls for cls in actors}
+        self.refs: dict[str, pykka.ActorRef] = {}
+        self.delivered: dict[str, int] = {}
+        self._restart_at: dict[str, float] = {}
+        self._backoff: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    # -- life cycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        for name in self.classes:
+            self._start(name)
+        self._tasks = [asyncio.create_task(self._tail()), asyncio.create_task(self._tick())]
+
+    def _start(self, name: str) -> None:
+        self.refs[name] = self.classes[name].start(self.context)
+        self.delivered[name] = 0
+        self.context.progress[name] = 0
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for name in reversed(list(self.refs)):
+            ref = self.refs.pop(name)
+            if ref.is_alive():
+                await asyncio.to_thread(lambda: ref.stop(block=True, timeout=10))
+
+    # -- feeding --------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Read the log now: this host just appended."""
+        self._wake.set()
+
+    async def _tail(self) -> None:
+        interval = POLL_MIN
+        while True:
+            try:
+                batch = await self.log.read(after=min(self.delivered.values()), limit=BATCH)
+            except LogUnavailable as exc:
+                log.warning("tailer: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            for name, ref in self.refs.items():
+                new = tuple(r for r in batch if r.seq > self.delivered[name])
+                if new:
+                    ref.tell(Deliver(new))
+                    self.delivered[name] = new[-1].seq
+            if len(batch) == BATCH:
+                continue
+            interval = POLL_MIN if batch else min(interval * 2, POLL_MAX)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), interval)
+            except TimeoutError:
+                pass
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            self.supervise()
+            for ref in self.refs.values():
+                if ref.is_alive():
+                    ref.tell(Reconcile())
+
+    def supervise(self) -> None:
+        """Start a fresh actor in place of a dead one, with backoff against crash loops."""
+        now = time.monotonic()
+        for name, ref in list(self.refs.items()):
+            if ref.is_alive():
+                continue
+            if name not in self._restart_at:
+                self._backoff[name] = min(self._backoff.get(name, 0.5) * 2, RESTART_BACKOFF_MAX)
+                self._restart_at[name] = now + self._backoff[name]
+                log.error("%s actor died; restarting it in %.0fs with a fresh replay",
+                          name, self._backoff[name])
+            elif now >= self._restart_at.pop(name):
+                self._start(name)
+                self.wake()
+
+    # -- questions from the API -------------------------------------------------------
+
+    def applied(self) -> int:
+        """The seq every actor has applied."""
+        return min(self.context.progress.values(), default=0)
+
+    async def wait_applied(self, name: str, seq: int, timeout: float = 10.0) -> None:
+        self.wake()
+        deadline = time.monotonic() + timeout
+        while self.context.progress.get(name, 0) < seq:
+            if time.monotonic() > deadline:
+                raise CantainerError(f"the {name} actor has not applied seq {seq} "
+                                     f"after {timeout:g}s")
+            await asyncio.sleep(0.005)
+
+    async def ask(self, name: str, method: str, *args, timeout: float = 10.0):
+        """Call an actor's method and wait for the answer without blocking the loop."""
+        ref = self.refs.get(name)
+        if ref is None or not ref.is_alive():
+            raise CantainerError(f"the {name} actor is restarting; try again")
+        future = getattr(ref.proxy(), method)(*args)
+        return await asyncio.to_thread(lambda: future.get(timeout=timeout))
+
+    async def verdict(self, name: str, seq: int) -> str | None:
+        await self.wait_applied(name, seq)
+        return await self.ask(name, "verdict", seq)
+

@@ -1,0 +1,73 @@
+"""Liveness outside the log: UDP heartbeats between daemons.
+
+Every ``INTERVAL`` seconds each daemon sends ``{"n": name, "a": applied}`` to
+the heartbeat port (dqlite port + 1) of every member it knows, and records
+when it last heard from each name and what seq that host had applied.  The
+Raft leader's membership actor turns a long silence into ``NodeSuspected``;
+``cantainer status`` shows every host's applied seq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+INTERVAL = 1.0
+MAX_DATAGRAM = 512
+
+
+def heartbeat_port(dqlite_port: int) -> int:
+    return dqlite_port + 1
+
+
+class Heartbeats(asyncio.DatagramProtocol):
+    def __init__(self, name: str, peers: Callable[[], list[tuple[str, int]]],
+                 applied: Callable[[], int]) -> None:
+        self.name = name
+        self.peers = peers
+        self.applied = applied
+        self.last_heard: dict[str, float] = {}
+        self.peer_applied: dict[str, int] = {}
+        self._transport: asyncio.DatagramTransport | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(lambda: self,
+                                                                 local_addr=(host, port))
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        try:
+            beat = json.loads(data[:MAX_DATAGRAM])
+            name, applied = beat["n"], beat["a"]
+            if not isinstance(name, str) or not isinstance(applied, int) or len(name) > 63:
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            log.debug("ignoring a malformed heartbeat from %s", addr)
+            return
+        self.last_heard[name] = time.monotonic()
+        self.peer_applied[name] = applied
+
+    async def run(self) -> None:
+        while True:
+            beat = json.dumps({"n": self.name, "a": self.applied()}).encode()
+            self.datagram_received(beat, None)  # a host hears itself
+            for peer in self.peers():
+                try:
+                    self._transport.sendto(beat, peer)
+                except OSError as exc:  # an unreachable peer is what heartbeats measure
+                    log.debug("heartbeat to %s: %s", peer, exc)
+            await asyncio.sleep(INTERVAL)
+
+    def seen(self) -> dict[str, dict]:
+        now = time.monotonic()
+        return {name: {"applied": self.peer_applied.get(name, 0),
+                       "heard": round(now - t, 1)} for name, t in self.last_heard.items()}

@@ -1,0 +1,197 @@
+"""Bridges, VXLAN devices, FDB and neighbour entries of the overlay, via pyroute2.
+
+``OverlayKernel.reconcile(plans)`` is level-triggered and idempotent: it reads
+what the kernel has, works out the differences from the plans (one per VNI,
+see ``cantainer/actors/overlay.py``), and applies only those.
+``differences(plans)`` returns the same list without applying it.  Devices
+are named ``ctbr<VNI>`` and ``ctvx<VNI>``; nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+import attrs
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+VXLAN_PORT = 4789
+VXLAN_OVERHEAD = 50
+NUD_PERMANENT = 0x80
+BRIDGE_PREFIX, VXLAN_PREFIX = "ctbr", "ctvx"
+
+
+@attrs.define
+class ActualNetwork:
+    bridge: dict | None = None  # {"index", "up"}
+    vxlan: dict | None = None   # {"index", "vni", "learning", "proxy", "local", "port", "mtu", "master", "up"}
+    fdb: dict[str, str] = attrs.Factory(dict)
+    neigh: dict[str, str] = attrs.Factory(dict)
+
+
+Action = tuple[str, Callable[[], None]]
+
+
+class OverlayKernel:
+    def __init__(self, underlay_address: str) -> None:
+        self.local = underlay_address
+        self.ipr = IPRoute()
+
+    def close(self) -> None:
+        self.ipr.close()
+
+    # -- reading -------------------------------------------------------------------
+
+    def underlay_mtu(self) -> int:
+        for addr in self.ipr.get_addr(family=socket.AF_INET):
+            if addr.get("IFA_ADDRESS") == self.local:
+                return self.ipr.get_links(addr["index"])[0].get("IFLA_MTU")
+        return 1500
+
+    def _index(self, ifname: str) -> int | None:
+        found = self.ipr.link_lookup(ifname=ifname)
+        return found[0] if found else None
+
+    def actual(self) -> dict[int, ActualNetwork]:
+        nets: dict[int, ActualNetwork] = {}
+        for link in self.ipr.get_links():
+            name = link.get("IFLA_IFNAME") or ""
+            up = bool(link["flags"] & 1)
+            for prefix in (BRIDGE_PREFIX, VXLAN_PREFIX):
+                if name.startswith(prefix) and name[len(prefix):].isdigit():
+                    net = nets.setdefault(int(name[len(prefix):]), ActualNetwork())
+                    if prefix == BRIDGE_PREFIX:
+                        net.bridge = {"index": link["index"], "up": up}
+                    else:
+                        data = link.get(("IFLA_LINKINFO", "IFLA_INFO_DATA")) or {}
+                        net.vxlan = {
+                            "index": link["index"], "up": up, "mtu": link.get("IFLA_MTU"),
+                            "master": link.get("IFLA_MASTER"),
+                            "vni": data.get("IFLA_VXLAN_ID"),
+                            "learning": data.get("IFLA_VXLAN_LEARNING"),
+                            "proxy": data.get("IFLA_VXLAN_PROXY"),
+                            "local": data.get("IFLA_VXLAN_LOCAL"),
+                            "port": data.get("IFLA_VXLAN_PORT")}
+        for net in nets.values():
+            if net.vxlan is None:
+                continue
+            index = net.vxlan["index"]
+            for entry in self.ipr.fdb("dump", ifindex=index):
+                if entry.get("NDA_DST") and entry["ifindex"] == index:
+                    net.fdb[entry.get("NDA_LLADDR")] = entry.get("NDA_DST")
+            for entry in self.ipr.neigh("dump", ifindex=index, family=socket.AF_INET):
+                if entry["ifindex"] == index and entry["state"] & NUD_PERMANENT:
+                    net.neigh[entry.get("NDA_DST")] = entry.get("NDA_LLADDR")
+        return nets
+
+    # -- differences -----------------------------------------------------------------
+
+    def _actions(self, plans) -> list[Action]:
+        actual = self.actual()
+        mtu = self.underlay_mtu() - VXLAN_OVERHEAD
+        actions: list[Action] = []
+        for vni, plan in sorted(plans.items()):
+            have = actual.get(vni, ActualNetwork())
+            actions += self._device_actions(plan, have, mtu)
+            actions += self._entry_actions(plan, have)
+        for vni, have in sorted(actual.items()):
+            if vni not in plans:
+                actions.append((f"remove network vni {vni} (no local container)",
+                                lambda vni=vni: self._remove(vni)))
+        return actions
+
+    def _device_actions(self, plan, have: ActualNetwork, mtu: int) -> list[Action]:
+        actions: list[Action] = []
+        if have.bridge is None:
+            actions.append((f"add bridge {plan.bridge}", lambda: self._add_bridge(plan.bridge)))
+        elif not have.bridge["up"]:
+            actions.append((f"set bridge {plan.bridge} up", lambda: self._up(plan.bridge)))
+        want = {"vni": plan.vni, "learning": 0, "proxy": 1, "local": self.local,
+                "port": VXLAN_PORT}
+        vx = have.vxlan
+        if vx is None or any(vx[k] != v for k, v in want.items()):
+            what = "add" if vx is None else "replace misconfigured"
+            actions.append((f"{what} vxlan {plan.vxlan} (vni {plan.vni}, mtu {mtu})",
+                            lambda: self._add_vxlan(plan, mtu)))
+            have.fdb, have.neigh = {}, {}  # a new device starts empty
+        elif (vx["mtu"] != mtu or not vx["up"] or have.bridge is None
+              or vx["master"] != have.bridge["index"]):
+            actions.append((f"set vxlan {plan.vxlan} mtu {mtu}, master {plan.bridge}, up",
+                            lambda: self._attach_vxlan(plan, mtu)))
+        return actions
+
+    def _entry_actions(self, plan, have: ActualNetwork) -> list[Action]:
+        actions: list[Action] = []
+        for mac, dst in sorted(have.fdb.items()):
+            if plan.fdb.get(mac) != dst:
+                actions.append((f"del fdb {mac} dst {dst} dev {plan.vxlan}",
+                                lambda mac=mac, dst=dst: self._fdb("del", plan.vxlan, mac, dst)))
+        for mac, dst in sorted(plan.fdb.items()):
+            if have.fdb.get(mac) != dst:
+                actions.append((f"add fdb {mac} dst {dst} dev {plan.vxlan}",
+                                lambda mac=mac, dst=dst: self._fdb("add", plan.vxlan, mac, dst)))
+        for ip, mac in sorted(have.neigh.items()):
+            if plan.neigh.get(ip) != mac:
+                actions.append((f"del neigh {ip} lladdr {mac} dev {plan.vxlan}",
+                                lambda ip=ip, mac=mac: self._neigh("del", plan.vxlan, ip, mac)))
+        for ip, mac in sorted(plan.neigh.items()):
+            if have.neigh.get(ip) != mac:
+                actions.append((f"add neigh {ip} lladdr {mac} dev {plan.vxlan}",
+                                lambda ip=ip, mac=mac: self._neigh("add", plan.vxlan, ip, mac)))
+        return actions
+
+    def differences(self, plans) -> list[str]:
+        return [description for description, _ in self._actions(plans)]
+
+    def reconcile(self, plans) -> list[str]:
+        done = []
+        for description, action in self._actions(plans):
+            action()
+            done.append(description)
+        return done
+
+    # -- changes -------------------------------------------------------------------
+
+    def _up(self, ifname: str) -> None:
+        self.ipr.link("set", index=self._index(ifname), state="up")
+
+    def _add_bridge(self, ifname: str) -> None:
+        if self._index(ifname) is None:
+            self.ipr.link("add", ifname=ifname, kind="bridge")
+        self._up(ifname)
+
+    def _add_vxlan(self, plan, mtu: int) -> None:
+        if self._index(plan.vxlan) is not None:
+            self.ipr.link("del", index=self._index(plan.vxlan))
+        self.ipr.link("add", ifname=plan.vxlan, kind="vxlan", vxlan_id=plan.vni,
+                      vxlan_local=self.local, vxlan_learning=0, vxlan_proxy=1,
+                      vxlan_port=VXLAN_PORT, mtu=mtu)
+        self._attach_vxlan(plan, mtu)
+
+    def _attach_vxlan(self, plan, mtu: int) -> None:
+        self.ipr.link("set", index=self._index(plan.vxlan), mtu=mtu,
+                      master=self._index(plan.bridge), state="up")
+
+    def _remove(self, vni: int) -> None:
+        for ifname in (f"{VXLAN_PREFIX}{vni}", f"{BRIDGE_PREFIX}{vni}"):
+            index = self._index(ifname)
+            if index is not None:
+                self.ipr.link("del", index=index)
+
+    def _fdb(self, command: str, ifname: str, mac: str, dst: str) -> None:
+        self._ignore_gone(lambda: self.ipr.fdb(command, ifindex=self._index(ifname),
+                                               lladdr=mac, dst=dst, state=NUD_PERMANENT))
+
+    def _neigh(self, command: str, ifname: str, ip: str, mac: str) -> None:
+        self._ignore_gone(lambda: self.ipr.neigh(command, ifindex=self._index(ifname), dst=ip,
+                                                 lladdr=mac, state=NUD_PERMANENT))
+
+    @staticmethod
+    def _ignore_gone(call: Callable[[], object]) -> None:
+        """Adding what exists or deleting what is gone is not an error: the goal holds."""
+        try:
+            call()
+        except NetlinkError as exc:
+            if exc.code not in (2, 17):  # ENOENT, EEXIST
+                raise
