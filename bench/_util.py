@@ -6,7 +6,6 @@ import asyncio
 import os
 import platform
 import statistics
-import threading
 
 
 def machine() -> str:
@@ -24,27 +23,10 @@ def median(values: list[float]) -> float:
 
 
 def run_in_netns(name: str, coro_fn):
-    """Run ``asyncio.run(coro_fn())`` in a thread that lives in network namespace ``name``.
-
-    Namespaces are per thread: the thread's sockets are the host's sockets.
-    """
+    """``asyncio.run(coro_fn())`` in a thread inside network namespace ``name``."""
     from cantainer.kernel import netns
 
-    result: dict = {}
-
-    def target():
-        try:
-            netns.enter(name)
-            result["value"] = asyncio.run(coro_fn())
-        except BaseException as exc:  # handed back to the caller
-            result["error"] = exc
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
+    return netns.run_in(name, lambda: asyncio.run(coro_fn()))
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:

@@ -67,3 +67,28 @@ def ensure_uplink(bridge_ns: str, bridge: str, port: str, host_ns: str, ifname: 
 def set_link_state(ns_name: str, ifname: str, up: bool) -> None:
     with NetNS(ns_name) as ns:
         ns.link("set", index=_index(ns, ifname), state="up" if up else "down")
+
+
+def run_in(name: str, fn):
+    """Call ``fn()`` in a thread that lives in namespace ``name``; return its result.
+
+    Network namespaces belong to threads, so sockets (and pyroute2 objects)
+    created by ``fn`` are that namespace's.
+    """
+    import threading
+
+    result: dict = {}
+
+    def target() -> None:
+        try:
+            enter(name)
+            result["value"] = fn()
+        except BaseException as exc:  # handed back to the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"netns-{name}")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")

@@ -1,0 +1,267 @@
+"""The pure projections: membership, IPAM, overlay plans. No root, no kernel."""
+
+import ipaddress
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cantainer import events as ev
+from cantainer.actors.ipam import VNI_BASE, Ipam, allocate, mac_of
+from cantainer.actors.membership import Membership
+from cantainer.actors.overlay import Overlay
+from cantainer.actors.replay import record_from_json, replay, view
+from tests.unit.strategies import any_event
+
+
+class Log:
+    """Builds records in seq order for a projection."""
+
+    def __init__(self, *projections):
+        self.projections = projections
+        self.seq = 0
+
+    def __call__(self, event):
+        self.seq += 1
+        rec = ev.Recorded(self.seq, f"id{self.seq}", event.type_name(), event.VERSION, "t",
+                          0.0, event)
+        for p in self.projections:
+            p.apply(rec)
+        return self.seq
+
+
+def joined(log, *names):
+    for i, name in enumerate(names, 1):
+        log(ev.NodeJoined(name=name, address=f"192.0.2.{i}", dqlite_address=f"192.0.2.{i}:9000"))
+
+
+def created(cid, name, host, network, **kw):
+    return ev.ContainerCreated(container=cid * 12, name=name, host=host, network=network, **kw)
+
+
+# -- membership ---------------------------------------------------------------------------
+
+def test_membership_states_and_verdicts():
+    m = Membership()
+    log = Log(m)
+    joined(log, "a", "b")
+    assert {n: x.state for n, x in m.nodes.items()} == {"a": "joined", "b": "joined"}
+    dup = log(ev.NodeJoined(name="a", address="192.0.2.9", dqlite_address="192.0.2.9:9000"))
+    assert "taken" in m.verdict(dup)
+    same_addr = log(ev.NodeJoined(name="c", address="192.0.2.1", dqlite_address="192.0.2.1:9000"))
+    assert "belongs to member 'a'" in m.verdict(same_addr)
+    log(ev.NodeSuspected(name="b"))
+    assert m.nodes["b"].state == "suspected"
+    log(ev.NodeRecovered(name="b"))
+    assert m.nodes["b"].state == "joined"
+    log(ev.NodeLeft(name="b"))
+    assert "b" not in m.live()
+    assert "no member" in m.verdict(log(ev.NodeLeft(name="b")))
+    rejoin = log(ev.NodeJoined(name="b", address="192.0.2.2", dqlite_address="192.0.2.2:9000"))
+    assert m.verdict(rejoin) is None and m.nodes["b"].state == "joined"
+
+
+def test_liveness_events_have_ids_from_state_seq():
+    m = Membership()
+    log = Log(m)
+    joined(log, "a", "b")
+    out = list(m.liveness_events({"a": 0.5, "b": 30.0}, threshold=10))
+    assert out == [(ev.NodeSuspected(name="b"), "NodeSuspected-b-2")]
+    log(ev.NodeSuspected(name="b"))
+    assert list(m.liveness_events({"a": 0.5, "b": 30.0}, threshold=10)) == []
+    assert list(m.liveness_events({"a": 0.5, "b": 1.0}, threshold=10)) == [
+        (ev.NodeRecovered(name="b"), "NodeRecovered-b-3")]
+
+
+def test_records_at_or_below_the_position_are_ignored():
+    m = Membership()
+    rec = ev.Recorded(5, "x", "NodeLeft", 1, "t", 0.0, ev.NodeLeft(name="zz"))
+    m.apply(rec)
+    m.apply(rec)
+    assert m.applied == 5 and list(m.rejected) == [5]
+
+
+def test_unknown_events_are_skipped():
+    m = Membership()
+    m.apply(ev.Recorded(1, "x", "Teleported", 9, "t", 0.0, ev.UnknownEvent("Teleported", 9, "?")))
+    assert m.applied == 1 and not m.rejected and not m.nodes
+
+
+# -- IPAM ---------------------------------------------------------------------------------
+
+def test_allocation_skips_network_gateway_and_broadcast():
+    net = ipaddress.IPv4Network("198.18.0.0/29")
+    used = set()
+    got = []
+    while (ip := allocate(net, used)) is not None:
+        used.add(ip)
+        got.append(str(ip))
+    assert got == ["198.18.0.2", "198.18.0.3", "198.18.0.4", "198.18.0.5", "198.18.0.6"]
+
+
+def test_mac_is_0242_plus_the_address():
+    assert mac_of(ipaddress.IPv4Address("198.18.1.2")) == "02:42:c6:12:01:02"
+
+
+def test_vni_addresses_and_freeing_follow_log_order():
+    ipam = Ipam()
+    log = Log(ipam)
+    joined(log, "h1", "h2")
+    log(ev.NetworkCreated(name="blue", cidr="198.18.0.0/24"))
+    log(ev.NetworkCreated(name="green", cidr="198.18.1.0/24"))
+    assert [n.vni for n in ipam.networks.values()] == [VNI_BASE, VNI_BASE + 1]
+    log(created("a", "c1", "h1", "blue"))
+    log(created("b", "c2", "h2", "blue"))
+    log(created("c", "c3", "h2", "198.18.1.0/24"))  # by CIDR: the existing network
+    ips = {c.name: (str(c.ip), c.network) for c in ipam.containers.values()}
+    assert ips == {"c1": ("198.18.0.2", "blue"), "c2": ("198.18.0.3", "blue"),
+                   "c3": ("198.18.1.2", "green")}
+    log(ev.ContainerRemoved(container="a" * 12))
+    log(created("d", "c4", "h1", "blue"))
+    assert str(ipam.containers["d" * 12].ip) == "198.18.0.2", "the freed address is reused"
+    log(ev.NodeLeft(name="h2"))
+    assert [c.name for c in ipam.containers.values()] == ["c4"], "NodeLeft frees h2's addresses"
+    log(ev.NetworkRemoved(name="green"))
+    log(ev.NetworkCreated(name="red", cidr="198.18.2.0/24"))
+    assert ipam.networks["red"].vni == VNI_BASE + 2, "VNIs are never reused"
+
+
+def test_unknown_cidr_creates_the_network_implicitly():
+    ipam = Ipam()
+    log = Log(ipam)
+    joined(log, "h1")
+    seq = log(created("a", "c1", "h1", "198.18.4.0/24"))
+    assert ipam.verdict(seq) is None
+    assert ipam.networks["198.18.4.0-24"].vni == VNI_BASE
+    bad = log(created("b", "c2", "h1", "198.18.4.0/23"))
+    assert "overlaps network '198.18.4.0-24'" in ipam.verdict(bad)
+
+
+def test_conflicts_are_settled_by_log_order():
+    ipam = Ipam()
+    log = Log(ipam)
+    joined(log, "h1")
+    log(ev.NetworkCreated(name="blue", cidr="198.18.0.0/24"))
+    cases = [
+        (ev.NetworkCreated(name="blue", cidr="198.18.9.0/24"), "already exists"),
+        (ev.NetworkCreated(name="wide", cidr="198.18.0.0/16"), "overlaps network 'blue'"),
+        (ev.NetworkRemoved(name="nope"), "no network named 'nope'"),
+        (created("f", "x", "nohost", "blue"), "host 'nohost' is not a member"),
+        (created("f", "x", "h1", "nonet"), "no network named 'nonet'"),
+        (ev.ContainerStarted(container="e" * 12, pid=5), "no container"),
+        (ev.ContainerExited(container="e" * 12, exit_code=1), "no container"),
+        (ev.ContainerRemoved(container="e" * 12), "no container"),
+    ]
+    for event, reason in cases:
+        assert reason in ipam.verdict(log(event)), event
+    log(created("a", "web", "h1", "blue"))
+    assert "name 'web' is already in use" in ipam.verdict(log(created("b", "web", "h1", "blue")))
+    assert "already exists" in ipam.verdict(log(created("a", "web2", "h1", "blue")))
+    assert "still has containers: web" in ipam.verdict(log(ev.NetworkRemoved(name="blue")))
+
+
+def test_a_full_subnet_rejects_the_next_container():
+    ipam = Ipam()
+    log = Log(ipam)
+    joined(log, "h1")
+    log(ev.NetworkCreated(name="tiny", cidr="198.18.0.0/29"))  # 5 usable addresses
+    for i in range(5):
+        assert ipam.verdict(log(created(f"{i}", f"c{i}", "h1", "tiny"))) is None
+    assert "is full" in ipam.verdict(log(created("9", "c9", "h1", "tiny")))
+
+
+def test_container_lifecycle_states():
+    ipam = Ipam()
+    log = Log(ipam)
+    joined(log, "h1")
+    log(created("a", "c1", "h1", "198.18.0.0/24"))
+    log(ev.ContainerStarted(container="a" * 12, pid=42))
+    assert (ipam.containers["a" * 12].state, ipam.containers["a" * 12].pid) == ("running", 42)
+    log(ev.ContainerExited(container="a" * 12, exit_code=137))
+    c = ipam.containers["a" * 12]
+    assert (c.state, c.exit_code, c.pid) == ("exited", 137, None)
+
+
+# -- overlay plans --------------------------------------------------------------------------
+
+def test_overlay_plan_per_host():
+    ov = Overlay()
+    log = Log(ov)
+    joined(log, "h1", "h2", "h3")
+    log(created("a", "c1", "h1", "198.18.0.0/24"))
+    log(created("b", "c2", "h2", "198.18.0.0/24"))
+    log(created("c", "c3", "h3", "198.18.1.0/24"))
+    p1 = ov.plan("h1")
+    assert list(p1) == [VNI_BASE]
+    assert p1[VNI_BASE].fdb == {"02:42:c6:12:00:03": "192.0.2.2"}
+    assert p1[VNI_BASE].neigh == {"198.18.0.3": "02:42:c6:12:00:03"}
+    assert p1[VNI_BASE].bridge == f"ctbr{VNI_BASE}" and p1[VNI_BASE].vxlan == f"ctvx{VNI_BASE}"
+    assert ov.plan("h2")[VNI_BASE].fdb == {"02:42:c6:12:00:02": "192.0.2.1"}
+    assert list(ov.plan("h3")) == [VNI_BASE + 1] and ov.plan("h3")[VNI_BASE + 1].fdb == {}
+    log(ev.NodeLeft(name="h2"))
+    assert ov.plan("h1")[VNI_BASE].fdb == {}, "entries go when the host leaves"
+    assert ov.plan("h2") == {}
+    log(ev.ContainerRemoved(container="a" * 12))
+    assert ov.plan("h1") == {}, "the network goes with the last local container"
+
+
+# Events that collide on purpose: few hosts, names, ids and small subnets.
+_cids = st.sampled_from(["a" * 12, "b" * 12, "c" * 12, "d" * 12, "e" * 12, "f" * 12])
+_nets = st.sampled_from(["198.18.0.0/29", "198.18.0.8/29", "198.18.0.0/28", "n1", "n2"])
+colliding = st.one_of(
+    st.builds(ev.ContainerCreated, container=_cids, name=st.sampled_from("wxyz"),
+              host=st.sampled_from(["h1", "h2", "h3"]), network=_nets),
+    st.builds(ev.NetworkCreated, name=st.sampled_from(["n1", "n2"]),
+              cidr=st.sampled_from(["198.18.0.0/29", "198.18.0.8/29", "198.18.0.0/28"])),
+    st.builds(ev.NetworkRemoved, name=st.sampled_from(["n1", "n2", "198.18.0.0-29"])),
+    st.builds(ev.ContainerRemoved, container=_cids),
+    st.builds(ev.ContainerStarted, container=_cids, pid=st.integers(1, 100)),
+    st.builds(ev.NodeLeft, name=st.sampled_from(["h1", "h2", "h3"])),
+    st.builds(ev.NodeJoined, name=st.sampled_from(["h1", "h2", "h3"]),
+              address=st.just("192.0.2.3"), dqlite_address=st.just("192.0.2.3:9000")),
+)
+
+
+@given(st.lists(st.one_of(any_event, colliding, colliding), max_size=60))
+@settings(max_examples=150, deadline=None)
+def test_projections_survive_any_sequence_of_events(events):
+    ov = Overlay()
+    log = Log(ov)
+    joined(log, "h1", "h2")
+    for event in events:
+        log(event)
+    ipam = ov.ipam
+    by_net = {}
+    for c in ipam.containers.values():
+        assert c.ip in ipam.networks[c.network].cidr
+        assert c.host in ipam.members.live(), "no container outlives its host"
+        assert (c.network, c.ip) not in by_net, "an address is given out once"
+        by_net[(c.network, c.ip)] = c
+    nets = list(ipam.networks.values())
+    for i, a in enumerate(nets):
+        for b in nets[i + 1:]:
+            assert not a.cidr.overlaps(b.cidr) and a.vni != b.vni
+    for host in ipam.members.nodes:
+        ov.plan(host)
+
+
+def test_replay_from_json_records_matches_live_projection():
+    lines = [
+        {"seq": 1, "id": "a", "type": "NodeJoined", "version": 1, "node": "h1", "time": 0.0,
+         "data": {"name": "h1", "address": "192.0.2.1", "dqlite_address": "192.0.2.1:9000"}},
+        {"seq": 2, "id": "b", "type": "ContainerCreated", "version": 1, "node": "h1",
+         "time": 0.0, "data": {"container": "a" * 12, "name": "c1", "host": "h1",
+                               "network": "198.18.0.0/24", "image": "busybox",
+                               "command": ["/bin/sh"], "env": [], "hostname": None,
+                               "memory": None, "pids_limit": None, "cpus": None}},
+        {"seq": 3, "id": "c", "type": "FromTheFuture", "version": 7, "node": "h9", "time": 0.0,
+         "data": {"x": 1}},
+        {"seq": 4, "id": "d", "type": "NetworkCreated", "version": 1, "node": "h1", "time": 0.0,
+         "data": {"name": "n", "cidr": "198.18.0.0/16"}},
+    ]
+    records = [record_from_json(x) for x in lines]
+    v = view(replay(records))
+    assert v["applied"] == 4
+    assert [c["ip"] for c in v["containers"]] == ["198.18.0.2"]
+    assert v["rejected"] == [{"seq": 4, "reason": "198.18.0.0/16 overlaps network "
+                                                  "'198.18.0.0-24' (198.18.0.0/24)"}]
+    assert view(replay(records, until=1))["containers"] == []
