@@ -135,7 +135,7 @@ class ApiServer:
             again = f"--id {ids[0]}" if len(ids) == 1 else "the same ids"
             raise LogUnavailable(f"{exc}; the event may still be appended later: retry "
                                  f"with {again} to append it at most once") from None
-        self.daemon.pipeline.wake()
+        self.daemon.appended()
         return seqs
 
     async def _verdicts(self, seqs: list[int]) -> None:

@@ -31,7 +31,7 @@ from cantainer.heartbeat import Heartbeats, heartbeat_port
 log = logging.getLogger("cantainerd")
 
 DEFAULT_PORT = 9000
-ROLES_INTERVAL = 2.0  # seconds between the leader's checks of voters and stand-bys
+ROLES_INTERVAL = 5.0  # seconds between checks of Raft voters and stand-bys
 LEAVE_TIMEOUT = 3.0   # seconds a graceful stop waits to record NodeLeft
 
 
@@ -71,7 +71,8 @@ class Daemon:
                                     append=self._append_soon,
                                     suspect_after=config.suspect_after)
         self.pipeline = Pipeline(EventLog(self.raft.store, node=config.name), self.context)
-        self.heartbeats = Heartbeats(config.name, self._heartbeat_peers, self.pipeline.applied)
+        self.heartbeats = Heartbeats(config.name, self._heartbeat_peers, self.pipeline.applied,
+                                     on_poke=self.pipeline.wake)
         self.api = ApiServer(self, config.socket_path)
         self._stopping = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -156,9 +157,14 @@ class Daemon:
             if f.exception() is not None:
                 log.warning("append of %s failed: %s", type(event).__name__, f.exception())
             else:
-                self._loop.call_soon_threadsafe(self.pipeline.wake)
+                self._loop.call_soon_threadsafe(self.appended)
 
         future.add_done_callback(done)
+
+    def appended(self) -> None:
+        """Something reached the log from here: read it now, and tell the peers to."""
+        self.pipeline.wake()
+        self.heartbeats.poke()
 
     # -- liveness and roles -------------------------------------------------------------
 

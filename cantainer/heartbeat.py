@@ -5,6 +5,10 @@ the heartbeat port (dqlite port + 1) of every member it knows, and records
 when it last heard from each name and what seq that host had applied.  The
 Raft leader's membership actor turns a long silence into ``NodeSuspected``;
 ``cantainer status`` shows every host's applied seq.
+
+The same socket carries pokes, ``{"n": name, "poke": 1}``: a daemon that has
+just appended tells its peers to read the log now, so they need not poll
+it often.  A lost poke costs latency only: the tailer still polls.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ def heartbeat_port(dqlite_port: int) -> int:
 
 class Heartbeats(asyncio.DatagramProtocol):
     def __init__(self, name: str, peers: Callable[[], list[tuple[str, int]]],
-                 applied: Callable[[], int]) -> None:
+                 applied: Callable[[], int], on_poke: Callable[[], None]) -> None:
         self.name = name
         self.peers = peers
         self.applied = applied
+        self.on_poke = on_poke
         self.last_heard: dict[str, float] = {}
         self.peer_applied: dict[str, int] = {}
         self._transport: asyncio.DatagramTransport | None = None
@@ -47,24 +52,37 @@ class Heartbeats(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr) -> None:
         try:
             beat = json.loads(data[:MAX_DATAGRAM])
-            name, applied = beat["n"], beat["a"]
-            if not isinstance(name, str) or not isinstance(applied, int) or len(name) > 63:
+            name, applied = beat["n"], beat.get("a")
+            if not isinstance(name, str) or len(name) > 63 or \
+                    not isinstance(applied, int | None):
                 raise ValueError
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.debug("ignoring a malformed heartbeat from %s", addr)
             return
         self.last_heard[name] = time.monotonic()
-        self.peer_applied[name] = applied
+        if applied is not None:
+            self.peer_applied[name] = applied
+        if beat.get("poke"):
+            self.on_poke()
+
+    def _send_all(self, message: dict) -> None:
+        datagram = json.dumps(message).encode()
+        for peer in self.peers():
+            try:
+                self._transport.sendto(datagram, peer)
+            except OSError as exc:  # an unreachable peer is what heartbeats measure
+                log.debug("heartbeat to %s: %s", peer, exc)
+
+    def poke(self) -> None:
+        """Tell every peer to read the log now."""
+        if self._transport is not None:
+            self._send_all({"n": self.name, "poke": 1})
 
     async def run(self) -> None:
         while True:
-            beat = json.dumps({"n": self.name, "a": self.applied()}).encode()
-            self.datagram_received(beat, None)  # a host hears itself
-            for peer in self.peers():
-                try:
-                    self._transport.sendto(beat, peer)
-                except OSError as exc:  # an unreachable peer is what heartbeats measure
-                    log.debug("heartbeat to %s: %s", peer, exc)
+            self.last_heard[self.name] = time.monotonic()  # a host hears itself
+            self.peer_applied[self.name] = self.applied()
+            self._send_all({"n": self.name, "a": self.applied()})
             await asyncio.sleep(INTERVAL)
 
     def seen(self) -> dict[str, dict]:

@@ -94,14 +94,17 @@ class MembershipActor(ProjectionActor):
 
     def __init__(self, context) -> None:
         super().__init__(context, Membership())
-        self._started = time.monotonic()
+        self._first_seen: dict[str, float] = {}
 
     def on_liveness(self, last_heard: dict[str, float], is_leader: bool) -> None:
+        now = time.monotonic()
+        for name in self.projection.live():
+            self._first_seen.setdefault(name, now)
         if not is_leader:
             return
-        now = time.monotonic()
-        # A member never heard from since this actor started counts as silent from then.
-        silent = {name: now - last_heard.get(name, self._started)
+        # A member never heard from counts as silent since this actor first saw it
+        # in the log, so a slow joiner is not suspected for the time it took.
+        silent = {name: now - last_heard.get(name, self._first_seen[name])
                   for name in self.projection.live()}
         silent[self.context.node] = 0.0
         for event, event_id in self.projection.liveness_events(silent,

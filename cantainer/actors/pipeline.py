@@ -4,10 +4,11 @@ One tailer reads the log and tells each actor the records after the last one
 it delivered to that actor, so the catch-up after a start, a restarted actor
 and live events all take the same path.  The log sends no notifications:
 the tailer polls, quickly (``POLL_MIN``) while events arrive and backing off
-to ``POLL_MAX`` when the log is quiet, and wakes at once when this host
-appends (``wake``).  Every ``TICK`` seconds the pipeline restarts dead
-actors (with a fresh projection, so they replay from seq 1) and nudges the
-live ones to reconcile.  Start order is ``ACTORS``; stop order its reverse.
+to ``POLL_MAX`` when the log is quiet, and wakes at once (``wake``) when this
+host appends or a peer pokes it after appending.  Every ``TICK`` seconds the
+pipeline restarts dead actors (with a fresh projection, so they replay from
+seq 1) and nudges the live ones to reconcile.  Start order is ``ACTORS``;
+stop order its reverse.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ log = logging.getLogger(__name__)
 
 ACTORS: tuple[type[ProjectionActor], ...] = (MembershipActor, IpamActor, OverlayActor)
 BATCH = 1000
-POLL_MIN, POLL_MAX = 0.01, 0.1
-TICK = 1.0
+POLL_MIN, POLL_MAX = 0.01, 0.5  # pokes from appending hosts cut the wait (heartbeat.py)
+TICK = 2.0
 RESTART_BACKOFF_MAX = 30.0
 
 

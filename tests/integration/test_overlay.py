@@ -174,11 +174,13 @@ def test_network_commands_report_verdicts(make_lab):
 def test_silent_host_is_suspected_then_recovered(make_lab):
     lab = make_lab(3, daemon_args=("--suspect-after", "2"))
     lab.start_all()
-    lab.kill(3)
 
     def state_of_h3():
         return {n["name"]: n["state"] for n in
-                json.loads(lab.cli(1, "nodes", "--json").stdout)}["h3"]
+                json.loads(lab.cli(1, "nodes", "--json").stdout)}.get("h3")
+
+    wait_for(lambda: state_of_h3() == "joined")
+    lab.kill(3)
 
     wait_for(lambda: state_of_h3() == "suspected", timeout=30)
     lab.start(3)
