@@ -169,10 +169,11 @@ class Daemon:
     # -- liveness and roles -------------------------------------------------------------
 
     def _heartbeat_peers(self) -> list[tuple[str, int]]:
+        """Every live member the log names, but this host."""
         peers = []
-        for address in self.raft.addresses():
+        for name, address in self.context.peers.items():
             host, _, port = address.rpartition(":")
-            if address != self.config.dqlite_address:
+            if name != self.config.name:
                 peers.append((host, heartbeat_port(int(port))))
         return peers
 
@@ -206,6 +207,7 @@ class Daemon:
         nodes = await self.pipeline.ask("membership", "snapshot")
         names = {n["dqlite_address"]: name for name, n in nodes.items() if n["state"] != "left"}
         seen = self.heartbeats.seen()
+        seen[self.config.name] = {"applied": self.pipeline.applied(), "heard": 0.0}
         return {
             "node": self.config.name,
             "node_id": f"{self.raft.node_id:x}",

@@ -1,10 +1,12 @@
-"""The demo: a replicated event log across three hosts made of network namespaces.
+"""The demo: one replicated event log, and the overlay it builds on three hosts.
 
-Run it with ``scripts/demo`` (as root).  It builds a lab, starts a daemon on
-each host (the first bootstraps, the others join through ``--seeds``),
-appends events from different hosts, shows every host reading the same log,
-kills the leader, keeps appending, brings the host back, and tears it all
-down — printing each command as a user would type it.
+Run it with ``scripts/demo`` (as root).  It builds a lab of three hosts made
+of network namespaces, starts a daemon on each (the first bootstraps, the
+others join through ``--seeds``), appends events from different hosts, shows
+every host reading the same log and every host's kernel following it (VXLAN
+devices, FDB and neighbour entries), kills the leader, keeps going, brings
+the host back, and tears it all down — printing each command as a user would
+type it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import sys
 import time
 
 from cantainer.errors import CantainerError
+from cantainer.kernel import netns
+from cantainer.kernel.overlay import OverlayKernel
 from cantainer.lab import Lab
 
 
@@ -35,6 +39,31 @@ def leader_of(lab: Lab, host: int) -> int:
     return next(h.number for h in lab.hosts if h.dqlite_address == address)
 
 
+def show_kernel(lab: Lab, host: int) -> None:
+    """Print a host's overlay as the kernel holds it (read inside its namespace)."""
+    h = lab.host(host)
+
+    def read():
+        kernel = OverlayKernel(h.address)
+        try:
+            return kernel.actual()
+        finally:
+            kernel.close()
+
+    print(f"[h{host}] kernel:", flush=True)
+    networks = netns.run_in(h.netns, read)
+    if not networks:
+        print("    no overlay devices")
+    for vni, net in sorted(networks.items()):
+        vx = net.vxlan or {}
+        print(f"    ctbr{vni} + ctvx{vni}: vni {vx.get('vni')}, learning {vx.get('learning')}, "
+              f"proxy {vx.get('proxy')}, mtu {vx.get('mtu')}")
+        for mac, dst in sorted(net.fdb.items()):
+            print(f"    fdb   {mac} dst {dst}")
+        for ip, mac in sorted(net.neigh.items()):
+            print(f"    neigh {ip} lladdr {mac} PERMANENT")
+
+
 def main() -> int:
     try:
         with Lab(3) as lab:
@@ -49,30 +78,49 @@ def main() -> int:
             run(lab, 1, "submit-event", "NetworkCreated", "name=blue", "cidr=198.18.0.0/24")
             run(lab, 2, "submit-event", "NetworkCreated", "--data",
                 '{"name": "green", "cidr": "198.18.1.0/24"}')
-            run(lab, 3, "submit-event", "NodeSuspected", "name=h2", "--id", "demo-1")
+            run(lab, 3, "network", "create", "198.18.2.0/24", "--name", "red")
+            run(lab, 3, "submit-event", "NetworkRemoved", "name=red", "--id", "demo-1")
             say("the same id again appends nothing: the original seq comes back")
-            run(lab, 1, "submit-event", "NodeSuspected", "name=h2", "--id", "demo-1")
+            run(lab, 1, "submit-event", "NetworkRemoved", "name=red", "--id", "demo-1")
             say("bad input is refused with one line, and nothing is appended")
             run(lab, 2, "submit-event", "NetworkCreated", "name=red", "cidr=198.18.2.7/24")
+            run(lab, 2, "network", "create", "198.18.0.0/16")
 
             say("every host reads the same log, in the same order")
             logs = [lab.cli(n, "events", "--json").stdout for n in (1, 2, 3)]
             run(lab, 3, "events")
             print(f"    identical on h1, h2, h3: {logs[0] == logs[1] == logs[2]}")
 
+            say("containers requested on h1 and h2 (the runtime comes next): "
+                "every host's overlay follows the log")
+            run(lab, 1, "submit-event", "ContainerCreated", "container=" + "a1" * 6, "name=web",
+                "host=h1", "network=blue")
+            run(lab, 3, "submit-event", "ContainerCreated", "container=" + "b2" * 6, "name=db",
+                "host=h2", "network=blue")
+            run(lab, 2, "network", "ls")
+            say("a second container named web is refused by log order")
+            run(lab, 2, "submit-event", "ContainerCreated", "container=" + "c3" * 6, "name=web",
+                "host=h3", "network=blue")
+            run(lab, 3, "replay", "--node", "h1")
+            time.sleep(0.3)
+            for n in (1, 2, 3):
+                show_kernel(lab, n)
+            run(lab, 1, "replay", "--check")
+            run(lab, 2, "nodes")
+
             dead = leader_of(lab, 1)
             say(f"SIGKILL the leader, h{dead}")
             lab.kill(dead)
             survivor = next(n for n in (1, 2, 3) if n != dead)
             started = time.monotonic()
-            run(lab, survivor, "submit-event", "NodeSuspected", f"name=h{dead}")
+            run(lab, survivor, "network", "create", "198.18.3.0/24", "--name", "yellow")
             print(f"    appended {time.monotonic() - started:.1f}s after the kill, "
                   f"new leader h{leader_of(lab, survivor)}")
 
-            say(f"h{dead} restarts, rejoins as itself and catches up")
+            say(f"h{dead} restarts, rejoins as itself, catches up, and its kernel is unchanged")
             lab.start(dead)
-            run(lab, dead, "submit-event", "NodeRecovered", f"name=h{dead}")
-            run(lab, dead, "events", "--since", "5")
+            run(lab, dead, "events", "--since", "9")
+            run(lab, dead, "replay", "--check")
             run(lab, dead, "status")
 
             say("graceful stop of every daemon (leadership is handed over), then tear-down")

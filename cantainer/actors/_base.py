@@ -28,6 +28,7 @@ class ActorContext:
     address: str                             # this host's underlay address
     append: Callable[[Event, str], None]     # thread-safe, fire-and-forget append with an id
     progress: dict[str, int] = attrs.Factory(dict)
+    peers: dict[str, str] = attrs.Factory(dict)  # live member -> dqlite address (membership)
     suspect_after: float = 10.0
 
 

@@ -96,6 +96,11 @@ class MembershipActor(ProjectionActor):
         super().__init__(context, Membership())
         self._first_seen: dict[str, float] = {}
 
+    def on_receive(self, message) -> None:
+        super().on_receive(message)
+        # Published for the heartbeat sender: a fresh dict, swapped in whole.
+        self.context.peers = {n.name: n.dqlite_address for n in self.projection.live().values()}
+
     def on_liveness(self, last_heard: dict[str, float], is_leader: bool) -> None:
         now = time.monotonic()
         for name in self.projection.live():

@@ -33,6 +33,7 @@ BATCH = 1000
 POLL_MIN, POLL_MAX = 0.01, 0.5  # pokes from appending hosts cut the wait (heartbeat.py)
 TICK = 2.0
 RESTART_BACKOFF_MAX = 30.0
+HEALTHY_AFTER = 60.0  # seconds alive after which a restarted actor's backoff resets
 
 
 class Pipeline:
@@ -44,6 +45,7 @@ class Pipeline:
         self.refs: dict[str, pykka.ActorRef] = {}
         self.delivered: dict[str, int] = {}
         self._restart_at: dict[str, float] = {}
+        self._started_at: dict[str, float] = {}
         self._backoff: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -57,6 +59,7 @@ class Pipeline:
 
     def _start(self, name: str) -> None:
         self.refs[name] = self.classes[name].start(self.context)
+        self._started_at[name] = time.monotonic()
         self.delivered[name] = 0
         self.context.progress[name] = 0
 
@@ -111,13 +114,16 @@ class Pipeline:
         now = time.monotonic()
         for name, ref in list(self.refs.items()):
             if ref.is_alive():
+                if now - self._started_at[name] > HEALTHY_AFTER:
+                    self._backoff.pop(name, None)
                 continue
             if name not in self._restart_at:
                 self._backoff[name] = min(self._backoff.get(name, 0.5) * 2, RESTART_BACKOFF_MAX)
                 self._restart_at[name] = now + self._backoff[name]
                 log.error("%s actor died; restarting it in %.0fs with a fresh replay",
                           name, self._backoff[name])
-            elif now >= self._restart_at.pop(name):
+            elif now >= self._restart_at[name]:
+                del self._restart_at[name]
                 self._start(name)
                 self.wake()
 

@@ -80,13 +80,11 @@ class MemberStore(MemoryNodeStore):
                 saved = [str(a) for a in json.load(f)]
         except (OSError, ValueError, TypeError):
             saved = []
-        self.known = list(dict.fromkeys([*addresses, *saved]))
-        super().__init__(self.known)
+        super().__init__(list(dict.fromkeys([*addresses, *saved])))
 
     async def set_nodes(self, nodes: Sequence[NodeInfo]) -> None:
         await super().set_nodes(nodes)
         addresses = [n.address for n in await self.get_nodes()]
-        self.known = addresses
         tmp = self._path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(addresses, f)
@@ -217,10 +215,6 @@ class RaftMember:
                                         voters=self.voters, standbys=self.standbys):
             log.info("assigning node %x the role %s", node_id, role.name.lower())
             await client.assign_role(node_id, role)
-
-    def addresses(self) -> list[str]:
-        """Every member address this node knows (no I/O)."""
-        return list(self.store.known)
 
     async def look_after(self) -> None:
         """One round of the daemon's loop: refresh the members; the leader rebalances."""
