@@ -163,6 +163,14 @@ def test_network_commands_report_verdicts(make_lab):
     missing = lab.cli(2, "network", "rm", "nope", check=False)
     assert missing.returncode == 1 and "no network named 'nope'" in missing.stderr
 
+    # replay from a file written by 'events --json' equals replay from the daemon.
+    dump = lab.cli(3, "events", "--json").stdout
+    from_file = lab.cli(3, "replay", "--json", "--file", "-", input=dump).stdout
+    assert json.loads(from_file) == json.loads(lab.cli(3, "replay", "--json").stdout)
+    early = json.loads(lab.cli(3, "replay", "--json", "--file", "-", "--until", "4",
+                               input=dump).stdout)
+    assert early["applied"] == 4 and [n["name"] for n in early["networks"]] == ["blue"]
+
     nodes = json.loads(lab.cli(1, "nodes", "--json").stdout)
     assert [(n["name"], n["state"], n["role"]) for n in nodes] == [
         ("h1", "joined", "voter"), ("h2", "joined", "voter"), ("h3", "joined", "voter")]

@@ -45,6 +45,8 @@ def test_no_daemon_is_one_clear_line(args):
     (("submit-event", "NodeLeft", "name=a", "--data", "{}"), "either --data"),
     (("submit-event",), "needs an event TYPE"),
     (("submit-event", "--file", "/nonexistent/batch"), "cannot read /nonexistent/batch"),
+    (("replay", "--file", "/nonexistent/log"), "cannot read /nonexistent/log"),
+    (("replay", "--check", "--file", "x"), "--check compares this host's kernel"),
 ])
 def test_bad_arguments_fail_before_reaching_the_daemon(args, message):
     result = run(*args)
@@ -90,3 +92,22 @@ def test_daemon_error_reply_is_printed_as_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr == "cantainer: error: field 'cidr': bad\n"
     assert b'"op":"submit"' in seen[0]
+
+
+def test_replay_from_a_file_needs_no_daemon(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text(
+        '{"seq": 1, "id": "a", "type": "NodeJoined", "version": 1, "node": "h1", "time": 0,'
+        ' "data": {"name": "h1", "address": "192.0.2.1", "dqlite_address": "192.0.2.1:9000"}}\n'
+        '{"seq": 2, "id": "b", "type": "NetworkCreated", "version": 1, "node": "h1", "time": 0,'
+        ' "data": {"name": "blue", "cidr": "198.18.0.0/24"}}\n')
+    result = run("replay", "--file", str(log))
+    assert result.returncode == 0, result.stderr
+    assert "blue             198.18.0.0/24      vni 4096" in result.stdout
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    result = run("replay", "--file", str(bad))
+    assert result.returncode == 1 and "is not JSON Lines" in result.stderr
+    bad.write_text('{"seq": 1}\n')
+    result = run("replay", "--file", str(bad))
+    assert result.returncode == 1 and "not an event record" in result.stderr
