@@ -137,6 +137,21 @@ def cmd_events(args) -> int:
     return 0
 
 
+def _show(items: list[dict], as_json: bool, columns) -> int:
+    """Print items as JSON, or as a table of ``(HEADER, width, value_of(item))`` columns."""
+    if as_json:
+        print(json.dumps(items, indent=2))
+        return 0
+    print(" ".join(h.ljust(w) for h, w, _ in columns).rstrip())
+    for item in items:
+        print(" ".join(str(value(item)).ljust(w) for _, w, value in columns).rstrip())
+    return 0
+
+
+def _ago(seconds) -> str:
+    return "-" if seconds is None else f"{seconds:.0f}s ago"
+
+
 def cmd_status(args) -> int:
     status = call(args.socket, {"op": "status"})["status"]
     if args.json:
@@ -145,26 +160,18 @@ def cmd_status(args) -> int:
     print(f"node     {status['node']} ({status['address']}, id {status['node_id']})")
     print(f"leader   {status['leader'] or '(none: election in progress)'}")
     print(f"head     {status['head']}   applied here {status['applied']}")
-    print(f"{'NAME':<16} {'ADDRESS':<22} {'ROLE':<8} {'APPLIED':<8} {'HEARD':<8} ID")
-    for m in status["members"]:
-        role = m["role"] + ("*" if m["leader"] else "")
-        applied = "-" if m["applied"] is None else m["applied"]
-        heard = "-" if m["heard"] is None else f"{m['heard']:.0f}s"
-        print(f"{m['name'] or '?':<16} {m['address']:<22} {role:<8} {applied!s:<8} "
-              f"{heard:<8} {m['id']}")
-    return 0
+    return _show(status["members"], False, [
+        ("NAME", 16, lambda m: m["name"] or "?"), ("ADDRESS", 22, lambda m: m["address"]),
+        ("ROLE", 8, lambda m: m["role"] + ("*" if m["leader"] else "")),
+        ("APPLIED", 8, lambda m: "-" if m["applied"] is None else m["applied"]),
+        ("HEARD", 8, lambda m: _ago(m["heard"])), ("ID", 0, lambda m: m["id"])])
 
 
 def cmd_nodes(args) -> int:
-    nodes = call(args.socket, {"op": "nodes"})["nodes"]
-    if args.json:
-        print(json.dumps(nodes, indent=2))
-        return 0
-    print(f"{'NAME':<16} {'ADDRESS':<16} {'STATE':<10} {'ROLE':<8} HEARD")
-    for n in nodes:
-        heard = "-" if n["heard"] is None else f"{n['heard']:.0f}s ago"
-        print(f"{n['name']:<16} {n['address']:<16} {n['state']:<10} {n['role']:<8} {heard}")
-    return 0
+    return _show(call(args.socket, {"op": "nodes"})["nodes"], args.json, [
+        ("NAME", 16, lambda n: n["name"]), ("ADDRESS", 16, lambda n: n["address"]),
+        ("STATE", 10, lambda n: n["state"]), ("ROLE", 8, lambda n: n["role"]),
+        ("HEARD", 0, lambda n: _ago(n["heard"]))])
 
 
 def cmd_network_create(args) -> int:
@@ -175,14 +182,9 @@ def cmd_network_create(args) -> int:
 
 
 def cmd_network_ls(args) -> int:
-    networks = call(args.socket, {"op": "network_ls"})["networks"]
-    if args.json:
-        print(json.dumps(networks, indent=2))
-        return 0
-    print(f"{'NAME':<20} {'CIDR':<18} {'VNI':<8} CONTAINERS")
-    for n in networks:
-        print(f"{n['name']:<20} {n['cidr']:<18} {n['vni']:<8} {n['containers']}")
-    return 0
+    return _show(call(args.socket, {"op": "network_ls"})["networks"], args.json, [
+        ("NAME", 20, lambda n: n["name"]), ("CIDR", 18, lambda n: n["cidr"]),
+        ("VNI", 8, lambda n: n["vni"]), ("CONTAINERS", 0, lambda n: n["containers"])])
 
 
 def cmd_network_rm(args) -> int:

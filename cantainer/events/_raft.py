@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dqliteclient import ClusterClient, DqliteError as ClientError, MemoryNodeStore, NodeInfo
 from dqlitewire import NodeRole
 
-from cantainer.errors import ConfigError, DqliteError, LogUnavailable
+from cantainer.errors import ConfigError, LogUnavailable
 from cantainer.events._dqlite import BOOTSTRAP_ID, DqliteNode, generate_node_id
 
 log = logging.getLogger(__name__)

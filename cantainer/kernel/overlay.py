@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from functools import partial
 
 import attrs
 from pyroute2 import IPRoute
@@ -122,23 +123,18 @@ class OverlayKernel:
         return actions
 
     def _entry_actions(self, plan, have: ActualNetwork) -> list[Action]:
+        """Deletions of wrong entries first, then additions of missing ones."""
+        kinds = (("fdb", "{} dst {}", have.fdb, plan.fdb, self._fdb),
+                 ("neigh", "{} lladdr {}", have.neigh, plan.neigh, self._neigh))
         actions: list[Action] = []
-        for mac, dst in sorted(have.fdb.items()):
-            if plan.fdb.get(mac) != dst:
-                actions.append((f"del fdb {mac} dst {dst} dev {plan.vxlan}",
-                                lambda mac=mac, dst=dst: self._fdb("del", plan.vxlan, mac, dst)))
-        for mac, dst in sorted(plan.fdb.items()):
-            if have.fdb.get(mac) != dst:
-                actions.append((f"add fdb {mac} dst {dst} dev {plan.vxlan}",
-                                lambda mac=mac, dst=dst: self._fdb("add", plan.vxlan, mac, dst)))
-        for ip, mac in sorted(have.neigh.items()):
-            if plan.neigh.get(ip) != mac:
-                actions.append((f"del neigh {ip} lladdr {mac} dev {plan.vxlan}",
-                                lambda ip=ip, mac=mac: self._neigh("del", plan.vxlan, ip, mac)))
-        for ip, mac in sorted(plan.neigh.items()):
-            if have.neigh.get(ip) != mac:
-                actions.append((f"add neigh {ip} lladdr {mac} dev {plan.vxlan}",
-                                lambda ip=ip, mac=mac: self._neigh("add", plan.vxlan, ip, mac)))
+        for command in ("del", "add"):
+            for kind, shape, actual, wanted, change in kinds:
+                entries, other = (actual, wanted) if command == "del" else (wanted, actual)
+                for key, value in sorted(entries.items()):
+                    if other.get(key) != value:
+                        actions.append((f"{command} {kind} {shape.format(key, value)} "
+                                        f"dev {plan.vxlan}",
+                                        partial(change, command, plan.vxlan, key, value)))
         return actions
 
     def differences(self, plans) -> list[str]:

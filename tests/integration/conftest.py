@@ -1,6 +1,5 @@
 """Fixtures that build labs of hosts from network namespaces (needs root)."""
 
-import os
 
 import pytest
 

@@ -10,16 +10,9 @@ import time
 
 import pytest
 
+from tests.integration.helpers import events, status, wait_for
+
 pytestmark = [pytest.mark.root, pytest.mark.slow]
-
-
-def status(lab, n):
-    return json.loads(lab.cli(n, "status", "--json").stdout)
-
-
-def events(lab, n, *args):
-    out = lab.cli(n, "events", "--json", *args).stdout
-    return [json.loads(line) for line in out.splitlines()]
 
 
 def submit(lab, n, *args, **kwargs):
@@ -29,17 +22,6 @@ def submit(lab, n, *args, **kwargs):
 def leader_host(lab, asking):
     address = status(lab, asking)["leader"]
     return next(h.number for h in lab.hosts if h.dqlite_address == address)
-
-
-def wait_for(predicate, timeout=20.0, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 def test_cluster_forms_and_every_host_reads_the_same_log(make_lab):

@@ -9,6 +9,8 @@ from cantainer.actors.ipam import VNI_BASE
 from cantainer.kernel import netns
 from cantainer.kernel.overlay import OverlayKernel
 
+from tests.integration.helpers import wait_for
+
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 VNI = VNI_BASE
@@ -37,17 +39,6 @@ def entries(lab, n):
     return {vni: (net.fdb, net.neigh) for vni, net in kernel(lab, n).items()}
 
 
-def wait_for(predicate, timeout=20.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last: {value!r}")
-        time.sleep(interval)
-
-
 def create(lab, on, name, host):
     lab.cli(on, "submit-event", "ContainerCreated", f"container={IDS[name]}", f"name={name}",
             f"host={host}", f"network={NET}")
@@ -57,7 +48,7 @@ def expect(lab, wanted):
     """Wait until every host's overlay entries equal ``wanted[host]``."""
     for n, want in wanted.items():
         try:
-            wait_for(lambda n=n, want=want: entries(lab, n) == want)
+            wait_for(lambda n=n, want=want: entries(lab, n) == want, interval=0.05)
         except AssertionError:
             raise AssertionError(f"h{n} has {entries(lab, n)}, wanted {want}") from None
 
