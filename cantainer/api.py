@@ -139,12 +139,9 @@ class ApiServer:
         return seqs
 
     async def _verdicts(self, seqs: list[int]) -> None:
-        pipeline = self.daemon.pipeline
-        await pipeline.wait_applied("ipam", max(seqs))
-        for seq in seqs:
-            reason = await pipeline.ask("ipam", "verdict", seq)
-            if reason:
-                raise Rejected(f"seq {seq} was appended but rejected: {reason}")
+        rejected = await self.daemon.pipeline.rejection("ipam", seqs)
+        if rejected:
+            raise Rejected(f"seq {rejected[0]} was appended but rejected: {rejected[1]}")
 
     async def _op_nodes(self, request: dict, send) -> None:
         await send({"nodes": await self.daemon.nodes()})

@@ -134,9 +134,9 @@ class Daemon:
             self._joined_seq, = await self.log.append(
                 [event], [f"NodeJoined-{self.raft.node_id:x}-{left_seq}"])
             log.info("NodeJoined is at seq %d", self._joined_seq)
-        reason = await self.pipeline.verdict("membership", self._joined_seq)
-        if reason:
-            raise ConfigError(f"this node cannot join: {reason}")
+        rejected = await self.pipeline.rejection("membership", [self._joined_seq])
+        if rejected:
+            raise ConfigError(f"this node cannot join: {rejected[1]}")
 
     async def _leave(self) -> None:
         """Append ``NodeLeft``; the last member of a stopping cluster has no quorum
@@ -312,6 +312,10 @@ def parse_config(argv: list[str] | None = None) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Actors, the tailer and the API hand work between threads many times a
+    # request; Python's default 5 ms GIL switch interval would add up to 5 ms
+    # to each hand-off.
+    sys.setswitchinterval(0.001)
     try:
         config = parse_config(argv)
         lock = _lock_data_dir(config.data_dir)

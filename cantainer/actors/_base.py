@@ -2,9 +2,9 @@
 
 An actor receives two messages by ``tell``: :class:`Deliver` (new records, in
 seq order) and :class:`Reconcile` (a periodic nudge, so drift heals even when
-the log is quiet).  It writes the seq it has applied into the shared
-``context.progress`` (one key per actor), which the daemon reads without
-asking.  An exception in either message crashes the actor on purpose: the
+the log is quiet).  It publishes the seq it has applied in
+``context.progress[name]`` and its rejections in ``context.rejected[name]``,
+which the daemon reads without asking (a plain dict write is atomic).  An exception in either message crashes the actor on purpose: the
 pipeline logs it and starts a fresh one, which replays the log from seq 1.
 """
 
@@ -28,6 +28,8 @@ class ActorContext:
     address: str                             # this host's underlay address
     append: Callable[[Event, str], None]     # thread-safe, fire-and-forget append with an id
     progress: dict[str, int] = attrs.Factory(dict)
+    rejected: dict[str, dict[int, str]] = attrs.Factory(dict)  # actor -> seq -> reason
+    progressed: Callable[[], None] = lambda: None  # thread-safe: "progress changed"
     peers: dict[str, str] = attrs.Factory(dict)  # live member -> dqlite address (membership)
     suspect_after: float = 10.0
 
@@ -53,8 +55,14 @@ class ProjectionActor(pykka.ThreadingActor):
     def on_receive(self, message) -> None:
         if isinstance(message, Deliver):
             self.projection.apply_all(message.records)
+            rejected = self.context.rejected.setdefault(self.name, {})
+            for rec in message.records:
+                reason = self.projection.verdict(rec.seq)
+                if reason:
+                    rejected[rec.seq] = reason
             self.context.progress[self.name] = self.projection.applied
-            self.reconcile()
+            self.context.progressed()
+            self.reconcile(changed_only=True)
         elif isinstance(message, Reconcile):
             self.reconcile()
 
@@ -62,13 +70,16 @@ class ProjectionActor(pykka.ThreadingActor):
         log.error("%s actor failed at seq %d: %s: %s", self.name, self.projection.applied,
                   exception_type.__name__, exception_value)
 
-    def reconcile(self) -> None:
-        """Make the kernel match the projection; actors without kernel state skip it."""
+    def reconcile(self, changed_only: bool = False) -> None:
+        """Make the kernel match the projection; actors without kernel state skip it.
+
+        ``changed_only``: after new events, only if the desired state changed
+        (the periodic :class:`Reconcile` always compares with the kernel).
+        """
 
     # -- asked by the API (through a proxy) -------------------------------------------
 
     def applied(self) -> int:
         return self.projection.applied
 
-    def verdict(self, seq: int) -> str | None:
-        return self.projection.verdict(seq)
+

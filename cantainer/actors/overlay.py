@@ -86,6 +86,7 @@ class OverlayActor(ProjectionActor):
     def __init__(self, context) -> None:
         super().__init__(context, Overlay())
         self._kernel = None
+        self._reconciled_plan = None
 
     def on_start(self) -> None:
         from cantainer.kernel.overlay import OverlayKernel
@@ -95,10 +96,13 @@ class OverlayActor(ProjectionActor):
         if self._kernel is not None:
             self._kernel.close()
 
-    def reconcile(self) -> None:
-        changes = self._kernel.reconcile(self.projection.plan(self.context.node))
-        for change in changes:
+    def reconcile(self, changed_only: bool = False) -> None:
+        plan = self.projection.plan(self.context.node)
+        if changed_only and plan == self._reconciled_plan:
+            return
+        for change in self._kernel.reconcile(plan):
             log.info("overlay: %s", change)
+        self._reconciled_plan = plan
 
     def differences(self) -> list[str]:
         """How the kernel differs from the plan, without changing anything."""

@@ -48,16 +48,20 @@ class Pipeline:
         self._started_at: dict[str, float] = {}
         self._backoff: dict[str, float] = {}
         self._wake = asyncio.Event()
+        self._progressed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
     # -- life cycle -----------------------------------------------------------------
 
     def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.context.progressed = lambda: loop.call_soon_threadsafe(self._progressed.set)
         for name in self.classes:
             self._start(name)
         self._tasks = [asyncio.create_task(self._tail()), asyncio.create_task(self._tick())]
 
     def _start(self, name: str) -> None:
+        self.context.rejected[name] = {}
         self.refs[name] = self.classes[name].start(self.context)
         self._started_at[name] = time.monotonic()
         self.delivered[name] = 0
@@ -81,6 +85,7 @@ class Pipeline:
     async def _tail(self) -> None:
         interval = POLL_MIN
         while True:
+            self._wake.clear()  # before the read: a wake during it must not be lost
             try:
                 batch = await self.log.read(after=min(self.delivered.values()), limit=BATCH)
             except LogUnavailable as exc:
@@ -95,7 +100,6 @@ class Pipeline:
             if len(batch) == BATCH:
                 continue
             interval = POLL_MIN if batch else min(interval * 2, POLL_MAX)
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), interval)
             except TimeoutError:
@@ -135,12 +139,16 @@ class Pipeline:
 
     async def wait_applied(self, name: str, seq: int, timeout: float = 10.0) -> None:
         self.wake()
-        deadline = time.monotonic() + timeout
-        while self.context.progress.get(name, 0) < seq:
-            if time.monotonic() > deadline:
-                raise CantainerError(f"the {name} actor has not applied seq {seq} "
-                                     f"after {timeout:g}s")
-            await asyncio.sleep(0.005)
+        try:
+            async with asyncio.timeout(timeout):
+                while self.context.progress.get(name, 0) < seq:
+                    self._progressed.clear()
+                    if self.context.progress.get(name, 0) >= seq:
+                        break
+                    await self._progressed.wait()
+        except TimeoutError:
+            raise CantainerError(f"the {name} actor has not applied seq {seq} "
+                                 f"after {timeout:g}s") from None
 
     async def ask(self, name: str, method: str, *args, timeout: float = 10.0):
         """Call an actor's method and wait for the answer without blocking the loop."""
@@ -150,7 +158,9 @@ class Pipeline:
         future = getattr(ref.proxy(), method)(*args)
         return await asyncio.to_thread(lambda: future.get(timeout=timeout))
 
-    async def verdict(self, name: str, seq: int) -> str | None:
-        await self.wait_applied(name, seq)
-        return await self.ask(name, "verdict", seq)
+    async def rejection(self, name: str, seqs: list[int]) -> tuple[int, str] | None:
+        """Wait for actor ``name`` to apply ``seqs``; the first it rejected, and why."""
+        await self.wait_applied(name, max(seqs))
+        rejected = self.context.rejected.get(name, {})
+        return next(((seq, rejected[seq]) for seq in seqs if seq in rejected), None)
 

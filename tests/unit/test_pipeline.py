@@ -44,7 +44,7 @@ class CrashesOnce(ProjectionActor):
     def __init__(self, context):
         super().__init__(context, Membership())
 
-    def reconcile(self):
+    def reconcile(self, changed_only=False):
         if "h2" in self.projection.nodes and not CrashesOnce.crashed:
             CrashesOnce.crashed.append(self.projection.applied)
             raise RuntimeError("kernel said no")
