@@ -15,6 +15,10 @@ closes the connection.  Every response line is a JSON object; a failure is
     {"op": "network_ls"}                     -> {"networks": [...]}
     {"op": "network_rm", "name": N}          -> {"removed": N}
     {"op": "check"}                          -> {"differences": ["...", ...]}
+    {"op": "image_ls"}                       -> {"images": [...]}
+    {"op": "image_import", "ref": R, "path": P} -> {"image": {...}}
+    {"op": "image_pull", "ref": R, "mirror": URL?} -> {"image": {...}}
+    {"op": "image_rm", "ref": R}             -> {"removed": "name:tag"}
 
 Appends wait until this host's IPAM actor has applied them and report its
 verdict: an event that log order rejects (a duplicate name, an overlapping
@@ -35,6 +39,7 @@ from typing import TYPE_CHECKING
 from cantainer.actors.ipam import implicit_name
 from cantainer.errors import CantainerError, InvalidEvent, LogUnavailable, Rejected
 from cantainer.events import Recorded, UnknownEvent, from_data, new_event_id, parse_cidr
+from cantainer.kernel.images import pull_alpine
 
 if TYPE_CHECKING:
     from cantainer.daemon import Daemon
@@ -166,6 +171,25 @@ class ApiServer:
         await self._verdicts([seq])
         await send({"removed": event.name})
 
+    # -- images: this host's store; slow work runs off the event loop ------------------
+
+    async def _op_image_ls(self, request: dict, send) -> None:
+        await send({"images": await asyncio.to_thread(self.daemon.images.list)})
+
+    async def _op_image_import(self, request: dict, send) -> None:
+        ref, path = _text(request, "ref"), _text(request, "path")
+        meta = await asyncio.to_thread(self.daemon.images.import_tarball, ref, path)
+        await send({"image": meta})
+
+    async def _op_image_pull(self, request: dict, send) -> None:
+        ref, mirror = _text(request, "ref"), request.get("mirror")
+        meta = await asyncio.to_thread(pull_alpine, self.daemon.images, ref, mirror)
+        await send({"image": meta})
+
+    async def _op_image_rm(self, request: dict, send) -> None:
+        removed = await asyncio.to_thread(self.daemon.images.remove, _text(request, "ref"))
+        await send({"removed": removed})
+
     async def _op_check(self, request: dict, send) -> None:
         pipeline = self.daemon.pipeline
         await pipeline.wait_applied("overlay", await self.daemon.reader.head())
@@ -192,6 +216,13 @@ class ApiServer:
 
     async def _op_status(self, request: dict, send) -> None:
         await send({"status": await self.daemon.status()})
+
+
+def _text(request: dict, key: str) -> str:
+    value = request.get(key)
+    if not isinstance(value, str) or not value:
+        raise CantainerError(f"request needs {key!r}")
+    return value
 
 
 async def _quietly(coro) -> None:

@@ -194,6 +194,37 @@ def cmd_network_rm(args) -> int:
     return 0
 
 
+def cmd_image_ls(args) -> int:
+    images = call(args.socket, {"op": "image_ls"})["images"]
+    return _show(images, args.json, [
+        ("IMAGE", 24, lambda i: f"{i['name']}:{i['tag']}"),
+        ("SIZE", 10, lambda i: f"{i['size'] / 2**20:.1f}MiB"),
+        ("CREATED", 22, lambda i: _iso(i["created"])[:19]),
+        ("SOURCE", 0, lambda i: i["source"])])
+
+
+def cmd_image_import(args) -> int:
+    path = os.path.abspath(args.file)
+    if not os.path.isfile(path):
+        raise CantainerError(f"no file {args.file}")
+    image = call(args.socket, {"op": "image_import", "ref": args.ref, "path": path})["image"]
+    print(f"{image['name']}:{image['tag']}")
+    return 0
+
+
+def cmd_image_pull(args) -> int:
+    image = call(args.socket, {"op": "image_pull", "ref": args.ref,
+                               "mirror": args.mirror})["image"]
+    print(f"{image['name']}:{image['tag']} sha256:{image['sha256']}")
+    return 0
+
+
+def cmd_image_rm(args) -> int:
+    for ref in args.refs:
+        print(call(args.socket, {"op": "image_rm", "ref": ref})["removed"])
+    return 0
+
+
 def _records_from(args):
     if args.file is None:
         return [reply["event"] for reply in request(args.socket, {"op": "events", "since": 0})
@@ -286,6 +317,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = net.add_parser("rm", help="remove networks that have no containers")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.set_defaults(func=cmd_network_rm)
+
+    img = sub.add_parser("image", help="this host's images").add_subparsers(
+        dest="image_command", required=True, parser_class=_Parser)
+    p = img.add_parser("ls", help="list images")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_image_ls)
+    p = img.add_parser("import", help="import a root filesystem tarball as NAME[:TAG]")
+    p.add_argument("ref", metavar="NAME[:TAG]")
+    p.add_argument("file", metavar="FILE.tar[.gz]")
+    p.set_defaults(func=cmd_image_import)
+    p = img.add_parser("pull", help="download the Alpine minirootfs (checks its SHA-256)")
+    p.add_argument("ref", metavar="alpine:X.Y.Z")
+    p.add_argument("--mirror", metavar="URL",
+                   help="base URL instead of https://dl-cdn.alpinelinux.org/alpine")
+    p.set_defaults(func=cmd_image_pull)
+    p = img.add_parser("rm", help="remove images")
+    p.add_argument("refs", nargs="+", metavar="NAME[:TAG]")
+    p.set_defaults(func=cmd_image_rm)
 
     p = sub.add_parser("replay", help="what every host should look like, from the log alone")
     p.add_argument("--until", type=_since, metavar="SEQ", help="stop after this seq")

@@ -27,6 +27,7 @@ from cantainer.errors import CantainerError, ConfigError
 from cantainer.events import EventLog, NodeJoined, NodeLeft, RaftMember
 from cantainer.heartbeat import INTERVAL as HEARTBEAT_INTERVAL
 from cantainer.heartbeat import Heartbeats, heartbeat_port
+from cantainer.kernel.images import ImageStore
 
 log = logging.getLogger("cantainerd")
 
@@ -73,6 +74,7 @@ class Daemon:
         self.pipeline = Pipeline(EventLog(self.raft.store, node=config.name), self.context)
         self.heartbeats = Heartbeats(config.name, self._heartbeat_peers, self.pipeline.applied,
                                      on_poke=self.pipeline.wake)
+        self.images = ImageStore(config.data_dir)
         self.api = ApiServer(self, config.socket_path)
         self._stopping = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None

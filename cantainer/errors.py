@@ -7,6 +7,7 @@
     ├── LogUnavailable             no dqlite leader answered in time (no quorum)
     ├── DqliteError                the embedded dqlite node failed to start/stop
     ├── ConfigError                bad daemon flags or a data directory we can't use
+    ├── ImageError                 an image is missing, unsafe, or did not download
     └── ApiError                   the daemon answered a request with an error
         └── DaemonUnreachable      nothing listens on the API socket
 
@@ -41,6 +42,10 @@ class DqliteError(CantainerError):
 
 class ConfigError(CantainerError):
     """A daemon flag or the data directory is unusable."""
+
+
+class ImageError(CantainerError):
+    """An image is missing, its tarball is unsafe or unreadable, or a download failed."""
 
 
 class ApiError(CantainerError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from pyroute2 import NetNS, netns
+from pyroute2 import IPRoute, netns
 
 NETNS_DIR = "/run/netns"
 
@@ -36,37 +36,54 @@ def enter(name: str) -> None:
         os.close(fd)
 
 
-def _index(ns: NetNS, ifname: str) -> int | None:
-    found = ns.link_lookup(ifname=ifname)
+def _index(ipr: IPRoute, ifname: str) -> int | None:
+    found = ipr.link_lookup(ifname=ifname)
     return found[0] if found else None
 
 
+def _netlink_in(ns_name: str, change) -> None:
+    """``change(ipr)`` with an IPRoute of namespace ``ns_name`` (a thread, no fork)."""
+
+    def run() -> None:
+        with IPRoute() as ipr:
+            change(ipr)
+
+    run_in(ns_name, run)
+
+
 def ensure_bridge(ns_name: str, bridge: str) -> None:
-    with NetNS(ns_name) as ns:
-        if _index(ns, bridge) is None:
-            ns.link("add", ifname=bridge, kind="bridge")
-        ns.link("set", index=_index(ns, bridge), state="up")
+    def change(ipr: IPRoute) -> None:
+        if _index(ipr, bridge) is None:
+            ipr.link("add", ifname=bridge, kind="bridge")
+        ipr.link("set", index=_index(ipr, bridge), state="up")
+
+    _netlink_in(ns_name, change)
 
 
 def ensure_uplink(bridge_ns: str, bridge: str, port: str, host_ns: str, ifname: str,
                   address: str, prefixlen: int, mtu: int = 1500) -> None:
     """A veth from ``bridge`` in ``bridge_ns`` to ``ifname`` with ``address`` in ``host_ns``."""
-    with NetNS(bridge_ns) as ns:
-        if _index(ns, port) is None:
-            ns.link("add", ifname=port, kind="veth", mtu=mtu,
-                    peer={"ifname": ifname, "net_ns_fd": host_ns, "mtu": mtu})
-        ns.link("set", index=_index(ns, port), master=_index(ns, bridge), state="up")
-    with NetNS(host_ns) as ns:
-        index = _index(ns, ifname)
-        if not any(a.get("IFA_ADDRESS") == address for a in ns.get_addr(index=index)):
-            ns.addr("add", index=index, address=address, prefixlen=prefixlen)
-        ns.link("set", index=index, state="up")
-        ns.link("set", index=_index(ns, "lo"), state="up")
+
+    def plug(ipr: IPRoute) -> None:
+        if _index(ipr, port) is None:
+            ipr.link("add", ifname=port, kind="veth", mtu=mtu,
+                     peer={"ifname": ifname, "net_ns_fd": host_ns, "mtu": mtu})
+        ipr.link("set", index=_index(ipr, port), master=_index(ipr, bridge), state="up")
+
+    def configure(ipr: IPRoute) -> None:
+        index = _index(ipr, ifname)
+        if not any(a.get("IFA_ADDRESS") == address for a in ipr.get_addr(index=index)):
+            ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+        ipr.link("set", index=index, state="up")
+        ipr.link("set", index=_index(ipr, "lo"), state="up")
+
+    _netlink_in(bridge_ns, plug)
+    _netlink_in(host_ns, configure)
 
 
 def set_link_state(ns_name: str, ifname: str, up: bool) -> None:
-    with NetNS(ns_name) as ns:
-        ns.link("set", index=_index(ns, ifname), state="up" if up else "down")
+    _netlink_in(ns_name, lambda ipr: ipr.link("set", index=_index(ipr, ifname),
+                                              state="up" if up else "down"))
 
 
 def run_in(name: str, fn):
