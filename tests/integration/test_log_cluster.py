@@ -28,8 +28,9 @@ def test_cluster_forms_and_every_host_reads_the_same_log(make_lab):
     lab = make_lab(3)
     lab.start_all()
     for n in (1, 2, 3):
-        st = status(lab, n)
-        assert sorted(m["name"] for m in st["members"]) == ["h1", "h2", "h3"]
+        # Names come from this host's membership actor: eventually every NodeJoined.
+        st = wait_for(lambda n=n: (s := status(lab, n)) and sorted(
+            m["name"] for m in s["members"]) == ["h1", "h2", "h3"] and s)
         assert {m["role"] for m in st["members"]} == {"voter"}
         assert st["leader"] == status(lab, 1)["leader"]
 
