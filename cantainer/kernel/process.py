@@ -1,0 +1,180 @@
+"""A container's first process: namespaces, its root, then exec.
+
+``start(spec)`` forks PID 1 of a new PID namespace.  The child unshares
+mount, UTS and IPC namespaces, joins the container's network namespace, and
+before ``exec`` builds its world in this order:
+
+1. every mount private, then an overlayfs (image below, the container's own
+   upper layer above) as the new root;
+2. a fresh ``/proc``; a minimal ``/dev`` (null, zero, full, random, urandom,
+   tty, pts, shm, and the fd links); ``/sys`` read-only;
+3. Docker's masked paths (``/proc/kcore``, ``/sys/firmware``...) and
+   read-only paths (``/proc/sys``, ``/proc/sysrq-trigger``...);
+4. ``pivot_root`` into it (never ``chroot``) and the old root detached;
+5. the host name; Docker's 14 default capabilities, bounding set included;
+   ``no_new_privs``; then ``execvpe``.
+
+The parent (the shim) puts the child in its cgroup before letting it go on.
+An exec that fails exits 127 (no such command) or 126 (cannot run it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+import attrs
+
+from cantainer.kernel import syscalls as sc
+
+# Docker's default capability set.
+DEFAULT_CAPS = {
+    "CHOWN": 0, "DAC_OVERRIDE": 1, "FOWNER": 3, "FSETID": 4, "KILL": 5, "SETGID": 6,
+    "SETUID": 7, "SETPCAP": 8, "NET_BIND_SERVICE": 10, "NET_RAW": 13, "SYS_CHROOT": 18,
+    "MKNOD": 27, "AUDIT_WRITE": 29, "SETFCAP": 31,
+}
+DEFAULT_CAP_MASK = sum(1 << bit for bit in DEFAULT_CAPS.values())  # 0xa80425fb
+
+MASKED = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+          "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+          "/sys/firmware", "/sys/devices/virtual/powercap")
+READ_ONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
+           "urandom": (1, 9), "tty": (5, 0)}
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@attrs.frozen
+class ProcessSpec:
+    lower: str              # the image's root filesystem
+    state_dir: str          # upper/, work/, rootfs/ of this container
+    hostname: str
+    command: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    netns: str | None = None  # a name under /run/netns; None: a new, empty one
+
+
+def _mkdirs(*paths: str) -> None:
+    for path in paths:
+        os.makedirs(path, exist_ok=True)
+
+
+def _build_root(spec: ProcessSpec) -> str:
+    upper, work, root = (os.path.join(spec.state_dir, d) for d in ("upper", "work", "rootfs"))
+    _mkdirs(upper, work, root)
+    sc.mount("none", "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    sc.mount("overlay", root, "overlay", 0,
+             f"lowerdir={spec.lower},upperdir={upper},workdir={work}")
+    for d in ("proc", "dev", "sys", "tmp"):
+        _mkdirs(os.path.join(root, d))
+    sc.mount("proc", f"{root}/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    sc.mount("tmpfs", f"{root}/dev", "tmpfs", sc.MS_NOSUID, "mode=755,size=65536k")
+    for name, (major, minor) in DEVICES.items():
+        os.mknod(f"{root}/dev/{name}", 0o666 | 0o020000, os.makedev(major, minor))
+        os.chmod(f"{root}/dev/{name}", 0o666)
+    _mkdirs(f"{root}/dev/pts", f"{root}/dev/shm")
+    sc.mount("devpts", f"{root}/dev/pts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
+             "newinstance,ptmxmode=0666,mode=0620")
+    os.symlink("pts/ptmx", f"{root}/dev/ptmx")
+    sc.mount("shm", f"{root}/dev/shm", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
+             "mode=1777,size=65536k")
+    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{root}/dev/{link}")
+    sc.mount("sysfs", f"{root}/sys", "sysfs",
+             sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    for path in MASKED:
+        target = root + path
+        if os.path.isdir(target):
+            sc.mount("tmpfs", target, "tmpfs", sc.MS_RDONLY)
+        elif os.path.exists(target):
+            sc.mount(f"{root}/dev/null", target, None, sc.MS_BIND)
+    for path in READ_ONLY:
+        target = root + path
+        if os.path.exists(target):
+            sc.mount(target, target, None, sc.MS_BIND | sc.MS_REC)
+            sc.mount(target, target, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
+    return root
+
+
+def _enter_root(root: str) -> None:
+    """pivot_root(".", ".") then detach the old root stacked beneath (runc's way)."""
+    os.chdir(root)
+    sc.pivot_root(".", ".")
+    sc.umount2(".", sc.MNT_DETACH)
+    os.chdir("/")
+
+
+def _drop_privileges() -> None:
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last = int(f.read())
+    for cap in range(last + 1):
+        if not DEFAULT_CAP_MASK >> cap & 1:
+            sc.prctl(sc.PR_CAPBSET_DROP, cap)
+    sc.capset(DEFAULT_CAP_MASK, DEFAULT_CAP_MASK, 0)
+    sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def _child(spec: ProcessSpec, go: int, stdio: tuple[int, int, int]) -> None:
+    """In the forked child, PID 1 of its namespace. Never returns."""
+    try:
+        for fd, target in zip(stdio, (0, 1, 2), strict=True):
+            os.dup2(fd, target)
+        os.read(go, 1)  # the shim has put us in our cgroup
+        os.unshare(os.CLONE_NEWNS | os.CLONE_NEWUTS | os.CLONE_NEWIPC)
+        if spec.netns:
+            fd = os.open(f"/run/netns/{spec.netns}", os.O_RDONLY)
+            os.setns(fd, os.CLONE_NEWNET)
+            os.close(fd)
+        else:
+            os.unshare(os.CLONE_NEWNET)
+        root = _build_root(spec)
+        socket.sethostname(spec.hostname)
+        _enter_root(root)
+        _drop_privileges()
+        os.closerange(3, 65536)
+        for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        env = dict(e.split("=", 1) for e in spec.env)
+        env.setdefault("PATH", DEFAULT_PATH)
+        env.setdefault("HOSTNAME", spec.hostname)
+        env.setdefault("HOME", "/root")
+        os.execvpe(spec.command[0], list(spec.command), env)
+    except FileNotFoundError as exc:
+        os.write(2, f"cantainer: {spec.command[0]}: no such file or directory\n".encode()
+                 if exc.filename in (spec.command[0], None) else f"cantainer: {exc}\n".encode())
+        os._exit(127)
+    except PermissionError as exc:
+        os.write(2, f"cantainer: {spec.command[0]}: {exc.strerror}\n".encode())
+        os._exit(126)
+    except BaseException as exc:  # the container never started: say why, exit like Docker
+        os.write(2, f"cantainer: cannot start the container: {exc}\n".encode())
+        os._exit(125)
+    os._exit(125)
+
+
+def start(spec: ProcessSpec, stdio: tuple[int, int, int], before_exec=lambda pid: None) -> int:
+    """Fork the container's PID 1; ``before_exec(pid)`` runs in the parent first.
+
+    Returns the child's host pid.
+    """
+    go_read, go_write = os.pipe()
+    os.unshare(os.CLONE_NEWPID)  # for children of this process only
+    pid = os.fork()
+    if pid == 0:
+        os.close(go_write)
+        _child(spec, go_read, stdio)
+    os.close(go_read)
+    try:
+        before_exec(pid)
+    finally:
+        os.write(go_write, b"g")
+        os.close(go_write)
+    return pid
+
+
+def exit_code(status: int) -> int:
+    """128 + signal for a killed process, as shells and Docker report it."""
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else \
+        128 + os.WTERMSIG(status)
