@@ -19,6 +19,13 @@ closes the connection.  Every response line is a JSON object; a failure is
     {"op": "image_import", "ref": R, "path": P} -> {"image": {...}}
     {"op": "image_pull", "ref": R, "mirror": URL?} -> {"image": {...}}
     {"op": "image_rm", "ref": R}             -> {"removed": "name:tag"}
+    {"op": "run", "image": I, "command": [...], "network": N, ...} -> {"container": {...}}
+    {"op": "ps", "all": bool}                -> {"containers": [...]}
+    {"op": "inspect", "ref": R}              -> {"container": {...}}
+    {"op": "logs", "ref": R, "follow": bool} -> {"data": "..."} per chunk, then {"end": true}
+    {"op": "wait", "ref": R}                 -> {"exit_code": N}
+    {"op": "stop", "ref": R, "timeout": S}   -> {"stopped": NAME}
+    {"op": "rm", "ref": R, "force": bool}    -> {"removed": NAME}
 
 Appends wait until this host's IPAM actor has applied them and report its
 verdict: an event that log order rejects (a duplicate name, an overlapping
@@ -34,6 +41,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 from typing import TYPE_CHECKING
 
 from cantainer.actors.ipam import implicit_name
@@ -190,6 +198,122 @@ class ApiServer:
         removed = await asyncio.to_thread(self.daemon.images.remove, _text(request, "ref"))
         await send({"removed": removed})
 
+    # -- containers -------------------------------------------------------------------
+
+    async def _container(self, ref: object) -> dict:
+        if not isinstance(ref, str) or not ref:
+            raise CantainerError("name a container")
+        await self.daemon.pipeline.wait_applied("ipam", await self.daemon.reader.head())
+        found = await self.daemon.pipeline.ask("ipam", "resolve", ref)
+        if found is None:
+            raise CantainerError(f"no container {ref!r}")
+        if "ambiguous" in found:
+            raise CantainerError(f"{ref!r} matches {found['ambiguous']} containers; "
+                                 "give more of the id")
+        return found
+
+    async def _local(self, ref: object, action: str) -> tuple[dict, dict]:
+        c = await self._container(ref)
+        if c["host"] != self.daemon.config.name:
+            raise CantainerError(f"container {c['name']} runs on host {c['host']}: "
+                                 f"{action} it there")
+        return c, await self.daemon.pipeline.ask("runtime", "local_state", c["id"])
+
+    async def _until(self, ref: str, done, timeout: float = 60.0) -> dict:
+        """Poll the IPAM projection until ``done(container)`` holds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            c = await self.daemon.pipeline.ask("ipam", "resolve", ref)
+            if c is None or done(c):
+                return c
+            if asyncio.get_running_loop().time() > deadline:
+                raise CantainerError(f"container {ref} still {c['state']} after {timeout:g}s")
+            await asyncio.sleep(0.01)
+
+    async def _op_run(self, request: dict, send) -> None:
+        image = request.get("image") or "busybox"
+        await asyncio.to_thread(self.daemon.images.rootfs, image)  # built or refused here
+        cid = os.urandom(32).hex()
+        fields = {"container": cid, "name": request.get("name") or f"ct-{cid[:8]}",
+                  "host": self.daemon.config.name, "network": request.get("network"),
+                  "image": image, "command": request.get("command") or ["/bin/sh"],
+                  "env": request.get("env") or [], "hostname": request.get("hostname"),
+                  "memory": request.get("memory"), "pids_limit": request.get("pids_limit"),
+                  "cpus": request.get("cpus")}
+        if not fields["network"]:
+            raise CantainerError("give the container a network: -n CIDR|NAME")
+        event = from_data("ContainerCreated", {k: v for k, v in fields.items() if v is not None})
+        seq, = await self._append([event], [request.get("id") or new_event_id()])
+        await self._verdicts([seq])
+        await send({"container": await self._until(cid, lambda c: c["state"] != "created")})
+
+    async def _op_ps(self, request: dict, send) -> None:
+        await self.daemon.pipeline.wait_applied("ipam", await self.daemon.reader.head())
+        found = await self.daemon.pipeline.ask("ipam", "containers")
+        if not request.get("all"):
+            found = [c for c in found if c["state"] != "exited"]
+        await send({"containers": found})
+
+    async def _op_inspect(self, request: dict, send) -> None:
+        await send({"container": await self._container(request.get("ref"))})
+
+    async def _op_wait(self, request: dict, send) -> None:
+        c = await self._container(request.get("ref"))
+        c = await self._until(c["id"], lambda c: c["state"] == "exited", timeout=1e9)
+        await send({"exit_code": c["exit_code"] if c else None})
+
+    async def _op_logs(self, request: dict, send) -> None:
+        c, local = await self._local(request.get("ref"), "read its logs")
+        offset = 0
+        while True:
+            chunk = await asyncio.to_thread(_read_from, local["log"], offset)
+            if chunk:
+                offset += len(chunk)
+                await send({"data": chunk.decode(errors="replace")})
+                continue
+            if not request.get("follow"):
+                break
+            state = await self.daemon.pipeline.ask("runtime", "local_state", c["id"])
+            if state["exit_code"] is not None:
+                if not await asyncio.to_thread(_read_from, local["log"], offset):
+                    break
+                continue
+            await asyncio.sleep(0.05)
+        await send({"end": True})
+
+    async def _op_stop(self, request: dict, send) -> None:
+        c, local = await self._local(request.get("ref"), "stop")
+        timeout = request.get("timeout", 10)
+        if local["pid"] is not None and local["exit_code"] is None:
+            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
+                try:
+                    os.kill(local["pid"], sig)
+                except ProcessLookupError:
+                    break
+                if await self._exited(c["id"], wait):
+                    break
+        await self._until(c["id"], lambda c: c["state"] == "exited", timeout=15)
+        await send({"stopped": c["name"]})
+
+    async def _exited(self, cid: str, timeout: float) -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            state = await self.daemon.pipeline.ask("runtime", "local_state", cid)
+            if state["exit_code"] is not None:
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    async def _op_rm(self, request: dict, send) -> None:
+        c = await self._container(request.get("ref"))
+        if c["state"] == "running" and not request.get("force"):
+            raise CantainerError(f"container {c['name']} is running: stop it first, "
+                                 "or rm -f")
+        event = from_data("ContainerRemoved", {"container": c["id"]})
+        seq, = await self._append([event], [f"ContainerRemoved-{c['id']}"])
+        await self._verdicts([seq])
+        await send({"removed": c["name"]})
+
     async def _op_check(self, request: dict, send) -> None:
         pipeline = self.daemon.pipeline
         await pipeline.wait_applied("overlay", await self.daemon.reader.head())
@@ -216,6 +340,15 @@ class ApiServer:
 
     async def _op_status(self, request: dict, send) -> None:
         await send({"status": await self.daemon.status()})
+
+
+def _read_from(path: str, offset: int, limit: int = 1 << 16) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(limit)
+    except FileNotFoundError:
+        return b""
 
 
 def _text(request: dict, key: str) -> str:

@@ -225,6 +225,87 @@ def cmd_image_rm(args) -> int:
     return 0
 
 
+_SIZES = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _size(value: str) -> int:
+    number, unit = value[:-1], value[-1].lower()
+    if unit.isdigit():
+        number, unit = value, ""
+    try:
+        return int(float(number) * _SIZES[unit])
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a size (e.g. 64m, 1g)") from None
+
+
+def _env(value: str) -> str:
+    if "=" not in value:
+        raise argparse.ArgumentTypeError(f"{value!r} is not KEY=VALUE")
+    return value
+
+
+def cmd_run(args) -> int:
+    """Exit codes as Docker's: the command's own; 125 when the daemon refuses."""
+    spec = {"op": "run", "image": args.image, "command": args.command or None,
+               "name": args.name, "network": args.network, "env": args.env,
+               "hostname": args.hostname, "memory": args.memory,
+               "pids_limit": args.pids_limit, "cpus": args.cpus,
+               "id": os.urandom(16).hex()}
+    try:
+        c = call(args.socket, spec)["container"]
+    except CantainerError as exc:
+        print(f"cantainer: error: {exc}", file=sys.stderr)
+        return 125
+    if args.detach:
+        print(c["id"])
+        return 0
+    for reply in request(args.socket, {"op": "logs", "ref": c["id"], "follow": True}):
+        if "end" in reply:
+            break
+        sys.stdout.write(reply["data"])
+        sys.stdout.flush()
+    code = call(args.socket, {"op": "wait", "ref": c["id"]})["exit_code"]
+    if args.rm:
+        call(args.socket, {"op": "rm", "ref": c["id"], "force": True})
+    return 125 if code is None else code
+
+
+def cmd_ps(args) -> int:
+    found = call(args.socket, {"op": "ps", "all": args.all})["containers"]
+    return _show(found, args.json, [
+        ("ID", 14, lambda c: c["id"][:12]), ("NAME", 16, lambda c: c["name"]),
+        ("HOST", 10, lambda c: c["host"]), ("IMAGE", 14, lambda c: c["image"]),
+        ("ADDRESS", 16, lambda c: c["ip"]), ("STATE", 10, lambda c: c["state"]),
+        ("NETWORK", 0, lambda c: c["network"])])
+
+
+def cmd_inspect(args) -> int:
+    print(json.dumps(call(args.socket, {"op": "inspect", "ref": args.ref})["container"],
+                     indent=2))
+    return 0
+
+
+def cmd_logs(args) -> int:
+    for reply in request(args.socket, {"op": "logs", "ref": args.ref, "follow": args.follow}):
+        if "end" in reply:
+            break
+        sys.stdout.write(reply["data"])
+        sys.stdout.flush()
+    return 0
+
+
+def cmd_stop(args) -> int:
+    for ref in args.refs:
+        print(call(args.socket, {"op": "stop", "ref": ref, "timeout": args.time})["stopped"])
+    return 0
+
+
+def cmd_rm(args) -> int:
+    for ref in args.refs:
+        print(call(args.socket, {"op": "rm", "ref": ref, "force": args.force})["removed"])
+    return 0
+
+
 def _records_from(args):
     if args.file is None:
         return [reply["event"] for reply in request(args.socket, {"op": "events", "since": 0})
@@ -317,6 +398,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = net.add_parser("rm", help="remove networks that have no containers")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.set_defaults(func=cmd_network_rm)
+
+    p = sub.add_parser("run", help="run a container on this host")
+    p.add_argument("-d", "--detach", action="store_true", help="print the id and return")
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument("--name")
+    p.add_argument("-n", "--network", metavar="CIDR|NAME")
+    p.add_argument("-e", "--env", action="append", type=_env, default=[], metavar="K=V")
+    p.add_argument("--hostname")
+    p.add_argument("--memory", type=_size, metavar="SIZE")
+    p.add_argument("--pids-limit", type=int, metavar="N")
+    p.add_argument("--cpus", type=float, metavar="X")
+    p.add_argument("image", nargs="?", default="busybox", metavar="IMAGE")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("ps", help="containers of the whole cluster")
+    p.add_argument("-a", "--all", action="store_true", help="exited ones too")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ps)
+    p = sub.add_parser("inspect", help="a container, as JSON")
+    p.add_argument("ref", metavar="NAME|ID")
+    p.set_defaults(func=cmd_inspect)
+    p = sub.add_parser("logs", help="a container's output (containers of this host)")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("ref", metavar="NAME|ID")
+    p.set_defaults(func=cmd_logs)
+    p = sub.add_parser("stop", help="SIGTERM, then SIGKILL after -t seconds")
+    p.add_argument("-t", "--time", type=float, default=10.0, metavar="SECONDS")
+    p.add_argument("refs", nargs="+", metavar="NAME|ID")
+    p.set_defaults(func=cmd_stop)
+    p = sub.add_parser("rm", help="remove containers (from any host, through the log)")
+    p.add_argument("-f", "--force", action="store_true", help="also running ones")
+    p.add_argument("refs", nargs="+", metavar="NAME|ID")
+    p.set_defaults(func=cmd_rm)
 
     img = sub.add_parser("image", help="this host's images").add_subparsers(
         dest="image_command", required=True, parser_class=_Parser)

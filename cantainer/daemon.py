@@ -28,6 +28,7 @@ from cantainer.events import EventLog, NodeJoined, NodeLeft, RaftMember
 from cantainer.heartbeat import INTERVAL as HEARTBEAT_INTERVAL
 from cantainer.heartbeat import Heartbeats, heartbeat_port
 from cantainer.kernel.images import ImageStore
+from cantainer.kernel.net import mtu_of
 
 log = logging.getLogger("cantainerd")
 
@@ -69,6 +70,7 @@ class Daemon:
         self.log = EventLog(self.raft.store, node=config.name)
         self.reader = EventLog(self.raft.store, node=config.name)
         self.context = ActorContext(node=config.name, address=config.host,
+                                    data_dir=config.data_dir, underlay_mtu=mtu_of(config.host),
                                     append=self._append_soon,
                                     suspect_after=config.suspect_after)
         self.pipeline = Pipeline(EventLog(self.raft.store, node=config.name), self.context)

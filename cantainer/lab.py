@@ -193,6 +193,30 @@ class Lab:
             except Exception:  # keep tearing down whatever one host does
                 if h.proc is not None:
                     h.proc.kill()
+        for h in self.hosts:
+            self._kill_containers(h)
         for name in netns.names(self.prefix):
             netns.remove(name)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @staticmethod
+    def _kill_containers(h: LabHost) -> None:
+        """Containers outlive their daemon on purpose; a lab's must not outlive the lab."""
+        from cantainer.kernel.container_net import netns_name
+
+        root = os.path.join(h.data_dir, "containers")
+        for cid in os.listdir(root) if os.path.isdir(root) else ():
+            state = os.path.join(root, cid)
+            try:
+                with open(os.path.join(state, "pid")) as f:
+                    pid = int(f.read())
+                if not os.path.exists(os.path.join(state, "exit_code")):
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+            deadline = time.monotonic() + 5
+            while os.path.exists(os.path.join(state, "pid")) and \
+                    not os.path.exists(os.path.join(state, "exit_code")) and \
+                    time.monotonic() < deadline:
+                time.sleep(0.02)  # the shim records the exit and frees the cgroup
+            netns.remove(netns_name(cid))

@@ -5,6 +5,7 @@
     membership.py   who is in the cluster; suspicion from heartbeat silence
     ipam.py         networks, VNIs, container addresses and MACs (pure, log-ordered)
     overlay.py      the VXLAN picture of a host, and the actor that makes the kernel match
+    runtime.py      this host's containers as processes: namespaces, veths, shims
     pipeline.py     the tailer that feeds every actor, supervision, start/stop order
     replay.py       ``cantainer replay``: every projection over a log, no kernel
 

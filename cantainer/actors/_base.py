@@ -27,6 +27,8 @@ class ActorContext:
     node: str                                # this host's name
     address: str                             # this host's underlay address
     append: Callable[[Event, str], None]     # thread-safe, fire-and-forget append with an id
+    data_dir: str = ""                       # images and container state live here
+    underlay_mtu: int = 1500
     progress: dict[str, int] = attrs.Factory(dict)
     rejected: dict[str, dict[int, str]] = attrs.Factory(dict)  # actor -> seq -> reason
     progressed: Callable[[], None] = lambda: None  # thread-safe: "progress changed"

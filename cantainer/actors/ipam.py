@@ -208,3 +208,17 @@ class IpamActor(ProjectionActor):
 
     def containers(self) -> list[dict]:
         return [container_json(c) for c in self.projection.containers.values()]
+
+    def resolve(self, ref: str) -> dict | None:
+        """A container by full id, name, or unique id prefix."""
+        containers = self.projection.containers
+        prefixed = [c for cid, c in containers.items() if cid.startswith(ref)]
+        found = containers.get(ref) or next((c for c in containers.values() if c.name == ref),
+                                            None) or (prefixed[0] if len(prefixed) == 1 else None)
+        if found is None:
+            return {"ambiguous": len(prefixed)} if len(prefixed) > 1 else None
+        created = found.created
+        return {**container_json(found), "command": list(created.command),
+                "env": list(created.env), "hostname": created.hostname, "pid": found.pid,
+                "exit_code": found.exit_code, "memory": created.memory,
+                "pids_limit": created.pids_limit, "cpus": created.cpus}

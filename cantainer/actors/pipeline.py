@@ -23,12 +23,14 @@ from cantainer.actors._base import ActorContext, Deliver, ProjectionActor, Recon
 from cantainer.actors.ipam import IpamActor
 from cantainer.actors.membership import MembershipActor
 from cantainer.actors.overlay import OverlayActor
+from cantainer.actors.runtime import RuntimeActor
 from cantainer.errors import CantainerError, LogUnavailable
 from cantainer.events import EventLog
 
 log = logging.getLogger(__name__)
 
-ACTORS: tuple[type[ProjectionActor], ...] = (MembershipActor, IpamActor, OverlayActor)
+ACTORS: tuple[type[ProjectionActor], ...] = (MembershipActor, IpamActor, OverlayActor,
+                                              RuntimeActor)
 BATCH = 1000
 POLL_MIN, POLL_MAX = 0.01, 0.5  # pokes from appending hosts cut the wait (heartbeat.py)
 TICK = 2.0
@@ -86,17 +88,18 @@ class Pipeline:
         interval = POLL_MIN
         while True:
             self._wake.clear()  # before the read: a wake during it must not be lost
+            after = min(self.delivered.values())
             try:
-                batch = await self.log.read(after=min(self.delivered.values()), limit=BATCH)
+                batch = await self.log.read(after=after, limit=BATCH)
             except LogUnavailable as exc:
                 log.warning("tailer: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
-            for name, ref in self.refs.items():
-                new = tuple(r for r in batch if r.seq > self.delivered[name])
-                if new:
-                    ref.tell(Deliver(new))
-                    self.delivered[name] = new[-1].seq
+            except Exception:  # never let this host stop reading the log
+                log.exception("tailer: reading the log failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            self._deliver(after, batch)
             if len(batch) == BATCH:
                 continue
             interval = POLL_MIN if batch else min(interval * 2, POLL_MAX)
@@ -105,13 +108,28 @@ class Pipeline:
             except TimeoutError:
                 pass
 
+    def _deliver(self, after: int, batch) -> None:
+        for name, ref in self.refs.items():
+            if self.delivered[name] < after:
+                continue  # restarted during the read: its replay starts at seq 1, next round
+            new = tuple(r for r in batch if r.seq > self.delivered[name])
+            if not new:
+                continue
+            try:
+                ref.tell(Deliver(new))
+            except pykka.ActorDeadError:
+                continue  # supervise() starts a fresh one, which replays from seq 1
+            self.delivered[name] = new[-1].seq
+
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK)
             self.supervise()
             for ref in self.refs.values():
-                if ref.is_alive():
+                try:
                     ref.tell(Reconcile())
+                except pykka.ActorDeadError:
+                    pass  # restarted by supervise() after its backoff
 
     def supervise(self) -> None:
         """Start a fresh actor in place of a dead one, with backoff against crash loops."""

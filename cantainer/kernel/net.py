@@ -19,3 +19,12 @@ def default_address() -> str | None:
                 if source:
                     return source
     return None
+
+
+def mtu_of(address: str) -> int:
+    """The MTU of the link that holds ``address`` (1500 if none does)."""
+    with IPRoute() as ipr:
+        for addr in ipr.get_addr(family=socket.AF_INET):
+            if addr.get("IFA_ADDRESS") == address:
+                return ipr.get_links(addr["index"])[0].get("IFLA_MTU")
+    return 1500

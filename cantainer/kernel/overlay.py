@@ -17,6 +17,8 @@ import attrs
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from cantainer.kernel.net import mtu_of
+
 VXLAN_PORT = 4789
 VXLAN_OVERHEAD = 50
 NUD_PERMANENT = 0x80
@@ -45,10 +47,7 @@ class OverlayKernel:
     # -- reading -------------------------------------------------------------------
 
     def underlay_mtu(self) -> int:
-        for addr in self.ipr.get_addr(family=socket.AF_INET):
-            if addr.get("IFA_ADDRESS") == self.local:
-                return self.ipr.get_links(addr["index"])[0].get("IFLA_MTU")
-        return 1500
+        return mtu_of(self.local)
 
     def _index(self, ifname: str) -> int | None:
         found = self.ipr.link_lookup(ifname=ifname)
@@ -153,8 +152,8 @@ class OverlayKernel:
         self.ipr.link("set", index=self._index(ifname), state="up")
 
     def _add_bridge(self, ifname: str) -> None:
-        if self._index(ifname) is None:
-            self.ipr.link("add", ifname=ifname, kind="bridge")
+        # The runtime actor may create it at the same moment (a container's veth).
+        self._ignore_gone(lambda: self.ipr.link("add", ifname=ifname, kind="bridge"))
         self._up(ifname)
 
     def _add_vxlan(self, plan, mtu: int) -> None:

@@ -109,3 +109,27 @@ def test_a_crashed_actor_is_restarted_from_a_fresh_replay():
 
     run(go())
     assert CrashesOnce.crashed == [3]
+
+
+def test_a_dead_actor_does_not_stop_the_others_from_being_fed():
+    log = MemoryLog([joined("h1", 1), joined("h2", 2)])
+    CrashesOnce.crashed = []
+    context = ActorContext(node="h1", address="192.0.2.1", append=lambda e, i: None)
+
+    async def go():
+        p = Pipeline(log, context, actors=(CrashesOnce, Recording))
+        p.start()
+        try:
+            first = p.refs["crashy"]
+            while first.is_alive():
+                await asyncio.sleep(0.01)
+            for i in range(3, 8):  # new records while the crashed actor waits for its restart
+                log.add(NodeLeft(name="h2") if i == 3 else joined(f"x{i}", i))
+                p.wake()
+                await p.wait_applied("recording", i)
+            await p.wait_applied("crashy", 7)
+            assert await p.ask("crashy", "applied") == 7
+        finally:
+            await p.stop()
+
+    run(go())

@@ -1,0 +1,141 @@
+"""Runtime: the containers the log places on this host, as processes.
+
+For each container of this host the projection (IPAM's) says exists, the
+actor makes sure it has, in ``DATA_DIR/containers/<id>/``, a started shim
+(``cantainer/shim.py``) — after building its network namespace and veth
+with the address and MAC the log decided — and records what the shim
+reports: ``ContainerStarted`` once its ``pid`` file appears,
+``ContainerExited`` once its ``exit_code`` file does.  A container the log
+no longer has is killed if still running and its namespace, veth and state
+removed.  The shims outlive the daemon, so a restarted daemon adopts what
+it finds in those files.  Event ids are derived from the container id, so
+a repeated report appends nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from cantainer.actors._base import ProjectionActor, Reconcile
+from cantainer.actors.ipam import Container, Ipam
+from cantainer.events import ContainerExited, ContainerStarted
+from cantainer.kernel import container_net
+from cantainer.kernel.images import ImageStore
+
+log = logging.getLogger(__name__)
+
+VXLAN_OVERHEAD = 50
+START_TIMEOUT = 10.0
+
+
+class RuntimeActor(ProjectionActor):
+    name = "runtime"
+
+    def __init__(self, context) -> None:
+        super().__init__(context, Ipam())
+        self.state_root = os.path.join(context.data_dir, "containers")
+        self.images = ImageStore(context.data_dir)
+
+    def _dir(self, cid: str) -> str:
+        return os.path.join(self.state_root, cid)
+
+    def reconcile(self, changed_only: bool = False) -> None:
+        local = {cid: c for cid, c in self.projection.containers.items()
+                 if c.host == self.context.node}
+        for cid, c in local.items():
+            state = self._dir(cid)
+            if c.state == "created" and not os.path.exists(os.path.join(state, "spec.json")):
+                self._start(c)
+            pid = _read_int(os.path.join(state, "pid"))
+            code = _read_int(os.path.join(state, "exit_code"))
+            if c.state == "created" and pid is not None:
+                self.context.append(ContainerStarted(container=cid, pid=pid),
+                                    f"ContainerStarted-{cid}")
+            if c.state != "exited" and code is not None:
+                self.context.append(ContainerExited(container=cid, exit_code=code),
+                                    f"ContainerExited-{cid}")
+        if os.path.isdir(self.state_root):
+            for cid in os.listdir(self.state_root):
+                if cid not in local:
+                    self._remove(cid)
+
+    def _start(self, c: Container) -> None:
+        state = self._dir(c.id)
+        os.makedirs(state, mode=0o700, exist_ok=True)
+        try:
+            lower = self.images.rootfs(c.created.image)
+            net = self.projection.networks[c.network]
+            ns = container_net.ensure(c.id, f"ctbr{net.vni}", str(c.ip), net.cidr.prefixlen,
+                                      c.mac, self.context.underlay_mtu - VXLAN_OVERHEAD)
+        except Exception as exc:  # the container cannot start: record why, as an exit
+            log.error("container %s cannot start: %s", c.name, exc)
+            with open(os.path.join(state, "output.log"), "a") as f:
+                f.write(f"cantainer: cannot start the container: {exc}\n")
+            _write(os.path.join(state, "spec.json"), "{}")
+            _write(os.path.join(state, "exit_code"), "125")
+            return
+        spec = {"id": c.id, "lower": lower, "hostname": c.created.hostname or c.name,
+                "command": list(c.created.command), "env": list(c.created.env), "netns": ns,
+                "memory": c.created.memory, "pids_limit": c.created.pids_limit,
+                "cpus": c.created.cpus}
+        _write(os.path.join(state, "spec.json"), json.dumps(spec))
+        with open(os.path.join(state, "shim.log"), "ab") as shim_log:
+            shim = subprocess.Popen([sys.executable, "-m", "cantainer.shim", state],
+                                    stdin=subprocess.DEVNULL, stdout=shim_log, stderr=shim_log,
+                                    start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not os.path.exists(os.path.join(state, "pid")) and shim.poll() is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.002)
+        # Its exit is worth a look at once, not at the next tick.
+        me = self.actor_ref
+        threading.Thread(target=lambda: (shim.wait(), me.tell(Reconcile())),
+                         daemon=True).start()
+
+    def _remove(self, cid: str) -> None:
+        state = self._dir(cid)
+        pid = _read_int(os.path.join(state, "pid"))
+        if pid is not None and not os.path.exists(os.path.join(state, "exit_code")):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + 5
+            while not os.path.exists(os.path.join(state, "exit_code")) and \
+                    time.monotonic() < deadline:
+                time.sleep(0.01)  # the shim writes the code and frees the cgroup
+        container_net.remove(cid)
+        shutil.rmtree(state, ignore_errors=True)
+        log.info("removed container %s", cid[:12])
+
+    # -- asked by the API -----------------------------------------------------------
+
+    def local_state(self, cid: str) -> dict:
+        state = self._dir(cid)
+        return {"pid": _read_int(os.path.join(state, "pid")),
+                "exit_code": _read_int(os.path.join(state, "exit_code")),
+                "log": os.path.join(state, "output.log")}
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,81 @@
+"""A container's network: its namespace and a veth into the network's bridge.
+
+    netns ct<id12>        the container's network namespace
+    vh<id10>              the host end, enslaved to bridge ctbr<VNI>
+    eth0 (in the netns)   the container end: the IPAM address and MAC, MTU of the overlay
+
+Idempotent: ``ensure`` completes what is missing, ``remove`` what is there.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from cantainer.kernel import netns
+
+
+def netns_name(container_id: str) -> str:
+    return f"ct{container_id[:12]}"
+
+
+def host_veth(container_id: str) -> str:
+    return f"vh{container_id[:10]}"
+
+
+def _index(ipr: IPRoute, ifname: str) -> int | None:
+    found = ipr.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+def ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: str,
+           mtu: int) -> str:
+    """Build the container's namespace and veth; returns the namespace's name."""
+    ns, veth = netns_name(container_id), host_veth(container_id)
+    netns.create(ns)
+    with IPRoute() as ipr:
+        if _index(ipr, bridge) is None:
+            try:  # the overlay actor may create it at the same moment
+                ipr.link("add", ifname=bridge, kind="bridge")
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+        ipr.link("set", index=_index(ipr, bridge), state="up")
+        if _index(ipr, veth) is None:
+            _remove_stale_eth0(ns)
+            ipr.link("add", ifname=veth, kind="veth", mtu=mtu,
+                     peer={"ifname": "eth0", "net_ns_fd": ns, "mtu": mtu, "address": mac})
+        ipr.link("set", index=_index(ipr, veth), master=_index(ipr, bridge), mtu=mtu,
+                 state="up")
+
+    def configure() -> None:
+        with IPRoute() as inner:
+            eth0 = _index(inner, "eth0")
+            inner.link("set", index=eth0, address=mac, mtu=mtu)
+            if not any(a.get("IFA_ADDRESS") == address for a in inner.get_addr(index=eth0)):
+                inner.addr("add", index=eth0, address=address, prefixlen=prefixlen)
+            inner.link("set", index=eth0, state="up")
+            inner.link("set", index=_index(inner, "lo"), state="up")
+
+    netns.run_in(ns, configure)
+    return ns
+
+
+def _remove_stale_eth0(ns: str) -> None:
+    def remove() -> None:
+        with IPRoute() as inner:
+            index = _index(inner, "eth0")
+            if index is not None:
+                inner.link("del", index=index)
+
+    netns.run_in(ns, remove)
+
+
+def remove(container_id: str) -> None:
+    with IPRoute() as ipr:
+        index = _index(ipr, host_veth(container_id))
+        if index is not None:
+            ipr.link("del", index=index)
+    netns.remove(netns_name(container_id))
