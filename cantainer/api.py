@@ -24,6 +24,7 @@ closes the connection.  Every response line is a JSON object; a failure is
     {"op": "inspect", "ref": R}              -> {"container": {...}}
     {"op": "logs", "ref": R, "follow": bool} -> {"data": "..."} per chunk, then {"end": true}
     {"op": "wait", "ref": R}                 -> {"exit_code": N}
+    {"op": "exec_target", "ref": R}          -> {"container": {..., "pid": N}} (CLI enters it)
     {"op": "stop", "ref": R, "timeout": S}   -> {"stopped": NAME}
     {"op": "rm", "ref": R, "force": bool}    -> {"removed": NAME}
 
@@ -303,6 +304,12 @@ class ApiServer:
                 return True
             await asyncio.sleep(0.02)
         return False
+
+    async def _op_exec_target(self, request: dict, send) -> None:
+        c, local = await self._local(request.get("ref"), "exec in")
+        if local["pid"] is None or local["exit_code"] is not None:
+            raise CantainerError(f"container {c['name']} is not running")
+        await send({"container": {**c, "pid": local["pid"]}})
 
     async def _op_rm(self, request: dict, send) -> None:
         c = await self._container(request.get("ref"))

@@ -270,6 +270,20 @@ def cmd_run(args) -> int:
     return 125 if code is None else code
 
 
+def cmd_exec(args) -> int:
+    """Run a command in a running container of this host (125 when that is refused)."""
+    if not args.command:
+        raise CantainerError("exec needs a command")
+    try:
+        c = call(args.socket, {"op": "exec_target", "ref": args.ref})["container"]
+    except CantainerError as exc:
+        print(f"cantainer: error: {exc}", file=sys.stderr)
+        return 125
+    from cantainer.kernel import enter  # namespaces and cgroups: only this command needs them
+
+    return enter.run_in(c["id"], c["pid"], args.command, c["env"])
+
+
 def cmd_ps(args) -> int:
     found = call(args.socket, {"op": "ps", "all": args.all})["containers"]
     return _show(found, args.json, [
@@ -412,6 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", nargs="?", default="busybox", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("exec", help="run a command in a running container of this host")
+    p.add_argument("-i", "--interactive", action="store_true",
+                   help="accepted for Docker's sake: the command always has this terminal")
+    p.add_argument("-t", "--tty", action="store_true", help="likewise")
+    p.add_argument("ref", metavar="NAME|ID")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+    p.set_defaults(func=cmd_exec)
     p = sub.add_parser("ps", help="containers of the whole cluster")
     p.add_argument("-a", "--all", action="store_true", help="exited ones too")
     p.add_argument("--json", action="store_true")

@@ -48,6 +48,16 @@ def test_containers_reach_each_other_across_hosts_and_only_on_their_subnet(make_
     remote = lab.cli(2, "logs", "srv", check=False)
     assert remote.returncode == 1 and "runs on host h1" in remote.stderr
     assert lab.cli(2, "logs", "client").stdout.count("served-by-srv") == 1
+    inside = lab.cli(1, "exec", "srv", "sh", "-c", "echo $$ $(hostname) $(ls /proc | grep -cE '^[0-9]+$'); "
+                     "grep CapEff /proc/self/status; exit 9", check=False)
+    words = inside.stdout.split()
+    assert inside.returncode == 9 and words[1] == "srv" and int(words[0]) > 1
+    assert "00000000a80425fb" in inside.stdout
+    assert lab.cli(1, "exec", "srv", "/no/such", check=False).returncode == 127
+    elsewhere = lab.cli(2, "exec", "srv", "true", check=False)
+    assert elsewhere.returncode == 125 and "runs on host h1" in elsewhere.stderr
+    done = lab.cli(2, "exec", "client", "true", check=False)
+    assert done.returncode == 125 and "is not running" in done.stderr
     busy = lab.cli(3, "rm", "srv", check=False)
     assert busy.returncode == 1 and "is running" in busy.stderr
     assert lab.cli(1, "stop", "-t", "1", "srv").stdout == "srv\n"

@@ -1,0 +1,50 @@
+"""``cantainer exec``: a new process inside a running container, as nsenter does it.
+
+The caller joins the container's cgroup, then its IPC, UTS, network, PID and
+mount namespaces (the mount namespace puts it at the container's root),
+forks once more so the new process is inside the PID namespace, drops to
+the container's capability set with ``no_new_privs``, and execs.  The new
+process keeps the caller's stdin, stdout and stderr, so an interactive
+shell uses the caller's terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from cantainer.kernel.cgroups import Cgroup
+from cantainer.kernel.process import DEFAULT_PATH, _drop_privileges, exit_code
+
+NAMESPACES = ("ipc", "uts", "net", "pid", "mnt")
+
+
+def run_in(container_id: str, pid: int, command: list[str], env: list[str]) -> int:
+    """Run ``command`` in the container whose first process is ``pid``; its exit code."""
+    fds = {ns: os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY) for ns in NAMESPACES}
+    child = os.fork()
+    if child == 0:
+        try:
+            Cgroup(container_id).add(os.getpid())
+            for ns in NAMESPACES:
+                os.setns(fds[ns], 0)
+            os.chdir("/")
+            inner = os.fork()  # only children enter the joined PID namespace
+            if inner:
+                os._exit(exit_code(os.waitpid(inner, 0)[1]))
+            _drop_privileges()
+            variables = dict(e.split("=", 1) for e in env)
+            variables.setdefault("PATH", DEFAULT_PATH)
+            os.execvpe(command[0], command, variables)
+        except FileNotFoundError:
+            sys.stderr.write(f"cantainer: {command[0]}: no such file or directory\n")
+            os._exit(127)
+        except PermissionError as exc:
+            sys.stderr.write(f"cantainer: {command[0]}: {exc.strerror}\n")
+            os._exit(126)
+        except BaseException as exc:
+            sys.stderr.write(f"cantainer: cannot enter the container: {exc}\n")
+            os._exit(125)
+    for fd in fds.values():
+        os.close(fd)
+    return exit_code(os.waitpid(child, 0)[1])
