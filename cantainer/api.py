@@ -244,8 +244,17 @@ class ApiServer:
         if not fields["network"]:
             raise CantainerError("give the container a network: -n CIDR|NAME")
         event = from_data("ContainerCreated", {k: v for k, v in fields.items() if v is not None})
+        state = os.path.join(self.daemon.config.data_dir, "containers", cid)
+        if request.get("attach"):  # run -i/-t: the runtime actor's shim waits for the CLI
+            os.makedirs(state, mode=0o700)
+            open(os.path.join(state, "attach"), "w").close()
         seq, = await self._append([event], [request.get("id") or new_event_id()])
         await self._verdicts([seq])
+        if request.get("attach"):
+            sock = os.path.join(state, "attach.sock")
+            c = await self._until(cid, lambda c: os.path.exists(sock) or c["state"] != "created")
+            await send({"container": c, "attach": sock})
+            return
         await send({"container": await self._until(cid, lambda c: c["state"] != "created")})
 
     async def _op_ps(self, request: dict, send) -> None:

@@ -246,19 +246,28 @@ def _env(value: str) -> str:
 
 def cmd_run(args) -> int:
     """Exit codes as Docker's: the command's own; 125 when the daemon refuses."""
+    attach = (args.interactive or args.tty) and not args.detach
     spec = {"op": "run", "image": args.image, "command": args.command or None,
-               "name": args.name, "network": args.network, "env": args.env,
-               "hostname": args.hostname, "memory": args.memory,
-               "pids_limit": args.pids_limit, "cpus": args.cpus,
-               "id": os.urandom(16).hex()}
+            "name": args.name, "network": args.network, "env": args.env,
+            "hostname": args.hostname, "memory": args.memory,
+            "pids_limit": args.pids_limit, "cpus": args.cpus, "attach": attach,
+            "id": os.urandom(16).hex()}
     try:
-        c = call(args.socket, spec)["container"]
+        reply = call(args.socket, spec)
     except CantainerError as exc:
         print(f"cantainer: error: {exc}", file=sys.stderr)
         return 125
+    c = reply["container"]
     if args.detach:
         print(c["id"])
         return 0
+    if attach:
+        from cantainer import terminal  # pty relaying: only interactive runs need it
+
+        code = terminal.attach(reply["attach"], interactive=args.interactive, tty=args.tty)
+        if args.rm:
+            call(args.socket, {"op": "rm", "ref": c["id"], "force": True})
+        return 125 if code is None else code
     for reply in request(args.socket, {"op": "logs", "ref": c["id"], "follow": True}):
         if "end" in reply:
             break
@@ -282,6 +291,15 @@ def cmd_exec(args) -> int:
     from cantainer.kernel import enter  # namespaces and cgroups: only this command needs them
 
     return enter.run_in(c["id"], c["pid"], args.command, c["env"])
+
+
+def cmd_new(args) -> int:
+    """The original tool's command: an interactive shell in a new container on a subnet."""
+    args.image, args.command, args.detach = "busybox", ["/bin/sh"], False
+    args.interactive = args.tty = args.rm = True
+    args.name = args.env = args.hostname = args.memory = args.pids_limit = args.cpus = None
+    args.env = []
+    return cmd_run(args)
 
 
 def cmd_ps(args) -> int:
@@ -415,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a container on this host")
     p.add_argument("-d", "--detach", action="store_true", help="print the id and return")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached")
+    p.add_argument("-t", "--tty", action="store_true", help="give the container a terminal")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("--name")
     p.add_argument("-n", "--network", metavar="CIDR|NAME")
@@ -426,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", nargs="?", default="busybox", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("new", help="an interactive shell in a new container on a subnet")
+    p.add_argument("-n", "--network", required=True, metavar="CIDR|NAME")
+    p.set_defaults(func=cmd_new)
     p = sub.add_parser("exec", help="run a command in a running container of this host")
     p.add_argument("-i", "--interactive", action="store_true",
                    help="accepted for Docker's sake: the command always has this terminal")

@@ -7,6 +7,11 @@ its output going to ``STATE_DIR/output.log``, and writes
     STATE_DIR/pid         the container's first process, as the host sees it
     STATE_DIR/exit_code   when it ends: its code, 128 + signal when killed
 
+When the spec asks for ``attach``, the shim first listens on
+``STATE_DIR/attach.sock`` for the CLI of ``run -i``/``-t``, which sends the
+container's stdin, stdout and stderr as file descriptors (SCM_RIGHTS) and
+``{"tty": bool}``; the exit code goes back on that connection.
+
 It forwards SIGTERM and SIGINT to the container and outlives the daemon that
 started it (its own session), so a restarted daemon finds the container
 running, or finds how it ended, in these files.
@@ -17,7 +22,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
+
+import attrs
 
 from cantainer.kernel import process
 from cantainer.kernel.cgroups import Cgroup
@@ -38,14 +46,20 @@ def run(state_dir: str) -> int:
                                env=tuple(raw.get("env", ())), netns=raw.get("netns"))
     cgroup = Cgroup(raw["id"])
     cgroup.create(raw.get("memory"), raw.get("pids_limit"), raw.get("cpus"))
-    log = os.open(os.path.join(state_dir, "output.log"),
-                  os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    devnull = os.open(os.devnull, os.O_RDONLY)
+    attached = _attach(state_dir) if raw.get("attach") else None
+    if attached is not None:
+        client, stdio, tty = attached
+        spec = attrs.evolve(spec, tty=tty)
+    else:
+        client = None
+        log = os.open(os.path.join(state_dir, "output.log"),
+                      os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        stdio = (os.open(os.devnull, os.O_RDONLY), log, log)
     try:
-        pid = process.start(spec, (devnull, log, log), before_exec=cgroup.add)
+        pid = process.start(spec, stdio, before_exec=cgroup.add)
     finally:
-        os.close(log)
-        os.close(devnull)
+        for fd in set(stdio):
+            os.close(fd)
     _write_atomically(os.path.join(state_dir, "pid"), str(pid))
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda s, _f: os.kill(pid, s))
@@ -63,7 +77,40 @@ def run(state_dir: str) -> int:
         code = 137
     _write_atomically(os.path.join(state_dir, "exit_code"), str(code))
     cgroup.remove()
+    if client is not None:
+        try:
+            client.sendall(json.dumps({"exit_code": code}).encode() + b"\n")
+        except OSError:
+            pass  # the CLI went away; the exit code is in the state directory
+        client.close()
     return 0
+
+
+def _attach(state_dir: str, timeout: float = 30.0):
+    """Wait for the CLI's stdio; ``None`` if it never comes (then: no terminal, a log)."""
+    path = os.path.join(state_dir, "attach.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        os.chdir(state_dir)  # a relative name: the full path may pass AF_UNIX's 108 bytes
+        server.bind("attach.sock")
+    finally:
+        os.umask(old)
+    server.listen(1)
+    server.settimeout(timeout)
+    try:
+        client, _ = server.accept()
+        client.settimeout(timeout)
+        message, fds, _, _ = socket.recv_fds(client, 4096, 3)
+        client.settimeout(None)
+        if len(fds) != 3:
+            raise OSError("expected three file descriptors")
+        return client, tuple(fds), bool(json.loads(message or b"{}").get("tty"))
+    except (OSError, ValueError):
+        return None
+    finally:
+        server.close()
+        os.unlink(path)
 
 
 def main() -> int:

@@ -85,21 +85,38 @@ class RuntimeActor(ProjectionActor):
         spec = {"id": c.id, "lower": lower, "hostname": c.created.hostname or c.name,
                 "command": list(c.created.command), "env": list(c.created.env), "netns": ns,
                 "memory": c.created.memory, "pids_limit": c.created.pids_limit,
-                "cpus": c.created.cpus}
+                "cpus": c.created.cpus,
+                # run -i/-t: the API marked it; the shim waits for the CLI's terminal.
+                "attach": os.path.exists(os.path.join(state, "attach"))}
         _write(os.path.join(state, "spec.json"), json.dumps(spec))
         with open(os.path.join(state, "shim.log"), "ab") as shim_log:
             shim = subprocess.Popen([sys.executable, "-m", "cantainer.shim", state],
                                     stdin=subprocess.DEVNULL, stdout=shim_log, stderr=shim_log,
                                     start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT
-        while not os.path.exists(os.path.join(state, "pid")) and shim.poll() is None:
+        ready = ("attach.sock", "pid")
+        while not any(os.path.exists(os.path.join(state, f)) for f in ready) and \
+                shim.poll() is None:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.002)
-        # Its exit is worth a look at once, not at the next tick.
-        me = self.actor_ref
-        threading.Thread(target=lambda: (shim.wait(), me.tell(Reconcile())),
-                         daemon=True).start()
+        threading.Thread(target=self._watch, args=(shim, state), daemon=True).start()
+
+    def _watch(self, shim: subprocess.Popen, state: str) -> None:
+        """Start and exit are worth a look at once, not at the next tick."""
+        pid_file = os.path.join(state, "pid")
+        while not os.path.exists(pid_file) and shim.poll() is None:
+            time.sleep(0.01)  # an attached container starts when its CLI connects
+        self.actor_ref.tell(Reconcile())
+        shim.wait()
+        if not os.path.exists(os.path.join(state, "exit_code")):
+            # The shim itself failed: the container never ran; say so where logs look.
+            with open(os.path.join(state, "shim.log"), errors="replace") as f:
+                reason = f.read()[-2000:]
+            with open(os.path.join(state, "output.log"), "a") as f:
+                f.write(f"cantainer: the container's shim failed:\n{reason}")
+            _write(os.path.join(state, "exit_code"), "125")
+        self.actor_ref.tell(Reconcile())
 
     def _remove(self, cid: str) -> None:
         state = self._dir(cid)

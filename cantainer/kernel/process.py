@@ -20,9 +20,11 @@ An exec that fails exits 127 (no such command) or 126 (cannot run it).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
+import termios
 
 import attrs
 
@@ -53,6 +55,7 @@ class ProcessSpec:
     command: tuple[str, ...]
     env: tuple[str, ...] = ()
     netns: str | None = None  # a name under /run/netns; None: a new, empty one
+    tty: bool = False         # stdin is a terminal: make it the controlling one
 
 
 def _mkdirs(*paths: str) -> None:
@@ -121,6 +124,9 @@ def _child(spec: ProcessSpec, go: int, stdio: tuple[int, int, int]) -> None:
     try:
         for fd, target in zip(stdio, (0, 1, 2), strict=True):
             os.dup2(fd, target)
+        if spec.tty:
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         os.read(go, 1)  # the shim has put us in our cgroup
         os.unshare(os.CLONE_NEWNS | os.CLONE_NEWUTS | os.CLONE_NEWIPC)
         if spec.netns:

@@ -107,3 +107,41 @@ def test_detached_container_survives_a_daemon_crash_and_its_exit_is_recorded(mak
     kinds = [json.loads(line)["type"] for line in lab.cli(2, "events", "--json").stdout.split("\n")
              if line]
     assert kinds.count("ContainerStarted") == 1 and kinds.count("ContainerExited") == 1
+
+
+def test_interactive_runs_with_and_without_a_terminal(make_lab):
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    lab = make_lab(1)
+    lab.start(1)
+    piped = lab.cli(1, "run", "-i", "--rm", "-n", NET, "busybox", "sh", "-c",
+                    "read x; echo got-$x; exit 6", input="hello\n", check=False)
+    assert (piped.returncode, piped.stdout) == (6, "got-hello\n")
+
+    # 'new -n CIDR' (the original tool's command): a shell on a terminal of its own.
+    master, slave = pty.openpty()
+    env = dict(os.environ, CANTAINER_SOCKET=lab.host(1).socket)
+    shell = subprocess.Popen([sys.executable, "-m", "cantainer.cli", "new", "-n", NET],
+                             stdin=slave, stdout=slave, stderr=slave, env=env,
+                             start_new_session=True)
+    os.close(slave)
+    try:
+        os.write(master, b"[ -t 0 ] && echo is-a-tty; echo sum-$((2+3)); exit 3\n")
+        out, deadline = b"", time.monotonic() + 30
+        while shell.poll() is None and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    out += os.read(master, 4096)
+                except OSError:
+                    break
+        assert shell.wait(10) == 3, out
+        assert b"is-a-tty" in out and b"sum-5" in out
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+        os.close(master)
+    assert json.loads(lab.cli(1, "ps", "-a", "--json").stdout) == [], "--rm removed both"
