@@ -46,6 +46,21 @@ def run(state_dir: str) -> int:
                                env=tuple(raw.get("env", ())), netns=raw.get("netns"))
     cgroup = Cgroup(raw["id"])
     cgroup.create(raw.get("memory"), raw.get("pids_limit"), raw.get("cpus"))
+    try:
+        code, client = _run_container(spec, state_dir, raw, cgroup)
+    finally:
+        cgroup.remove()
+    if client is not None:
+        try:
+            client.sendall(json.dumps({"exit_code": code}).encode() + b"\n")
+        except OSError:
+            pass  # the CLI went away; the exit code is in the state directory
+        client.close()
+    return 0
+
+
+def _run_container(spec, state_dir: str, raw: dict, cgroup: Cgroup):
+    """Start the container, wait for it, record its exit; (code, attached client)."""
     attached = _attach(state_dir) if raw.get("attach") else None
     if attached is not None:
         client, stdio, tty = attached
@@ -76,14 +91,7 @@ def run(state_dir: str) -> int:
     if code != 137 and cgroup.oom_killed():
         code = 137
     _write_atomically(os.path.join(state_dir, "exit_code"), str(code))
-    cgroup.remove()
-    if client is not None:
-        try:
-            client.sendall(json.dumps({"exit_code": code}).encode() + b"\n")
-        except OSError:
-            pass  # the CLI went away; the exit code is in the state directory
-        client.close()
-    return 0
+    return code, client
 
 
 def _attach(state_dir: str, timeout: float = 30.0):
