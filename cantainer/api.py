@@ -39,6 +39,7 @@ The client side lives in ``cli.py`` so that the CLI imports nothing heavy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ import signal
 from typing import TYPE_CHECKING
 
 from cantainer.actors.ipam import implicit_name
+from cantainer.actors.runtime import attach_marker
 from cantainer.errors import CantainerError, InvalidEvent, LogUnavailable, Rejected
 from cantainer.events import Recorded, UnknownEvent, from_data, new_event_id, parse_cidr
 from cantainer.kernel.images import pull_alpine
@@ -244,14 +246,19 @@ class ApiServer:
         if not fields["network"]:
             raise CantainerError("give the container a network: -n CIDR|NAME")
         event = from_data("ContainerCreated", {k: v for k, v in fields.items() if v is not None})
-        state = os.path.join(self.daemon.config.data_dir, "containers", cid)
+        marker = attach_marker(self.daemon.config.data_dir, cid)
         if request.get("attach"):  # run -i/-t: the runtime actor's shim waits for the CLI
-            os.makedirs(state, mode=0o700)
-            open(os.path.join(state, "attach"), "w").close()
-        seq, = await self._append([event], [request.get("id") or new_event_id()])
-        await self._verdicts([seq])
+            os.makedirs(os.path.dirname(marker), mode=0o700, exist_ok=True)
+            open(marker, "w").close()
+        try:
+            seq, = await self._append([event], [request.get("id") or new_event_id()])
+            await self._verdicts([seq])
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(marker)
+            raise
         if request.get("attach"):
-            sock = os.path.join(state, "attach.sock")
+            sock = os.path.join(self.daemon.config.data_dir, "containers", cid, "attach.sock")
             c = await self._until(cid, lambda c: os.path.exists(sock) or c["state"] != "created")
             await send({"container": c, "attach": sock})
             return

@@ -36,6 +36,15 @@ VXLAN_OVERHEAD = 50
 START_TIMEOUT = 10.0
 
 
+def attach_marker(data_dir: str, cid: str) -> str:
+    """Where the API marks a container whose CLI will attach (run -i/-t).
+
+    Outside the state directories, which the actor removes when the log has
+    no such container: the marker is written before the event is applied.
+    """
+    return os.path.join(data_dir, "attach", cid)
+
+
 class RuntimeActor(ProjectionActor):
     name = "runtime"
 
@@ -87,8 +96,10 @@ class RuntimeActor(ProjectionActor):
                 "memory": c.created.memory, "pids_limit": c.created.pids_limit,
                 "cpus": c.created.cpus,
                 # run -i/-t: the API marked it; the shim waits for the CLI's terminal.
-                "attach": os.path.exists(os.path.join(state, "attach"))}
+                "attach": os.path.exists(attach_marker(self.context.data_dir, c.id))}
         _write(os.path.join(state, "spec.json"), json.dumps(spec))
+        if spec["attach"]:
+            os.unlink(attach_marker(self.context.data_dir, c.id))
         with open(os.path.join(state, "shim.log"), "ab") as shim_log:
             shim = subprocess.Popen([sys.executable, "-m", "cantainer.shim", state],
                                     stdin=subprocess.DEVNULL, stdout=shim_log, stderr=shim_log,

@@ -1,9 +1,7 @@
 """Images: the busybox build, safe unpacking of root filesystem tarballs."""
 
 import io
-import json
 import os
-import shutil
 import tarfile
 
 import pytest
