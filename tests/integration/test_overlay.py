@@ -145,6 +145,8 @@ def test_network_commands_report_verdicts(make_lab):
         ("blue", "198.18.0.0/24", VNI), ("198.18.1.0-24", "198.18.1.0/24", VNI + 1)]
     lab.cli(1, "submit-event", "ContainerCreated", "container=" + "a" * 12, "name=web",
             "host=h2", "network=blue")
+    # h2's runtime starts it (a shell with no input: it ends at once); let the log settle.
+    wait_for(lambda: json.loads(lab.cli(3, "inspect", "web").stdout)["state"] == "exited")
     busy = lab.cli(2, "network", "rm", "blue", check=False)
     assert busy.returncode == 1 and "still has containers: web" in busy.stderr
     dup = lab.cli(1, "submit-event", "ContainerCreated", "container=" + "b" * 12, "name=web",
