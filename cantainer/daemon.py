@@ -184,6 +184,8 @@ class Daemon:
     async def _report_liveness(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
+            # Members the log names are worth asking for the leader, too.
+            await self.raft.store.learn(self.context.peers.values())
             ref = self.pipeline.refs.get("membership")
             if ref is not None and ref.is_alive():
                 ref.proxy().on_liveness(dict(self.heartbeats.last_heard), self.raft.is_leader)

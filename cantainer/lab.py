@@ -125,6 +125,29 @@ class Lab:
             self.start(h.number, wait=False)
         for h in self.hosts:
             self.wait_ready(h.number)
+        self.wait_formed()
+
+    def wait_formed(self, timeout: float = 30.0) -> None:
+        """Wait until the Raft group has its voters (up to 3) and stand-bys.
+
+        The leader reports a promotion once it has committed it; the promoted
+        node hears of it a moment later, and until then would not stand for
+        election. Half a second more lets the change reach every member, so a
+        test that kills the leader kills it in an established group.
+        """
+        want = sorted(["voter"] * min(3, len(self.hosts)) +
+                      ["standby"] * min(3, max(0, len(self.hosts) - 3)))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                members = self.call(1, {"op": "status"})["status"]["members"]
+                if sorted(m["role"] for m in members if m["role"] != "spare") == want:
+                    time.sleep(0.5)
+                    return
+            except CantainerError:
+                pass
+            time.sleep(0.1)
+        raise CantainerError(f"the Raft group did not form within {timeout:g}s")
 
     def wait_ready(self, number: int, timeout: float = 60.0) -> None:
         h = self.host(number)

@@ -82,6 +82,16 @@ class MemberStore(MemoryNodeStore):
             saved = []
         super().__init__(list(dict.fromkeys([*addresses, *saved])))
 
+    async def learn(self, addresses: Iterable[str]) -> None:
+        """Add member addresses heard of elsewhere (the log's NodeJoined events)."""
+        known = {n.address for n in await self.get_nodes()}
+        new = [a for a in addresses if a not in known]
+        if new:
+            nodes = list(await self.get_nodes())
+            start = max((n.node_id for n in nodes), default=0) + 1
+            await self.set_nodes([*nodes, *(NodeInfo(start + i, a, STANDBY)
+                                            for i, a in enumerate(new))])
+
     async def set_nodes(self, nodes: Sequence[NodeInfo]) -> None:
         await super().set_nodes(nodes)
         addresses = [n.address for n in await self.get_nodes()]
@@ -164,7 +174,9 @@ class RaftMember:
                     await seeds.add_node(self.node_id, self.address, role=SPARE)
                 log.info("joined the cluster as node %x", self.node_id)
                 await self.store.set_nodes(await seeds.cluster_info())
-                await self.rebalance(seeds)
+                # We are online, whatever a probe under load says: take a seat now
+                # rather than at the leader's next round.
+                await self.rebalance(seeds, also_online={self.node_id})
                 return
             except (ClientError, OSError, TimeoutError) as exc:
                 last = exc
@@ -203,14 +215,15 @@ class RaftMember:
         found = await asyncio.gather(*(probe(n) for n in nodes))
         return {n for n in found if n is not None}
 
-    async def rebalance(self, client: ClusterClient | None = None) -> None:
+    async def rebalance(self, client: ClusterClient | None = None,
+                        also_online: set[int] = frozenset()) -> None:
         """Apply :func:`plan_roles` through the leader."""
         client = client or self._admin
         leader = await client.leader_info()
         if leader is None:
             return
         nodes = await client.cluster_info()
-        online = await self._online(nodes, client)
+        online = await self._online(nodes, client) | set(also_online)
         for node_id, role in plan_roles(nodes, online, leader=leader.node_id,
                                         voters=self.voters, standbys=self.standbys):
             log.info("assigning node %x the role %s", node_id, role.name.lower())
