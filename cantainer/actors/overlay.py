@@ -20,8 +20,6 @@ from cantainer.actors.ipam import Ipam
 
 log = logging.getLogger(__name__)
 
-VXLAN_OVERHEAD = 50
-
 
 @attrs.frozen
 class NetworkPlan:

@@ -29,10 +29,10 @@ from cantainer.actors.ipam import Container, Ipam
 from cantainer.events import ContainerExited, ContainerStarted
 from cantainer.kernel import container_net
 from cantainer.kernel.images import ImageStore
+from cantainer.kernel.overlay import VXLAN_OVERHEAD
 
 log = logging.getLogger(__name__)
 
-VXLAN_OVERHEAD = 50
 START_TIMEOUT = 10.0
 
 
