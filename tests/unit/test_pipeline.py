@@ -50,6 +50,10 @@ class CrashesOnce(ProjectionActor):
             raise RuntimeError("kernel said no")
 
 
+def host_context():
+    return ActorContext(node="h1", address="192.0.2.1", append=lambda e, i: None)
+
+
 def joined(name, i):
     return NodeJoined(name=name, address=f"192.0.2.{i}", dqlite_address=f"192.0.2.{i}:9000")
 
@@ -67,7 +71,7 @@ def run(coro):
 def test_actors_get_every_record_in_order_then_live_ones():
     log = MemoryLog([joined("h1", 1), joined("h2", 2)])
     Recording.seen = []
-    context = ActorContext(node="h1", address="192.0.2.1", append=lambda e, i: None)
+    context = host_context()
 
     async def go():
         p = Pipeline(log, context, actors=(Recording,))
@@ -88,7 +92,7 @@ def test_actors_get_every_record_in_order_then_live_ones():
 def test_a_crashed_actor_is_restarted_from_a_fresh_replay():
     log = MemoryLog([joined("h1", 1), joined("h2", 2), NodeLeft(name="h2")])
     CrashesOnce.crashed = []
-    context = ActorContext(node="h1", address="192.0.2.1", append=lambda e, i: None)
+    context = host_context()
 
     async def go():
         p = Pipeline(log, context, actors=(CrashesOnce, Recording))
@@ -114,7 +118,7 @@ def test_a_crashed_actor_is_restarted_from_a_fresh_replay():
 def test_a_dead_actor_does_not_stop_the_others_from_being_fed():
     log = MemoryLog([joined("h1", 1), joined("h2", 2)])
     CrashesOnce.crashed = []
-    context = ActorContext(node="h1", address="192.0.2.1", append=lambda e, i: None)
+    context = host_context()
 
     async def go():
         p = Pipeline(log, context, actors=(CrashesOnce, Recording))
