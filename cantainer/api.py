@@ -24,9 +24,15 @@ closes the connection.  Every response line is a JSON object; a failure is
     {"op": "inspect", "ref": R}              -> {"container": {...}}
     {"op": "logs", "ref": R, "follow": bool} -> {"data": "..."} per chunk, then {"end": true}
     {"op": "wait", "ref": R}                 -> {"exit_code": N}
-    {"op": "exec_target", "ref": R}          -> {"container": {..., "pid": N}} (CLI enters it)
-    {"op": "stop", "ref": R, "timeout": S}   -> {"stopped": NAME}
-    {"op": "rm", "ref": R, "force": bool}    -> {"removed": NAME}
+    {"op": "exec", "ref": R, "command": [...], "interactive": bool, "tty": bool,
+     "size": [ROWS, COLS]?}                  -> a session: see exec_session.py
+    {"op": "stop", "ref": R, "timeout": S}   -> {"stopped": NAME}   (ContainerStopRequested)
+    {"op": "rm", "ref": R, "force": bool}    -> {"removed": NAME}   (ContainerRemoved)
+    {"op": "leave"}                          -> {"left": NAME, "seq": N}, then the daemon stops
+    {"op": "node_rm", "name": N, "force": bool} -> {"removed": N}
+
+``logs`` and ``exec`` of a container of another host are forwarded to that
+host's peer API (TCP, dqlite port + 2) and its answer relayed as it comes.
 
 Appends wait until this host's IPAM actor has applied them and report its
 verdict: an event that log order rejects (a duplicate name, an overlapping
@@ -43,13 +49,13 @@ import contextlib
 import json
 import logging
 import os
-import signal
 from typing import TYPE_CHECKING
 
 from cantainer.actors.ipam import implicit_name
 from cantainer.actors.runtime import attach_marker
 from cantainer.errors import CantainerError, InvalidEvent, LogUnavailable, Rejected
 from cantainer.events import Recorded, UnknownEvent, from_data, new_event_id, parse_cidr
+from cantainer.exec_session import exec_session
 from cantainer.kernel.images import pull_alpine
 
 if TYPE_CHECKING:
@@ -60,6 +66,8 @@ log = logging.getLogger(__name__)
 MAX_REQUEST = 16 << 20  # bytes in one request line (a batch of events)
 MAX_BATCH = 10_000
 FOLLOW_POLL = 0.1  # seconds between reads of the log head while following
+FORWARD_CONNECT_TIMEOUT = 3.0  # seconds to reach the daemon that runs a container
+STOP_GRACE = 15.0  # seconds after a stop's timeout for SIGKILL to be reported
 
 
 def record_json(rec: Recorded) -> dict:
@@ -70,36 +78,83 @@ def record_json(rec: Recorded) -> dict:
     return out
 
 
+class Exchange:
+    """One connection: the request line is read; more lines may follow (exec's stdin)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def send(self, msg: dict) -> None:
+        self.writer.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+        await self.writer.drain()
+
+    async def receive(self) -> dict | None:
+        """The client's next line; None once it has closed its side."""
+        line = await self.reader.readline()
+        if not line:
+            return None
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            raise CantainerError("bad request: a line is not JSON") from None
+        if not isinstance(msg, dict):
+            raise CantainerError("bad request: a line is not an object")
+        return msg
+
+
+def peer_port(dqlite_port: int) -> int:
+    """Where a daemon serves its peers' forwarded requests (logs, exec)."""
+    return dqlite_port + 2
+
+
 class ApiServer:
+    """The local API on a unix socket, and the peer API on the underlay.
+
+    The peer listener (dqlite port + 2) serves only ``PEER_OPS``, for the
+    containers of this host: another daemon forwards them there when its
+    user names a container of this host.
+    """
+
+    PEER_OPS = frozenset({"logs", "exec"})
+
     def __init__(self, daemon: Daemon, path: str) -> None:
         self.daemon = daemon
         self.path = path
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
 
-    async def start(self) -> None:
+    async def start(self, peer_address: tuple[str, int] | None = None) -> None:
         _claim_socket(self.path)
         old = os.umask(0o177)
         try:
-            self._server = await asyncio.start_unix_server(self._serve, self.path,
-                                                           limit=MAX_REQUEST)
+            self._servers.append(await asyncio.start_unix_server(
+                self._serve, self.path, limit=MAX_REQUEST))
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
+        if peer_address is not None:
+            try:
+                self._servers.append(await asyncio.start_server(
+                    lambda r, w: self._serve(r, w, peer=True), *peer_address,
+                    limit=MAX_REQUEST, reuse_address=True))
+            except OSError as exc:
+                await self.stop()
+                raise CantainerError(f"cannot serve peers on {peer_address[0]}:"
+                                     f"{peer_address[1]}: {exc.strerror}") from None
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        for server in self._servers:
+            server.close()
+        if self._servers:
+            self._servers = []
             try:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async def send(msg: dict) -> None:
-            writer.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
-            await writer.drain()
-
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     peer: bool = False) -> None:
+        ex = Exchange(reader, writer)
         try:
             try:
                 line = await reader.readline()
@@ -108,21 +163,23 @@ class ApiServer:
                     raise ValueError("not an object")
             except ValueError as exc:  # includes over-long lines and bad JSON
                 raise CantainerError(f"bad request: {exc}") from None
-            handler = getattr(self, f"_op_{request.get('op')}", None)
-            if handler is None:
-                raise CantainerError(f"unknown request {request.get('op')!r}")
-            await handler(request, send)
+            op = request.get("op")
+            handler = getattr(self, f"_op_{op}", None)
+            if handler is None or (peer and op not in self.PEER_OPS):
+                raise CantainerError(f"unknown request {op!r}")
+            request["peer"] = peer
+            await handler(request, ex)
         except CantainerError as exc:
-            await _quietly(send({"error": str(exc)}))
+            await _quietly(ex.send({"error": str(exc)}))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except Exception as exc:
             log.exception("API request failed")
-            await _quietly(send({"error": f"internal error: {type(exc).__name__}: {exc}"}))
+            await _quietly(ex.send({"error": f"internal error: {type(exc).__name__}: {exc}"}))
         finally:
             writer.close()
 
-    async def _op_submit(self, request: dict, send) -> None:
+    async def _op_submit(self, request: dict, ex: Exchange) -> None:
         items = request.get("events")
         if not isinstance(items, list) or not items:
             raise InvalidEvent("submit needs a non-empty list of events")
@@ -140,7 +197,7 @@ class ApiServer:
             ids.append(item.get("id") or new_event_id())
         seqs = await self._append(events, ids)
         await self._verdicts(seqs)
-        await send({"seqs": seqs})
+        await ex.send({"seqs": seqs})
 
     async def _append(self, events: list, ids: list[str]) -> list[int]:
         try:
@@ -159,10 +216,10 @@ class ApiServer:
         if rejected:
             raise Rejected(f"seq {rejected[0]} was appended but rejected: {rejected[1]}")
 
-    async def _op_nodes(self, request: dict, send) -> None:
-        await send({"nodes": await self.daemon.nodes()})
+    async def _op_nodes(self, request: dict, ex: Exchange) -> None:
+        await ex.send({"nodes": await self.daemon.nodes()})
 
-    async def _op_network_create(self, request: dict, send) -> None:
+    async def _op_network_create(self, request: dict, ex: Exchange) -> None:
         cidr = request.get("cidr")
         net = parse_cidr(cidr)
         name = request.get("name") or implicit_name(net)
@@ -170,36 +227,36 @@ class ApiServer:
         seq, = await self._append([event], [request.get("id") or new_event_id()])
         await self._verdicts([seq])
         networks = await self.daemon.pipeline.ask("ipam", "networks")
-        await send({"network": next(n for n in networks if n["name"] == name)})
+        await ex.send({"network": next(n for n in networks if n["name"] == name)})
 
-    async def _op_network_ls(self, request: dict, send) -> None:
+    async def _op_network_ls(self, request: dict, ex: Exchange) -> None:
         await self.daemon.pipeline.wait_applied("ipam", await self.daemon.reader.head())
-        await send({"networks": await self.daemon.pipeline.ask("ipam", "networks")})
+        await ex.send({"networks": await self.daemon.pipeline.ask("ipam", "networks")})
 
-    async def _op_network_rm(self, request: dict, send) -> None:
+    async def _op_network_rm(self, request: dict, ex: Exchange) -> None:
         event = from_data("NetworkRemoved", {"name": request.get("name")})
         seq, = await self._append([event], [request.get("id") or new_event_id()])
         await self._verdicts([seq])
-        await send({"removed": event.name})
+        await ex.send({"removed": event.name})
 
     # -- images: this host's store; slow work runs off the event loop ------------------
 
-    async def _op_image_ls(self, request: dict, send) -> None:
-        await send({"images": await asyncio.to_thread(self.daemon.images.list)})
+    async def _op_image_ls(self, request: dict, ex: Exchange) -> None:
+        await ex.send({"images": await asyncio.to_thread(self.daemon.images.list)})
 
-    async def _op_image_import(self, request: dict, send) -> None:
+    async def _op_image_import(self, request: dict, ex: Exchange) -> None:
         ref, path = _text(request, "ref"), _text(request, "path")
         meta = await asyncio.to_thread(self.daemon.images.import_tarball, ref, path)
-        await send({"image": meta})
+        await ex.send({"image": meta})
 
-    async def _op_image_pull(self, request: dict, send) -> None:
+    async def _op_image_pull(self, request: dict, ex: Exchange) -> None:
         ref, mirror = _text(request, "ref"), request.get("mirror")
         meta = await asyncio.to_thread(pull_alpine, self.daemon.images, ref, mirror)
-        await send({"image": meta})
+        await ex.send({"image": meta})
 
-    async def _op_image_rm(self, request: dict, send) -> None:
+    async def _op_image_rm(self, request: dict, ex: Exchange) -> None:
         removed = await asyncio.to_thread(self.daemon.images.remove, _text(request, "ref"))
-        await send({"removed": removed})
+        await ex.send({"removed": removed})
 
     # -- containers -------------------------------------------------------------------
 
@@ -215,12 +272,36 @@ class ApiServer:
                                  "give more of the id")
         return found
 
-    async def _local(self, ref: object, action: str) -> tuple[dict, dict]:
-        c = await self._container(ref)
-        if c["host"] != self.daemon.config.name:
-            raise CantainerError(f"container {c['name']} runs on host {c['host']}: "
-                                 f"{action} it there")
-        return c, await self.daemon.pipeline.ask("runtime", "local_state", c["id"])
+    async def _owner(self, request: dict, ex: Exchange, action: str) -> dict | None:
+        """The container, if this host runs it; else the request is forwarded to the
+        daemon that does, its answer relayed, and None returned."""
+        c = await self._container(request.get("ref"))
+        if c["host"] == self.daemon.config.name:
+            return c
+        if request["peer"]:  # forwarded here by a daemon with an older view of the log
+            raise CantainerError(f"container {c['name']} is not on host "
+                                 f"{self.daemon.config.name}")
+        address = self.daemon.context.peers.get(c["host"])
+        if address is None:
+            raise CantainerError(f"cannot {action} container {c['name']}: its host "
+                                 f"{c['host']} has left the cluster")
+        host, _, port = address.rpartition(":")
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, peer_port(int(port)), limit=MAX_REQUEST),
+                FORWARD_CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            raise CantainerError(f"cannot {action} container {c['name']}: its host "
+                                 f"{c['host']} does not answer ({exc or 'timed out'})") from None
+        forwarded = {k: v for k, v in request.items() if k != "peer"} | {"ref": c["id"]}
+        writer.write(json.dumps(forwarded).encode() + b"\n")
+        upstream = asyncio.create_task(_pipe(ex.reader, writer))
+        try:
+            await _pipe(reader, ex.writer)
+        finally:
+            upstream.cancel()
+            writer.close()
+        return None
 
     async def _until(self, ref: str, done, timeout: float = 60.0) -> dict:
         """Poll the IPAM projection until ``done(container)`` holds."""
@@ -233,7 +314,7 @@ class ApiServer:
                 raise CantainerError(f"container {ref} still {c['state']} after {timeout:g}s")
             await asyncio.sleep(0.01)
 
-    async def _op_run(self, request: dict, send) -> None:
+    async def _op_run(self, request: dict, ex: Exchange) -> None:
         image = request.get("image") or "busybox"
         await asyncio.to_thread(self.daemon.images.rootfs, image)  # built or refused here
         cid = os.urandom(32).hex()
@@ -260,74 +341,77 @@ class ApiServer:
         if request.get("attach"):
             sock = os.path.join(self.daemon.config.data_dir, "containers", cid, "attach.sock")
             c = await self._until(cid, lambda c: os.path.exists(sock) or c["state"] != "created")
-            await send({"container": c, "attach": sock})
+            await ex.send({"container": c, "attach": sock})
             return
-        await send({"container": await self._until(cid, lambda c: c["state"] != "created")})
+        await ex.send({"container": await self._until(cid, lambda c: c["state"] != "created")})
 
-    async def _op_ps(self, request: dict, send) -> None:
+    async def _op_ps(self, request: dict, ex: Exchange) -> None:
         await self.daemon.pipeline.wait_applied("ipam", await self.daemon.reader.head())
         found = await self.daemon.pipeline.ask("ipam", "containers")
         if not request.get("all"):
             found = [c for c in found if c["state"] != "exited"]
-        await send({"containers": found})
+        await ex.send({"containers": found})
 
-    async def _op_inspect(self, request: dict, send) -> None:
-        await send({"container": await self._container(request.get("ref"))})
+    async def _op_inspect(self, request: dict, ex: Exchange) -> None:
+        await ex.send({"container": await self._container(request.get("ref"))})
 
-    async def _op_wait(self, request: dict, send) -> None:
+    async def _op_wait(self, request: dict, ex: Exchange) -> None:
         c = await self._container(request.get("ref"))
         c = await self._until(c["id"], lambda c: c["state"] == "exited", timeout=1e9)
-        await send({"exit_code": c["exit_code"] if c else None})
+        await ex.send({"exit_code": c["exit_code"] if c else None})
 
-    async def _op_logs(self, request: dict, send) -> None:
-        c, local = await self._local(request.get("ref"), "read its logs")
+    async def _op_logs(self, request: dict, ex: Exchange) -> None:
+        c = await self._owner(request, ex, "read the logs of")
+        if c is None:
+            return
+        path = (await self._local_state(c))["log"]
         offset = 0
         while True:
-            chunk = await asyncio.to_thread(_read_from, local["log"], offset)
+            chunk = await asyncio.to_thread(_read_from, path, offset)
             if chunk:
                 offset += len(chunk)
-                await send({"data": chunk.decode(errors="replace")})
+                await ex.send({"data": chunk.decode(errors="replace")})
                 continue
             if not request.get("follow"):
                 break
-            state = await self.daemon.pipeline.ask("runtime", "local_state", c["id"])
-            if state["exit_code"] is not None:
-                if not await asyncio.to_thread(_read_from, local["log"], offset):
+            if (await self._local_state(c))["exit_code"] is not None:
+                if not await asyncio.to_thread(_read_from, path, offset):
                     break
                 continue
             await asyncio.sleep(0.05)
-        await send({"end": True})
+        await ex.send({"end": True})
 
-    async def _op_stop(self, request: dict, send) -> None:
-        c, local = await self._local(request.get("ref"), "stop")
-        timeout = request.get("timeout", 10)
-        if local["pid"] is not None and local["exit_code"] is None:
-            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
-                try:
-                    os.kill(local["pid"], sig)
-                except ProcessLookupError:
-                    break
-                if await self._exited(c["id"], wait):
-                    break
-        await self._until(c["id"], lambda c: c["state"] == "exited", timeout=15)
-        await send({"stopped": c["name"]})
+    async def _local_state(self, c: dict) -> dict:
+        return await self.daemon.pipeline.ask("runtime", "local_state", c["id"])
 
-    async def _exited(self, cid: str, timeout: float) -> bool:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            state = await self.daemon.pipeline.ask("runtime", "local_state", cid)
-            if state["exit_code"] is not None:
-                return True
-            await asyncio.sleep(0.02)
-        return False
-
-    async def _op_exec_target(self, request: dict, send) -> None:
-        c, local = await self._local(request.get("ref"), "exec in")
+    async def _op_exec(self, request: dict, ex: Exchange) -> None:
+        command = request.get("command")
+        if not isinstance(command, list) or not command or \
+                not all(isinstance(a, str) and a for a in command):
+            raise CantainerError("exec needs a command")
+        c = await self._owner(request, ex, "exec in")
+        if c is None:
+            return
+        local = await self._local_state(c)
         if local["pid"] is None or local["exit_code"] is not None:
             raise CantainerError(f"container {c['name']} is not running")
-        await send({"container": {**c, "pid": local["pid"]}})
+        spec = {"id": c["id"], "pid": local["pid"], "command": command, "env": c["env"]}
+        await exec_session(ex, spec, interactive=bool(request.get("interactive")),
+                           tty=bool(request.get("tty")), size=request.get("size"))
 
-    async def _op_rm(self, request: dict, send) -> None:
+    async def _op_stop(self, request: dict, ex: Exchange) -> None:
+        """Through the log, so it works from any host: the owner's runtime acts on it."""
+        c = await self._container(request.get("ref"))
+        timeout = request.get("timeout", 10)
+        event = from_data("ContainerStopRequested", {"container": c["id"], "timeout": timeout})
+        if c["state"] != "exited":
+            seq, = await self._append([event], [request.get("id") or new_event_id()])
+            await self._verdicts([seq])
+            await self._until(c["id"], lambda c: c["state"] == "exited",
+                              timeout=event.timeout + STOP_GRACE)
+        await ex.send({"stopped": c["name"]})
+
+    async def _op_rm(self, request: dict, ex: Exchange) -> None:
         c = await self._container(request.get("ref"))
         if c["state"] == "running" and not request.get("force"):
             raise CantainerError(f"container {c['name']} is running: stop it first, "
@@ -335,15 +419,43 @@ class ApiServer:
         event = from_data("ContainerRemoved", {"container": c["id"]})
         seq, = await self._append([event], [f"ContainerRemoved-{c['id']}"])
         await self._verdicts([seq])
-        await send({"removed": c["name"]})
+        await ex.send({"removed": c["name"]})
 
-    async def _op_check(self, request: dict, send) -> None:
+    # -- membership -------------------------------------------------------------------
+
+    async def _op_leave(self, request: dict, ex: Exchange) -> None:
+        """This host leaves the cluster: NodeLeft, its containers stopped, the daemon
+        stopped.  A plain SIGTERM stops the daemon without leaving."""
+        seq = await self.daemon.leave()
+        await self.daemon.pipeline.wait_applied("runtime", seq)
+        await ex.send({"left": self.daemon.config.name, "seq": seq})
+        self.daemon.stop()
+
+    async def _op_node_rm(self, request: dict, ex: Exchange) -> None:
+        """An operator evicts a host that is gone: NodeLeft on its behalf."""
+        name = _text(request, "name")
+        if name == self.daemon.config.name:
+            raise CantainerError(f"{name} is this host: use 'cantainer node leave' on it")
+        await self.daemon.pipeline.wait_applied("membership", await self.daemon.reader.head())
+        nodes = await self.daemon.pipeline.ask("membership", "snapshot")
+        node = nodes.get(name)
+        if node is None or node["state"] == "left":
+            raise CantainerError(f"no member named {name!r}")
+        if node["state"] != "suspected" and not request.get("force"):
+            raise CantainerError(f"host {name} is alive (state {node['state']}): it should "
+                                 "leave by itself ('node leave'), or use --force")
+        event = from_data("NodeLeft", {"name": name})
+        seq, = await self._append([event], [f"NodeLeft-{name}-{node['joined']}"])
+        await self._verdicts([seq])
+        await ex.send({"removed": name, "seq": seq})
+
+    async def _op_check(self, request: dict, ex: Exchange) -> None:
         pipeline = self.daemon.pipeline
         await pipeline.wait_applied("overlay", await self.daemon.reader.head())
-        await send({"applied": pipeline.context.progress.get("overlay", 0),
+        await ex.send({"applied": pipeline.context.progress.get("overlay", 0),
                     "differences": await pipeline.ask("overlay", "differences")})
 
-    async def _op_events(self, request: dict, send) -> None:
+    async def _op_events(self, request: dict, ex: Exchange) -> None:
         since = request.get("since", 0)
         types = request.get("types") or None
         if not isinstance(since, int) or since < 0:
@@ -352,17 +464,17 @@ class ApiServer:
         while True:
             batch = await reader.read(after=since, limit=1000, types=types)
             for rec in batch:
-                await send({"event": record_json(rec)})
+                await ex.send({"event": record_json(rec)})
             if batch:
                 since = batch[-1].seq
                 continue
             if not request.get("follow"):
-                await send({"end": True})
+                await ex.send({"end": True})
                 return
             await asyncio.sleep(FOLLOW_POLL)
 
-    async def _op_status(self, request: dict, send) -> None:
-        await send({"status": await self.daemon.status()})
+    async def _op_status(self, request: dict, ex: Exchange) -> None:
+        await ex.send({"status": await self.daemon.status()})
 
 
 def _read_from(path: str, offset: int, limit: int = 1 << 16) -> bytes:
@@ -379,6 +491,18 @@ def _text(request: dict, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise CantainerError(f"request needs {key!r}")
     return value
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy bytes until the reader ends, then end the writer's side."""
+    try:
+        while data := await reader.read(1 << 16):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError):
+        pass
 
 
 async def _quietly(coro) -> None:

@@ -21,8 +21,8 @@ DEFAULT_SOCKET = "/run/cantainer/cantainerd.sock"
 # -- talking to the daemon ------------------------------------------------------------
 
 
-def request(path: str, message: dict):
-    """Send one request; yield the response objects; raise ApiError on an error line."""
+def connect(path: str, message: dict) -> socket.socket:
+    """A connection to the daemon with ``message`` sent on it."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
@@ -33,8 +33,14 @@ def request(path: str, message: dict):
     except PermissionError:
         sock.close()
         raise DaemonUnreachable(f"permission denied on {path}: cantainer needs root") from None
+    sock.sendall(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+    return sock
+
+
+def request(path: str, message: dict):
+    """Send one request; yield the response objects; raise ApiError on an error line."""
+    sock = connect(path, message)
     with sock, sock.makefile("rb") as stream:
-        sock.sendall(json.dumps(message, separators=(",", ":")).encode() + b"\n")
         for line in stream:
             reply = json.loads(line)
             if "error" in reply:
@@ -280,17 +286,19 @@ def cmd_run(args) -> int:
 
 
 def cmd_exec(args) -> int:
-    """Run a command in a running container of this host (125 when that is refused)."""
+    """Run a command in a running container of any host; 125 when that is refused."""
     if not args.command:
         raise CantainerError("exec needs a command")
+    from cantainer import terminal
+
+    message = {"op": "exec", "ref": args.ref, "command": args.command,
+               "interactive": args.interactive, "tty": args.tty,
+               "size": terminal.size() if args.tty else None}
     try:
-        c = call(args.socket, {"op": "exec_target", "ref": args.ref})["container"]
-    except CantainerError as exc:
+        return terminal.exec_relay(connect(args.socket, message), args.interactive, args.tty)
+    except ApiError as exc:
         print(f"cantainer: error: {exc}", file=sys.stderr)
         return 125
-    from cantainer.kernel import enter  # namespaces and cgroups: only this command needs them
-
-    return enter.run_in(c["id"], c["pid"], args.command, c["env"])
 
 
 def cmd_new(args) -> int:
@@ -329,6 +337,19 @@ def cmd_logs(args) -> int:
 def cmd_stop(args) -> int:
     for ref in args.refs:
         print(call(args.socket, {"op": "stop", "ref": ref, "timeout": args.time})["stopped"])
+    return 0
+
+
+def cmd_node_leave(args) -> int:
+    reply = call(args.socket, {"op": "leave"})
+    print(f"{reply['left']} left the cluster at seq {reply['seq']}; its daemon is stopping")
+    return 0
+
+
+def cmd_node_rm(args) -> int:
+    for name in args.names:
+        reply = call(args.socket, {"op": "node_rm", "name": name, "force": args.force})
+        print(reply["removed"])
     return 0
 
 
@@ -418,6 +439,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_nodes)
 
+    node = sub.add_parser("node", help="this host's membership").add_subparsers(
+        dest="node_command", required=True, parser_class=_Parser)
+    p = node.add_parser("leave", help="leave the cluster: stop this host's containers, free "
+                                      "their addresses, stop its daemon")
+    p.set_defaults(func=cmd_node_leave)
+    p = node.add_parser("rm", help="evict hosts that are gone (NodeLeft on their behalf)")
+    p.add_argument("--force", action="store_true", help="even if their heartbeat is live")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.set_defaults(func=cmd_node_rm)
+
     net = sub.add_parser("network", help="overlay networks").add_subparsers(
         dest="network_command", required=True, parser_class=_Parser)
     p = net.add_parser("create", help="create an overlay network; prints its name")
@@ -449,10 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("new", help="an interactive shell in a new container on a subnet")
     p.add_argument("-n", "--network", required=True, metavar="CIDR|NAME")
     p.set_defaults(func=cmd_new)
-    p = sub.add_parser("exec", help="run a command in a running container of this host")
-    p.add_argument("-i", "--interactive", action="store_true",
-                   help="accepted for Docker's sake: the command always has this terminal")
-    p.add_argument("-t", "--tty", action="store_true", help="likewise")
+    p = sub.add_parser("exec", help="run a command in a running container (any host)")
+    p.add_argument("-i", "--interactive", action="store_true", help="pass stdin on")
+    p.add_argument("-t", "--tty", action="store_true", help="give the command a terminal")
     p.add_argument("ref", metavar="NAME|ID")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
     p.set_defaults(func=cmd_exec)
@@ -463,12 +493,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="a container, as JSON")
     p.add_argument("ref", metavar="NAME|ID")
     p.set_defaults(func=cmd_inspect)
-    p = sub.add_parser("logs", help="a container's output (containers of this host)")
+    p = sub.add_parser("logs", help="a container's output (any host)")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("ref", metavar="NAME|ID")
     p.set_defaults(func=cmd_logs)
-    p = sub.add_parser("stop", help="SIGTERM, then SIGKILL after -t seconds")
-    p.add_argument("-t", "--time", type=float, default=10.0, metavar="SECONDS")
+    p = sub.add_parser("stop", help="SIGTERM, then SIGKILL after -t seconds (any host, "
+                                    "through the log)")
+    p.add_argument("-t", "--time", type=int, default=10, metavar="SECONDS")
     p.add_argument("refs", nargs="+", metavar="NAME|ID")
     p.set_defaults(func=cmd_stop)
     p = sub.add_parser("rm", help="remove containers (from any host, through the log)")

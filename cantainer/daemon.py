@@ -3,8 +3,15 @@
 Start order: lock the data directory, start the embedded dqlite node (join
 through the seeds if new), start the actor pipeline, announce ``NodeJoined``,
 send heartbeats, serve the local API, look after Raft roles.  Stop order is
-the reverse: stop serving, append ``NodeLeft``, stop the actors, hand over
-leadership and this node's Raft seat, stop the node.
+the reverse: stop serving, stop the actors, hand over leadership and this
+node's Raft seat, stop the node.
+
+Stopping is not leaving: after SIGTERM the host stays a member, its
+containers keep running under their shims, and the restarted daemon adopts
+them (Docker's live-restore; kubelet and Nomad behave alike).  The peers
+record ``NodeSuspected`` if it stays away.  Leaving is ``cantainer node
+leave``: ``NodeLeft``, which stops this host's containers and frees their
+addresses, then the stop above.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import sys
 import attrs
 
 from cantainer.actors import ActorContext, Pipeline
-from cantainer.api import ApiServer
+from cantainer.api import ApiServer, peer_port
 from cantainer.errors import CantainerError, ConfigError
 from cantainer.events import EventLog, NodeJoined, NodeLeft, RaftMember
 from cantainer.heartbeat import INTERVAL as HEARTBEAT_INTERVAL
@@ -34,7 +41,7 @@ log = logging.getLogger("cantainerd")
 
 DEFAULT_PORT = 9000
 ROLES_INTERVAL = 5.0  # seconds between checks of Raft voters and stand-bys
-LEAVE_TIMEOUT = 3.0   # seconds a graceful stop waits to record NodeLeft
+HAND_OVER_TIMEOUT = 3.0  # seconds a stop waits to hand over leadership
 
 
 @attrs.frozen
@@ -92,7 +99,7 @@ class Daemon:
             self.pipeline.start()
             await self._announce()
             await self.heartbeats.start(self.config.host, heartbeat_port(self.config.port))
-            await self.api.start()
+            await self.api.start((self.config.host, peer_port(self.config.port)))
             tasks = [asyncio.create_task(self._look_after_roles()),
                      asyncio.create_task(self.heartbeats.run()),
                      asyncio.create_task(self._report_liveness())]
@@ -101,7 +108,6 @@ class Daemon:
             await self._stopping.wait()
             log.info("stopping")
             await self.api.stop()
-            await self._leave()
         finally:
             for task in tasks:
                 task.cancel()
@@ -142,15 +148,16 @@ class Daemon:
         if rejected:
             raise ConfigError(f"this node cannot join: {rejected[1]}")
 
-    async def _leave(self) -> None:
-        """Append ``NodeLeft``; the last member of a stopping cluster has no quorum
-        for it, so this waits a few seconds at most."""
-        try:
-            async with asyncio.timeout(LEAVE_TIMEOUT):
-                await self.log.append([NodeLeft(name=self.config.name)],
-                                      [f"NodeLeft-{self.config.name}-{self._joined_seq}"])
-        except (CantainerError, TimeoutError) as exc:
-            log.warning("could not append NodeLeft: %s", exc or "no quorum in time")
+    async def leave(self) -> int:
+        """Append ``NodeLeft`` for this host; its seq.  The same id as an operator's
+        ``node rm`` of this host, so the two record one departure."""
+        event = NodeLeft(name=self.config.name)
+        seq, = await self.log.append([event], [f"NodeLeft-{self.config.name}-{self._joined_seq}"])
+        self.appended()
+        return seq
+
+    def stop(self) -> None:
+        self._stopping.set()
 
     def _append_soon(self, event, event_id: str) -> None:
         """Append from an actor's thread without waiting (ids make repeats harmless)."""
@@ -200,7 +207,7 @@ class Daemon:
 
     async def _hand_over(self) -> None:
         try:
-            async with asyncio.timeout(LEAVE_TIMEOUT):
+            async with asyncio.timeout(HAND_OVER_TIMEOUT):
                 await self.raft.hand_over()
         except Exception as exc:
             log.warning("hand-over incomplete: %s", exc)

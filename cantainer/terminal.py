@@ -1,4 +1,6 @@
-"""The CLI's end of ``run -i``/``-t``: hand the container a terminal, relay it.
+"""The CLI's end of ``run -i``/``-t`` and of ``exec``.
+
+``run``: hand the container a terminal, relay it.
 
 ``attach(path)`` connects to the container's shim (``STATE_DIR/attach.sock``)
 and sends it three file descriptors for the container's stdin, stdout and
@@ -7,10 +9,15 @@ master this process relays to and from its own terminal (in raw mode, with
 window-size changes passed on), as ``script`` does; without ``-t`` they are
 this process's own stdio (stdin only with ``-i``).  Returns the container's
 exit code, which the shim sends back when the container ends.
+
+``exec_relay(sock, ...)``: the container may be on another host, so no file
+descriptor can pass; stdin, stdout, stderr and window sizes travel as JSON
+lines (see ``cantainer/exec_session.py``) over the request's connection.
 """
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import os
@@ -18,8 +25,12 @@ import select
 import signal
 import socket
 import sys
+import struct
 import termios
+import threading
 import tty as ttymod
+
+from cantainer.errors import ApiError
 
 
 def _copy_size(source: int, target: int) -> None:
@@ -89,3 +100,59 @@ def _exit_code(sock: socket.socket) -> int | None:
         return json.loads(line)["exit_code"]
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def size() -> list[int] | None:
+    """This terminal's [rows, cols], if stdout is one."""
+    for fd in (1, 0):
+        try:
+            rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ,
+                                                                 b"\0" * 8))
+            return [rows, cols]
+        except OSError:
+            continue
+    return None
+
+
+def exec_relay(sock: socket.socket, interactive: bool, tty: bool) -> int:
+    lock = threading.Lock()
+
+    def send(msg: dict) -> None:
+        with lock:
+            try:
+                sock.sendall(json.dumps(msg).encode() + b"\n")
+            except OSError:
+                pass  # the daemon ended the session; its last line says how
+
+    def feed() -> None:
+        while data := os.read(0, 65536):
+            send({"stdin": base64.b64encode(data).decode()})
+        send({"stdin_eof": True})
+
+    saved = termios.tcgetattr(0) if tty and interactive and os.isatty(0) else None
+    if saved is not None:
+        ttymod.setraw(0, termios.TCSANOW)
+        signal.signal(signal.SIGWINCH, lambda *_: send({"resize": size()}))
+    if interactive:
+        threading.Thread(target=feed, daemon=True).start()
+    try:
+        with sock, sock.makefile("rb") as stream:
+            for line in stream:
+                reply = json.loads(line)
+                if "stdout" in reply:
+                    _write_all(1, base64.b64decode(reply["stdout"]))
+                elif "stderr" in reply:
+                    _write_all(2, base64.b64decode(reply["stderr"]))
+                elif "exit_code" in reply:
+                    return reply["exit_code"]
+                elif "error" in reply:
+                    raise ApiError(reply["error"])
+    finally:
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+    raise ApiError("the daemon ended the exec session without an exit code")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]

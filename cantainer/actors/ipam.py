@@ -29,6 +29,7 @@ from cantainer.events import (
     ContainerExited,
     ContainerRemoved,
     ContainerStarted,
+    ContainerStopRequested,
     NetworkCreated,
     NetworkRemoved,
     NodeLeft,
@@ -58,6 +59,7 @@ class Container:
     state: str = "created"  # created | running | exited
     pid: int | None = None
     exit_code: int | None = None
+    stop_timeout: int | None = None  # seconds, once a stop was requested
 
 
 def mac_of(ip: IPv4Address) -> str:
@@ -163,6 +165,15 @@ class Ipam(Projection):
         if c is None:
             return f"no container {e.container}"
         c.state, c.pid = "running", e.pid
+        return None
+
+    def on_ContainerStopRequested(self, e: ContainerStopRequested, seq: int) -> str | None:
+        c = self.containers.get(e.container)
+        if c is None:
+            return f"no container {e.container}"
+        if c.state != "exited":
+            c.stop_timeout = e.timeout if c.stop_timeout is None else min(c.stop_timeout,
+                                                                          e.timeout)
         return None
 
     def on_ContainerExited(self, e: ContainerExited, seq: int) -> str | None:

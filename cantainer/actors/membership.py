@@ -29,6 +29,7 @@ class Node:
     dqlite_address: str
     state: str
     since: int  # seq of the event that put it in this state
+    joined: int = 0  # seq of its NodeJoined
 
 
 class Membership(Projection):
@@ -46,7 +47,7 @@ class Membership(Projection):
                 return f"node name {e.name!r} is taken by the member at {other.dqlite_address}"
             if other.dqlite_address == e.dqlite_address:
                 return f"address {e.dqlite_address} belongs to member {other.name!r}"
-        self.nodes[e.name] = Node(e.name, e.address, e.dqlite_address, JOINED, seq)
+        self.nodes[e.name] = Node(e.name, e.address, e.dqlite_address, JOINED, seq, seq)
         return None
 
     def on_NodeLeft(self, e: NodeLeft, seq: int) -> str | None:

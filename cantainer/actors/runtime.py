@@ -5,7 +5,9 @@ actor makes sure it has, in ``DATA_DIR/containers/<id>/``, a started shim
 (``cantainer/shim.py``) — after building its network namespace and veth
 with the address and MAC the log decided — and records what the shim
 reports: ``ContainerStarted`` once its ``pid`` file appears,
-``ContainerExited`` once its ``exit_code`` file does.  A container the log
+``ContainerExited`` once its ``exit_code`` file does.  A
+``ContainerStopRequested`` gets SIGTERM, then SIGKILL after its timeout
+(a daemon restarted meanwhile sends SIGTERM again).  A container the log
 no longer has is killed if still running and its namespace, veth and state
 removed.  The shims outlive the daemon, so a restarted daemon adopts what
 it finds in those files.  Event ids are derived from the container id, so
@@ -52,6 +54,7 @@ class RuntimeActor(ProjectionActor):
         super().__init__(context, Ipam())
         self.state_root = os.path.join(context.data_dir, "containers")
         self.images = ImageStore(context.data_dir)
+        self._kill_at: dict[str, float] = {}  # container -> when SIGTERM turns to SIGKILL
 
     def _dir(self, cid: str) -> str:
         return os.path.join(self.state_root, cid)
@@ -71,6 +74,10 @@ class RuntimeActor(ProjectionActor):
             if c.state != "exited" and code is not None:
                 self.context.append(ContainerExited(container=cid, exit_code=code),
                                     f"ContainerExited-{cid}")
+            if c.stop_timeout is not None and pid is not None and code is None:
+                self._stop_container(cid, pid, c.stop_timeout)
+            elif code is not None:
+                self._kill_at.pop(cid, None)
         if os.path.isdir(self.state_root):
             for cid in os.listdir(self.state_root):
                 if cid not in local:
@@ -113,6 +120,19 @@ class RuntimeActor(ProjectionActor):
             time.sleep(0.002)
         threading.Thread(target=self._watch, args=(shim, state), daemon=True).start()
 
+    def _stop_container(self, cid: str, pid: int, timeout: int) -> None:
+        """SIGTERM once, SIGKILL once the timeout has passed (docker stop)."""
+        now = time.monotonic()
+        if cid not in self._kill_at:
+            self._kill_at[cid] = now + timeout
+            _signal(pid, signal.SIGTERM)
+            timer = threading.Timer(timeout, self.actor_ref.tell, args=(Reconcile(),))
+            timer.daemon = True
+            timer.start()
+        elif now >= self._kill_at[cid]:
+            self._kill_at[cid] = float("inf")
+            _signal(pid, signal.SIGKILL)
+
     def _watch(self, shim: subprocess.Popen, state: str) -> None:
         """Start and exit are worth a look at once, not at the next tick."""
         pid_file = os.path.join(state, "pid")
@@ -132,11 +152,9 @@ class RuntimeActor(ProjectionActor):
     def _remove(self, cid: str) -> None:
         state = self._dir(cid)
         pid = _read_int(os.path.join(state, "pid"))
+        self._kill_at.pop(cid, None)
         if pid is not None and not os.path.exists(os.path.join(state, "exit_code")):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _signal(pid, signal.SIGKILL)
             deadline = time.monotonic() + 5
             while not os.path.exists(os.path.join(state, "exit_code")) and \
                     time.monotonic() < deadline:
@@ -152,6 +170,13 @@ class RuntimeActor(ProjectionActor):
         return {"pid": _read_int(os.path.join(state, "pid")),
                 "exit_code": _read_int(os.path.join(state, "exit_code")),
                 "log": os.path.join(state, "output.log")}
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass  # it has just exited; the shim records that
 
 
 def _read_int(path: str) -> int | None:

@@ -16,6 +16,7 @@ from cantainer.events._catalogue import (
     ContainerExited,
     ContainerRemoved,
     ContainerStarted,
+    ContainerStopRequested,
     Event,
     NetworkCreated,
     NetworkRemoved,
@@ -39,8 +40,9 @@ from cantainer.events._validate import parse_cidr
 from cantainer.events._raft import RaftMember, plan_roles
 
 __all__ = [
-    "CATALOGUE", "MAX_PAYLOAD", "EventLog", "RaftMember", "new_event_id", "plan_roles", "ContainerCreated", "ContainerExited", "ContainerRemoved",
-    "ContainerStarted", "Event", "NetworkCreated", "NetworkRemoved", "NodeJoined", "NodeLeft",
+    "CATALOGUE", "MAX_PAYLOAD", "EventLog", "RaftMember", "new_event_id", "plan_roles",
+    "ContainerCreated", "ContainerExited", "ContainerRemoved", "ContainerStarted",
+    "ContainerStopRequested", "Event", "NetworkCreated", "NetworkRemoved", "NodeJoined", "NodeLeft",
     "NodeRecovered", "NodeSuspected", "Recorded", "UnknownEvent", "decode", "decode_fields", "encode", "parse_cidr",
     "from_data", "to_data",
 ]

@@ -105,6 +105,15 @@ class ContainerStarted(Event):
 
 
 @attrs.frozen
+class ContainerStopRequested(Event):
+    """Someone asked the owning host to stop the container: SIGTERM, then SIGKILL
+    after ``timeout`` seconds.  Any host may append it; the owner acts on it."""
+
+    container: str = attrs.field(validator=v.container_id)
+    timeout: int = attrs.field(default=10, validator=v.in_range(0, 3600))  # seconds
+
+
+@attrs.frozen
 class ContainerExited(Event):
     """The container's process ended with this code (128 + signal when killed)."""
 
@@ -123,5 +132,6 @@ CATALOGUE: dict[str, type[Event]] = {
     cls.type_name(): cls
     for cls in (NodeJoined, NodeLeft, NodeSuspected, NodeRecovered,
                 NetworkCreated, NetworkRemoved,
-                ContainerCreated, ContainerStarted, ContainerExited, ContainerRemoved)
+                ContainerCreated, ContainerStarted, ContainerStopRequested, ContainerExited,
+                ContainerRemoved)
 }

@@ -1,17 +1,22 @@
 """``cantainer exec``: a new process inside a running container, as nsenter does it.
 
-The caller joins the container's cgroup, then its IPC, UTS, network, PID and
+Run as ``python -m cantainer.kernel.enter SPEC_JSON [--tty]`` by the daemon
+(``cantainer/exec_session.py``), which relays its stdio.  It joins the
+container's cgroup, then its IPC, UTS, network, PID and
 mount namespaces (the mount namespace puts it at the container's root),
 forks once more so the new process is inside the PID namespace, drops to
-the container's capability set with ``no_new_privs``, and execs.  The new
-process keeps the caller's stdin, stdout and stderr, so an interactive
-shell uses the caller's terminal.
+the container's capability set with ``no_new_privs``, and execs.  With
+``--tty`` its stdin is a terminal, which becomes the controlling terminal of
+the new session the daemon started it in.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import sys
+import termios
 
 from cantainer.kernel.cgroups import Cgroup
 from cantainer.kernel.process import DEFAULT_PATH, _drop_privileges, exit_code
@@ -48,3 +53,14 @@ def run_in(container_id: str, pid: int, command: list[str], env: list[str]) -> i
     for fd in fds.values():
         os.close(fd)
     return exit_code(os.waitpid(child, 0)[1])
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(argv[0])
+    if "--tty" in argv[1:]:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    return run_in(spec["id"], spec["pid"], spec["command"], spec["env"])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,11 +1,14 @@
 """Containers on a three-host lab: across hosts over the overlay, and their life cycle."""
 
 import json
+import os
+import signal
 import time
 
 import pytest
 
-from tests.integration.helpers import wait_for
+from tests.integration.helpers import events, wait_for
+from tests.unit.test_images import alpine_like
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -17,15 +20,31 @@ def ps(lab, n):
     return {c["name"]: c for c in json.loads(lab.cli(n, "ps", "-a", "--json").stdout)}
 
 
-def test_containers_reach_each_other_across_hosts_and_only_on_their_subnet(make_lab):
+@pytest.fixture(params=["busybox", "alpine"])
+def image(request, tmp_path):
+    """The default image, or one imported from a tarball laid out like the Alpine
+    minirootfs (empty /dev, busybox applets as links) on every host."""
+    if request.param == "busybox":
+        return lambda lab: "busybox"
+
+    def import_everywhere(lab):
+        tarball = alpine_like(tmp_path / "alpine.tar.gz")
+        for n in range(1, len(lab.hosts) + 1):
+            lab.cli(n, "image", "import", "alpine:3.20.3", str(tarball))
+        return "alpine:3.20.3"
+    return import_everywhere
+
+
+def test_containers_reach_each_other_across_hosts_and_only_on_their_subnet(make_lab, image):
     lab = make_lab(3)
     lab.start_all()
-    srv = lab.cli(1, "run", "-d", "-n", NET, "--name", "srv", "busybox", "sh", "-c", SERVER)
+    img = image(lab)
+    srv = lab.cli(1, "run", "-d", "-n", NET, "--name", "srv", img, "sh", "-c", SERVER)
     assert len(srv.stdout.strip()) == 64
     addr = ps(lab, 2)["srv"]["ip"]
     assert addr == "198.18.0.2"
 
-    client = lab.cli(2, "run", "-n", NET, "--name", "client", "busybox", "sh", "-c",
+    client = lab.cli(2, "run", "-n", NET, "--name", "client", img, "sh", "-c",
                      f"ping -c 2 -W 2 {addr} >/dev/null && echo ping-ok; "
                      f"echo | nc -w 3 {addr} 7000; ip -o addr show eth0; ip -o link show eth0; "
                      "exit 7", check=False)
@@ -34,41 +53,63 @@ def test_containers_reach_each_other_across_hosts_and_only_on_their_subnet(make_
     assert "198.18.0.3/24" in client.stdout and "mtu 1450" in client.stdout
     assert "link/ether 02:42:c6:12:00:03" in client.stdout, "the MAC the log derived"
 
-    other = lab.cli(3, "run", "-n", OTHER, "--name", "elsewhere", "busybox", "sh", "-c",
+    other = lab.cli(3, "run", "-n", OTHER, "--name", "elsewhere", img, "sh", "-c",
                     f"ping -c 1 -W 1 {addr} >/dev/null && echo reached || echo unreachable; "
                     f"echo | nc -w 2 {addr} 7000 || echo no-tcp", check=False)
     assert "unreachable" in other.stdout and "served" not in other.stdout
 
-    # Seen from any host; logs and stop on the owning host; rm from any host.
+    # Seen, read, entered, stopped and removed from any host.
     assert {n: c["state"] for n, c in ps(lab, 3).items()} == {
         "srv": "running", "client": "exited", "elsewhere": "exited"}
     inspected = json.loads(lab.cli(3, "inspect", "srv").stdout)
     assert inspected["host"] == "h1" and inspected["command"][0] == "sh"
     assert inspected["pid"] is not None
-    remote = lab.cli(2, "logs", "srv", check=False)
-    assert remote.returncode == 1 and "runs on host h1" in remote.stderr
-    assert lab.cli(2, "logs", "client").stdout.count("served-by-srv") == 1
-    inside = lab.cli(1, "exec", "srv", "sh", "-c", "echo $$ $(hostname) $(ls /proc | grep -cE '^[0-9]+$'); "
-                     "grep CapEff /proc/self/status; exit 9", check=False)
-    words = inside.stdout.split()
-    assert inside.returncode == 9 and words[1] == "srv" and int(words[0]) > 1
-    assert "00000000a80425fb" in inside.stdout
-    assert lab.cli(1, "exec", "srv", "/no/such", check=False).returncode == 127
-    elsewhere = lab.cli(2, "exec", "srv", "true", check=False)
-    assert elsewhere.returncode == 125 and "runs on host h1" in elsewhere.stderr
+    assert lab.cli(3, "logs", "client").stdout.count("served-by-srv") == 1, "h2's, from h3"
+    assert lab.cli(1, "logs", "client").stdout == lab.cli(2, "logs", "client").stdout
+    for n in (1, 2):  # h1 runs srv; h2 reaches it through h1's daemon
+        inside = lab.cli(n, "exec", "srv", "sh", "-c",
+                         "echo $$ $(hostname) $(cat /proc/[0-9]*/comm | sort -u | tr '\\n' ,) "
+                         "$(ip -o link | cut -d' ' -f2 | tr -d '\\n'); "
+                         "grep CapEff /proc/self/status; echo to-stderr >&2; exit 9",
+                         check=False)
+        words = inside.stdout.split()
+        assert inside.returncode == 9 and words[1] == "srv" and int(words[0]) > 1, inside
+        # Only its own processes (its sh and nc, and this exec's) and its own links.
+        assert set(words[2].strip(",").split(",")) <= {"sh", "nc", "cat", "sort", "tr"}, words
+        assert words[3].startswith("lo:eth0@if") and words[3].count(":") == 2, words
+        assert "00000000a80425fb" in inside.stdout and inside.stderr == "to-stderr\n"
+    fed = lab.cli(3, "exec", "-i", "srv", "sh", "-c", "read x; echo got-$x", input="abc\n")
+    assert fed.stdout == "got-abc\n"
+    assert lab.cli(2, "exec", "srv", "/no/such", check=False).returncode == 127
     done = lab.cli(2, "exec", "client", "true", check=False)
     assert done.returncode == 125 and "is not running" in done.stderr
     busy = lab.cli(3, "rm", "srv", check=False)
     assert busy.returncode == 1 and "is running" in busy.stderr
-    assert lab.cli(1, "stop", "-t", "1", "srv").stdout == "srv\n"
+    # sh as PID 1 ignores SIGTERM: SIGKILL after the timeout, so 128 + 9.
+    assert lab.cli(3, "stop", "-t", "1", "srv").stdout == "srv\n"
     assert json.loads(lab.cli(2, "inspect", "srv").stdout)["exit_code"] == 137
+    assert lab.cli(2, "stop", "srv").stdout == "srv\n", "stopping a stopped one is fine"
     assert lab.cli(3, "rm", "srv", "client").stdout == "srv\nclient\n"
     assert set(ps(lab, 1)) == {"elsewhere"}
 
     # rm freed the address: the next container on the network gets it.
-    again = lab.cli(2, "run", "-n", NET, "--rm", "busybox", "sh", "-c", "ip -o -4 addr show eth0")
+    again = lab.cli(2, "run", "-n", NET, "--rm", img, "sh", "-c", "ip -o -4 addr show eth0")
     assert "198.18.0.2/24" in again.stdout
     wait_for(lambda: "198.18.0.0-24" not in json.dumps(ps(lab, 1)))
+
+
+def test_stop_sends_sigterm_first(make_lab):
+    lab = make_lab(2)
+    lab.start_all()
+    lab.cli(1, "run", "-d", "-n", NET, "--name", "polite", "busybox", "sh", "-c",
+            "trap 'echo got-term; exit 3' TERM; while true; do sleep 0.1; done")
+    assert lab.cli(2, "stop", "polite").stdout == "polite\n"
+    assert json.loads(lab.cli(2, "inspect", "polite").stdout)["exit_code"] == 3
+    assert lab.cli(2, "logs", "polite").stdout == "got-term\n"
+    stops = [e for e in events(lab, 1) if e["type"] == "ContainerStopRequested"]
+    assert [e["node"] for e in stops] == ["h2"] and stops[0]["data"]["timeout"] == 10
+    missing = lab.cli(2, "stop", "nosuch", check=False)
+    assert missing.returncode == 1 and "no container 'nosuch'" in missing.stderr
 
 
 def test_run_errors_and_exit_codes(make_lab):
@@ -92,56 +133,98 @@ def test_run_errors_and_exit_codes(make_lab):
     assert dup.returncode == 125 and "already in use" in dup.stderr
 
 
-def test_detached_container_survives_a_daemon_crash_and_its_exit_is_recorded(make_lab):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["stop", "crash"])
+def test_detached_container_survives_a_daemon_restart_and_its_exit_is_recorded(make_lab, sig):
     lab = make_lab(3)
     lab.start_all()
     lab.cli(1, "run", "-d", "-n", NET, "--name", "sleeper", "busybox", "sh", "-c",
             "sleep 4; exit 5")
     started = ps(lab, 2)["sleeper"]
     assert started["state"] == "running"
-    lab.kill(1)
+    lab.stop(1, sig)
     time.sleep(0.5)
     lab.start(1)
+    assert ps(lab, 1)["sleeper"]["state"] == "running", "adopted, not replaced"
     wait_for(lambda: ps(lab, 3)["sleeper"]["state"] == "exited", timeout=30)
     assert json.loads(lab.cli(3, "inspect", "sleeper").stdout)["exit_code"] == 5
-    kinds = [json.loads(line)["type"] for line in lab.cli(2, "events", "--json").stdout.split("\n")
-             if line]
+    kinds = [e["type"] for e in events(lab, 2)]
     assert kinds.count("ContainerStarted") == 1 and kinds.count("ContainerExited") == 1
+    assert kinds.count("NodeJoined") == 3 and "NodeLeft" not in kinds, "stopping is not leaving"
+
+
+def test_node_leave_stops_its_containers_and_frees_their_addresses(make_lab):
+    lab = make_lab(3)
+    lab.start_all()
+    lab.cli(3, "run", "-d", "-n", NET, "--name", "leaver", "busybox", "sleep", "300")
+    pid = json.loads(lab.cli(3, "inspect", "leaver").stdout)["pid"]
+    refused = lab.cli(1, "node", "rm", "h3", check=False)
+    assert refused.returncode == 1 and "host h3 is alive" in refused.stderr
+    own = lab.cli(3, "node", "rm", "h3", check=False)
+    assert own.returncode == 1 and "use 'cantainer node leave'" in own.stderr
+
+    assert "h3 left the cluster" in lab.cli(3, "node", "leave").stdout
+    assert lab.host(3).proc.wait(30) == 0, "its daemon stopped"
+    assert not os.path.exists(f"/proc/{pid}"), "its container was stopped"
+    assert "leaver" not in ps(lab, 1)
+    states = {n["name"]: n["state"] for n in json.loads(lab.cli(1, "nodes", "--json").stdout)}
+    assert states == {"h1": "joined", "h2": "joined", "h3": "left"}
+    # The address is free again, on another host.
+    lab.cli(2, "run", "-d", "-n", NET, "--name", "next", "busybox", "sleep", "300")
+    assert ps(lab, 1)["next"]["ip"] == "198.18.0.2"
+    gone = lab.cli(1, "node", "rm", "h3", check=False)
+    assert gone.returncode == 1 and "no member named 'h3'" in gone.stderr
 
 
 def test_interactive_runs_with_and_without_a_terminal(make_lab):
-    import os
-    import pty
-    import select
-    import subprocess
-    import sys
-
-    lab = make_lab(1)
-    lab.start(1)
+    lab = make_lab(2)
+    lab.start_all()
     piped = lab.cli(1, "run", "-i", "--rm", "-n", NET, "busybox", "sh", "-c",
                     "read x; echo got-$x; exit 6", input="hello\n", check=False)
     assert (piped.returncode, piped.stdout) == (6, "got-hello\n")
 
     # 'new -n CIDR' (the original tool's command): a shell on a terminal of its own.
+    out, code = _on_a_terminal(lab, 1, ["new", "-n", NET],
+                               b"[ -t 0 ] && echo is-a-tty; echo sum-$((2+3)); exit 3\n")
+    assert code == 3 and b"is-a-tty" in out and b"sum-5" in out, out
+    assert json.loads(lab.cli(1, "ps", "-a", "--json").stdout) == [], "--rm removed both"
+
+    # exec -it into a container of another host: a terminal relayed across daemons.
+    lab.cli(2, "run", "-d", "-n", NET, "--name", "far", "busybox", "sleep", "300")
+    out, code = _on_a_terminal(lab, 1, ["exec", "-it", "far", "sh"],
+                               b"tty; stty size; echo sum-$((4+3)); exit 4\n")
+    assert code == 4 and b"/dev/pts/" in out and b"sum-7" in out, out
+    assert b"24 80" in out, "the window size came along"
+
+
+def _on_a_terminal(lab, n, args, typed):
+    """Run the CLI on a new 24x80 pseudo-terminal, type ``typed``; its output and code."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import subprocess
+    import sys
+    import termios
+
     master, slave = pty.openpty()
-    env = dict(os.environ, CANTAINER_SOCKET=lab.host(1).socket)
-    shell = subprocess.Popen([sys.executable, "-m", "cantainer.cli", "new", "-n", NET],
-                             stdin=slave, stdout=slave, stderr=slave, env=env,
-                             start_new_session=True)
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    env = dict(os.environ, CANTAINER_SOCKET=lab.host(n).socket)
+    proc = subprocess.Popen([sys.executable, "-m", "cantainer.cli", *args],
+                            stdin=slave, stdout=slave, stderr=slave, env=env,
+                            start_new_session=True)
     os.close(slave)
     try:
-        os.write(master, b"[ -t 0 ] && echo is-a-tty; echo sum-$((2+3)); exit 3\n")
+        os.write(master, typed)
         out, deadline = b"", time.monotonic() + 30
-        while shell.poll() is None and time.monotonic() < deadline:
+        while proc.poll() is None and time.monotonic() < deadline:
             if select.select([master], [], [], 0.2)[0]:
                 try:
                     out += os.read(master, 4096)
                 except OSError:
                     break
-        assert shell.wait(10) == 3, out
-        assert b"is-a-tty" in out and b"sum-5" in out
+        return out, proc.wait(10)
     finally:
-        if shell.poll() is None:
-            shell.kill()
+        if proc.poll() is None:
+            proc.kill()
         os.close(master)
-    assert json.loads(lab.cli(1, "ps", "-a", "--json").stdout) == [], "--rm removed both"

@@ -38,6 +38,8 @@ BY_TYPE = {
         cpus=st.none() | st.floats(0.01, 1024, allow_nan=False)),
     ev.ContainerStarted: st.builds(ev.ContainerStarted, container=container_ids,
                                    pid=st.integers(1, 1 << 22)),
+    ev.ContainerStopRequested: st.builds(ev.ContainerStopRequested, container=container_ids,
+                                         timeout=st.integers(0, 3600)),
     ev.ContainerExited: st.builds(ev.ContainerExited, container=container_ids,
                                   exit_code=st.integers(0, 255)),
     ev.ContainerRemoved: st.builds(ev.ContainerRemoved, container=container_ids),
