@@ -6,6 +6,7 @@ import asyncio
 import os
 import platform
 import statistics
+from dataclasses import dataclass
 
 
 def machine() -> str:
@@ -34,3 +35,26 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
                       *map(line, rows)])
+
+
+@dataclass
+class Figure:
+    """One line of the results table: our figure next to its anchor and the target."""
+
+    name: str
+    ours: str
+    anchor: str
+    ratio: str
+    target: str
+    met: bool | None  # None: no target, or not comparable
+
+
+def figures_table(figures: list[Figure]) -> str:
+    verdict = {True: "met", False: "**missed**", None: "-"}
+    return table(["figure", "ours", "anchor (same run)", "ratio", "target", ""],
+                 [[f.name, f.ours, f.anchor, f.ratio, f.target, verdict[f.met]]
+                  for f in figures])
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
