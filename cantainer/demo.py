@@ -102,6 +102,10 @@ def main() -> int:
             say("a container on another subnet (green, on h3) cannot reach it")
             run(lab, 3, "run", "--rm", "-n", "green", "busybox", "sh", "-c",
                 "ping -c 1 -W 1 198.18.0.2 || echo 'unreachable, as it should be'")
+            say("any host manages any container: exec in h1's web from h3")
+            run(lab, 3, "exec", "web", "sh", "-c", "hostname; ip -o -4 addr show eth0")
+            say("the container sees only its own processes")
+            run(lab, 3, "exec", "web", "ps")
             say("a second container named web is refused by log order")
             run(lab, 2, "run", "-n", "blue", "--name", "web", "busybox", "true")
             run(lab, 3, "ps", "-a")
@@ -124,10 +128,15 @@ def main() -> int:
             lab.start(dead)
             run(lab, dead, "replay", "--check")
             run(lab, dead, "status")
+            say("stop goes through the log (ContainerStopRequested); h1 carries it out")
+            run(lab, 3, "stop", "-t", "1", "web")
             say("the event log that made all of this")
             run(lab, 2, "events")
 
-            say("graceful stop of every daemon (leadership is handed over), then tear-down")
+            say("h3 leaves the cluster (NodeLeft); the others stop without leaving, then "
+                "tear-down")
+            run(lab, 3, "node", "leave")
+            run(lab, 1, "nodes")
         say("done: no namespaces, links or daemons left")
     except CantainerError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
