@@ -11,6 +11,8 @@ so the submitter can report it.
 
 from __future__ import annotations
 
+import functools
+
 from cantainer.events import Event, Recorded
 
 
@@ -25,9 +27,9 @@ class Projection:
         self.applied = rec.seq
         if not isinstance(rec.event, Event):
             return
-        handler = getattr(self, f"on_{rec.type}", None)
+        handler = _handler(type(self), rec.type)
         if handler is not None:
-            reason = handler(rec.event, rec.seq)
+            reason = handler(self, rec.event, rec.seq)
             if reason:
                 self.rejected[rec.seq] = reason
 
@@ -38,3 +40,10 @@ class Projection:
     def verdict(self, seq: int) -> str | None:
         """Why the event at ``seq`` was rejected, or ``None`` if it was accepted."""
         return self.rejected.get(seq)
+
+
+@functools.cache
+def _handler(cls: type, type_name: str):
+    """``cls.on_<type_name>``, looked up once per class and type (replay applies
+    every record to three nested projections)."""
+    return getattr(cls, f"on_{type_name}", None)

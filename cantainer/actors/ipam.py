@@ -16,6 +16,7 @@ network implicitly (named after the CIDR, e.g. ``198.18.0.0-24``).
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 from ipaddress import IPv4Address, IPv4Network
 
@@ -38,12 +39,40 @@ from cantainer.events import (
 VNI_BASE = 4096
 
 
+class AddressPool:
+    """A network's host addresses: ``allocate`` gives the lowest free one, skipping
+    the network and broadcast addresses and the .1 gateway; ``release`` frees one.
+
+    Every address below ``_next`` is in use unless it is in the ``_freed``
+    heap, so the lowest free address is the smaller of the two: O(log n) per
+    call, however many containers the network has.
+    """
+
+    def __init__(self, cidr: IPv4Network) -> None:
+        self._next = int(cidr.network_address) + 2
+        self._last = int(cidr.broadcast_address) - 1
+        self._freed: list[int] = []
+
+    def allocate(self) -> IPv4Address | None:
+        if self._freed and self._freed[0] < self._next:
+            return IPv4Address(heapq.heappop(self._freed))
+        if self._next > self._last:
+            return None
+        self._next += 1
+        return IPv4Address(self._next - 1)
+
+    def release(self, ip: IPv4Address) -> None:
+        heapq.heappush(self._freed, int(ip))
+
+
 @attrs.define
 class Network:
     name: str
     cidr: IPv4Network
     vni: int
     seq: int
+    pool: AddressPool = attrs.field(eq=False, repr=False)
+    containers: int = 0
 
 
 @attrs.define
@@ -70,23 +99,13 @@ def implicit_name(cidr: IPv4Network) -> str:
     return cidr.with_prefixlen.replace("/", "-")
 
 
-def allocate(cidr: IPv4Network, used: set[IPv4Address]) -> IPv4Address | None:
-    """The lowest free host address, skipping network, broadcast and the .1 gateway."""
-    first = int(cidr.network_address) + 2
-    last = int(cidr.broadcast_address) - 1
-    for value in range(first, last + 1):
-        ip = IPv4Address(value)
-        if ip not in used:
-            return ip
-    return None
-
-
 class Ipam(Projection):
     def __init__(self) -> None:
         super().__init__()
         self.members = Membership()
         self.networks: dict[str, Network] = {}
         self.containers: dict[str, Container] = {}
+        self.names: dict[str, str] = {}  # container name -> id
         self.networks_created = 0
 
     def apply(self, rec) -> None:
@@ -108,9 +127,6 @@ class Ipam(Projection):
                     return net
         return None
 
-    def used(self, network: str) -> set[IPv4Address]:
-        return {c.ip for c in self.containers.values() if c.network == network}
-
     # -- networks ---------------------------------------------------------------------
 
     def _create_network(self, name: str, cidr: IPv4Network, seq: int) -> str | None:
@@ -119,7 +135,8 @@ class Ipam(Projection):
         for other in self.networks.values():
             if other.cidr.overlaps(cidr):
                 return f"{cidr} overlaps network {other.name!r} ({other.cidr})"
-        self.networks[name] = Network(name, cidr, VNI_BASE + self.networks_created, seq)
+        self.networks[name] = Network(name, cidr, VNI_BASE + self.networks_created, seq,
+                                      AddressPool(cidr))
         self.networks_created += 1
         return None
 
@@ -129,8 +146,8 @@ class Ipam(Projection):
     def on_NetworkRemoved(self, e: NetworkRemoved, seq: int) -> str | None:
         if e.name not in self.networks:
             return f"no network named {e.name!r}"
-        users = sorted(c.name for c in self.containers.values() if c.network == e.name)
-        if users:
+        if self.networks[e.name].containers:
+            users = sorted(c.name for c in self.containers.values() if c.network == e.name)
             return f"network {e.name!r} still has containers: {', '.join(users[:5])}"
         del self.networks[e.name]
         return None
@@ -140,7 +157,7 @@ class Ipam(Projection):
     def on_ContainerCreated(self, e: ContainerCreated, seq: int) -> str | None:
         if e.container in self.containers:
             return f"container id {e.container} already exists"
-        if any(c.name == e.name for c in self.containers.values()):
+        if e.name in self.names:
             return f"container name {e.name!r} is already in use"
         if e.host not in self.members.live():
             return f"host {e.host!r} is not a member of the cluster"
@@ -153,12 +170,22 @@ class Ipam(Projection):
             if reason:
                 return reason
             net = self.networks[implicit_name(cidr)]
-        ip = allocate(net.cidr, self.used(net.name))
+        ip = net.pool.allocate()
         if ip is None:
             return f"network {net.name!r} ({net.cidr}) is full"
         self.containers[e.container] = Container(e.container, e.name, e.host, net.name, ip,
                                                  mac_of(ip), e, seq)
+        self.names[e.name] = e.container
+        net.containers += 1
         return None
+
+    def _forget(self, cid: str) -> None:
+        """The container is gone: its name and address are free again."""
+        c = self.containers.pop(cid)
+        del self.names[c.name]
+        net = self.networks[c.network]
+        net.pool.release(c.ip)
+        net.containers -= 1
 
     def on_ContainerStarted(self, e: ContainerStarted, seq: int) -> str | None:
         c = self.containers.get(e.container)
@@ -184,20 +211,21 @@ class Ipam(Projection):
         return None
 
     def on_ContainerRemoved(self, e: ContainerRemoved, seq: int) -> str | None:
-        if self.containers.pop(e.container, None) is None:
+        if e.container not in self.containers:
             return f"no container {e.container}"
+        self._forget(e.container)
         return None
 
     def on_NodeLeft(self, e: NodeLeft, seq: int) -> str | None:
         # Membership decided the verdict; here the host's containers and addresses go.
         for cid in [cid for cid, c in self.containers.items() if c.host == e.name]:
-            del self.containers[cid]
+            self._forget(cid)
         return None
 
 
 def network_json(net: Network, ipam: Ipam) -> dict:
     return {"name": net.name, "cidr": str(net.cidr), "vni": net.vni, "seq": net.seq,
-            "containers": sum(c.network == net.name for c in ipam.containers.values())}
+            "containers": net.containers}
 
 
 def container_json(c: Container) -> dict:

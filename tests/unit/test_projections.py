@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cantainer import events as ev
-from cantainer.actors.ipam import VNI_BASE, Ipam, allocate, mac_of
+from cantainer.actors.ipam import VNI_BASE, AddressPool, Ipam, mac_of
 from cantainer.actors.membership import Membership
 from cantainer.actors.overlay import Overlay
 from cantainer.actors.replay import record_from_json, replay, view
@@ -89,13 +89,29 @@ def test_unknown_events_are_skipped():
 # -- IPAM ---------------------------------------------------------------------------------
 
 def test_allocation_skips_network_gateway_and_broadcast():
-    net = ipaddress.IPv4Network("198.18.0.0/29")
-    used = set()
+    pool = AddressPool(ipaddress.IPv4Network("198.18.0.0/29"))
     got = []
-    while (ip := allocate(net, used)) is not None:
-        used.add(ip)
+    while (ip := pool.allocate()) is not None:
         got.append(str(ip))
     assert got == ["198.18.0.2", "198.18.0.3", "198.18.0.4", "198.18.0.5", "198.18.0.6"]
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 40)), max_size=200))
+def test_pool_always_gives_the_lowest_free_address(steps):
+    """Against the definition: a linear scan for the lowest address not in use."""
+    cidr = ipaddress.IPv4Network("198.18.0.0/26")
+    hosts = [ipaddress.IPv4Address(int(cidr.network_address) + i) for i in range(2, 63)]
+    pool, used = AddressPool(cidr), set()
+    for take, n in steps:
+        if take or not used:
+            expected = next((ip for ip in hosts if ip not in used), None)
+            assert pool.allocate() == expected
+            if expected is not None:
+                used.add(expected)
+        else:
+            ip = sorted(used)[n % len(used)]
+            used.remove(ip)
+            pool.release(ip)
 
 
 def test_mac_is_0242_plus_the_address():
