@@ -56,6 +56,7 @@ class Config:
     standbys: int = 3
     network_latency_ms: int = 20
     suspect_after: float = 10.0
+    fixed_poll: float | None = None  # benchmarks only: see bench/convergence.py
 
     @property
     def dqlite_address(self) -> str:
@@ -80,7 +81,8 @@ class Daemon:
                                     data_dir=config.data_dir, underlay_mtu=mtu_of(config.host),
                                     append=self._append_soon,
                                     suspect_after=config.suspect_after)
-        self.pipeline = Pipeline(EventLog(self.raft.store, node=config.name), self.context)
+        self.pipeline = Pipeline(EventLog(self.raft.store, node=config.name), self.context,
+                                 fixed_poll=config.fixed_poll)
         self.heartbeats = Heartbeats(config.name, self._heartbeat_peers, self.pipeline.applied,
                                      on_poke=self.pipeline.wake)
         self.images = ImageStore(config.data_dir)
@@ -291,6 +293,7 @@ def parse_config(argv: list[str] | None = None) -> Config:
     parser.add_argument("--suspect-after", type=float, default=10.0, metavar="SECONDS",
                         help="heartbeat silence after which the leader records NodeSuspected "
                              "(default: 10)")
+    parser.add_argument("--fixed-poll", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
@@ -313,6 +316,8 @@ def parse_config(argv: list[str] | None = None) -> Config:
         raise ConfigError("--voters must be 1..7 and --standbys 0..7")
     if not 1.0 <= args.suspect_after <= 3600:
         raise ConfigError("--suspect-after must be 1..3600 seconds")
+    if args.fixed_poll is not None and not 0.001 <= args.fixed_poll <= 60:
+        raise ConfigError("--fixed-poll must be 0.001..60 seconds")
     if not 1 <= args.network_latency_ms <= 10_000:
         raise ConfigError("--network-latency-ms must be 1..10000")
     from cantainer.events._validate import NAME_RE
@@ -321,7 +326,8 @@ def parse_config(argv: list[str] | None = None) -> Config:
     return Config(name=args.name, host=host, port=port, seeds=tuple(seeds),
                   data_dir=os.path.abspath(args.data_dir), run_dir=os.path.abspath(args.run_dir),
                   voters=args.voters, standbys=args.standbys,
-                  network_latency_ms=args.network_latency_ms, suspect_after=args.suspect_after)
+                  network_latency_ms=args.network_latency_ms, suspect_after=args.suspect_after,
+                  fixed_poll=args.fixed_poll)
 
 
 def main(argv: list[str] | None = None) -> int:

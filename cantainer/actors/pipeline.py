@@ -40,8 +40,11 @@ HEALTHY_AFTER = 60.0  # seconds alive after which a restarted actor's backoff re
 
 class Pipeline:
     def __init__(self, log_: EventLog, context: ActorContext,
-                 actors: tuple[type[ProjectionActor], ...] = ACTORS) -> None:
+                 actors: tuple[type[ProjectionActor], ...] = ACTORS,
+                 fixed_poll: float | None = None) -> None:
         self.log = log_
+        # The benchmarks' anchor: the original tool's design, a fixed poll and no wakes.
+        self.fixed_poll = fixed_poll
         self.context = context
         self.classes = {cls.name: cls for cls in actors}
         self.refs: dict[str, pykka.ActorRef] = {}
@@ -81,8 +84,9 @@ class Pipeline:
     # -- feeding --------------------------------------------------------------------
 
     def wake(self) -> None:
-        """Read the log now: this host just appended."""
-        self._wake.set()
+        """Read the log now: this host just appended, or a peer did."""
+        if self.fixed_poll is None:
+            self._wake.set()
 
     async def _tail(self) -> None:
         interval = POLL_MIN
@@ -103,6 +107,8 @@ class Pipeline:
             if len(batch) == BATCH:
                 continue
             interval = POLL_MIN if batch else min(interval * 2, POLL_MAX)
+            if self.fixed_poll is not None:
+                interval = self.fixed_poll
             try:
                 await asyncio.wait_for(self._wake.wait(), interval)
             except TimeoutError:
