@@ -37,7 +37,7 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
     rows = []
-    for label, latency in (("cantainerd default (20 ms latency)", 20),
+    for label, latency in (("cantainerd default (30 ms latency)", 30),
                            ("5 s election timeout, latency 333 ms (anchor)", 333)):
         times = [failover_once(latency) for _ in range(args.reps)]
         rows.append([label, f"{median(times):.2f}", f"{min(times):.2f}", f"{max(times):.2f}"])

@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 import attrs
 
@@ -41,6 +42,7 @@ log = logging.getLogger("cantainerd")
 
 DEFAULT_PORT = 9000
 ROLES_INTERVAL = 5.0  # seconds between checks of Raft voters and stand-bys
+ONLINE_WITHIN = 3.0   # a member heard from this recently counts as online for Raft roles
 HAND_OVER_TIMEOUT = 3.0  # seconds a stop waits to hand over leadership
 
 
@@ -54,7 +56,7 @@ class Config:
     run_dir: str
     voters: int = 3
     standbys: int = 3
-    network_latency_ms: int = 20
+    network_latency_ms: int = 30
     suspect_after: float = 10.0
     fixed_poll: float | None = None  # benchmarks only: see bench/convergence.py
 
@@ -191,21 +193,30 @@ class Daemon:
         return peers
 
     async def _report_liveness(self) -> None:
+        proxy = None
         while True:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
             # Members the log names are worth asking for the leader, too.
             await self.raft.store.learn(self.context.peers.values())
             ref = self.pipeline.refs.get("membership")
             if ref is not None and ref.is_alive():
-                ref.proxy().on_liveness(dict(self.heartbeats.last_heard), self.raft.is_leader)
+                if proxy is None or proxy.actor_ref is not ref:  # one proxy per actor
+                    proxy = ref.proxy()
+                proxy.on_liveness(dict(self.heartbeats.last_heard), self.raft.is_leader)
 
     async def _look_after_roles(self) -> None:
         while True:
             await asyncio.sleep(ROLES_INTERVAL)
             try:
-                await self.raft.look_after()
+                await self.raft.look_after(heard=self._heard_recently())
             except Exception as exc:  # keep looking after roles whatever one round hit
                 log.info("role check skipped: %s", exc)
+
+    def _heard_recently(self) -> set[str]:
+        """dqlite addresses of the members whose heartbeat is fresh."""
+        fresh = {name for name, heard in self.heartbeats.last_heard.items()
+                 if time.monotonic() - heard < ONLINE_WITHIN}
+        return {address for name, address in self.context.peers.items() if name in fresh}
 
     async def _hand_over(self) -> None:
         try:
@@ -287,9 +298,9 @@ def parse_config(argv: list[str] | None = None) -> Config:
     parser.add_argument("--run-dir", default="/run/cantainer")
     parser.add_argument("--voters", type=int, default=3, help=argparse.SUPPRESS)
     parser.add_argument("--standbys", type=int, default=3, help=argparse.SUPPRESS)
-    parser.add_argument("--network-latency-ms", type=int, default=20, metavar="MS",
+    parser.add_argument("--network-latency-ms", type=int, default=30, metavar="MS",
                         help="one-way latency dqlite plans for: Raft heartbeats every 1.5x, "
-                             "elections after 15x (default: 20, a 300 ms election timeout)")
+                             "elections after 15x (default: 30, a 450 ms election timeout)")
     parser.add_argument("--suspect-after", type=float, default=10.0, metavar="SECONDS",
                         help="heartbeat silence after which the leader records NodeSuspected "
                              "(default: 10)")

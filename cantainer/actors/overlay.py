@@ -14,7 +14,9 @@ import logging
 
 import attrs
 
-from cantainer.actors._base import ProjectionActor
+from pykka import ActorDeadError
+
+from cantainer.actors._base import ProjectionActor, Reconcile
 from cantainer.actors._projection import Projection
 from cantainer.actors.ipam import Ipam
 
@@ -84,13 +86,26 @@ class OverlayActor(ProjectionActor):
     def __init__(self, context) -> None:
         super().__init__(context, Overlay())
         self._kernel = None
+        self._removals = None
         self._reconciled_plan = None
 
     def on_start(self) -> None:
         from cantainer.kernel.overlay import OverlayKernel
+        from cantainer.kernel.watch import Removals
         self._kernel = OverlayKernel(self.context.address)
+        # A deleted device or entry is put back at once; the pipeline's periodic
+        # Reconcile catches the rest (changed attributes, a lost notification).
+        self._removals = Removals(self._removed)
+
+    def _removed(self) -> None:
+        try:
+            self.actor_ref.tell(Reconcile())
+        except ActorDeadError:
+            pass
 
     def on_stop(self) -> None:
+        if self._removals is not None:
+            self._removals.close()
         if self._kernel is not None:
             self._kernel.close()
 

@@ -7,13 +7,16 @@ the tailer polls, quickly (``POLL_MIN``) while events arrive and backing off
 to ``POLL_MAX`` when the log is quiet, and wakes at once (``wake``) when this
 host appends or a peer pokes it after appending.  Every ``TICK`` seconds the
 pipeline restarts dead actors (with a fresh projection, so they replay from
-seq 1) and nudges the live ones to reconcile.  Start order is ``ACTORS``;
+seq 1); every ``RECONCILE_EVERY`` seconds it nudges the live ones to compare
+the kernel with their projection (the actors also watch the kernel
+themselves: a deleted link or entry, a container's exit).  Start order is ``ACTORS``;
 stop order its reverse.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 
@@ -32,8 +35,9 @@ log = logging.getLogger(__name__)
 ACTORS: tuple[type[ProjectionActor], ...] = (MembershipActor, IpamActor, OverlayActor,
                                               RuntimeActor)
 BATCH = 1000
-POLL_MIN, POLL_MAX = 0.01, 0.5  # pokes from appending hosts cut the wait (heartbeat.py)
+POLL_MIN, POLL_MAX = 0.01, 2.0  # pokes from appending hosts cut the wait (heartbeat.py)
 TICK = 2.0
+RECONCILE_EVERY = 10.0  # a full kernel comparison; most drift is noticed when it happens
 RESTART_BACKOFF_MAX = 30.0
 HEALTHY_AFTER = 60.0  # seconds alive after which a restarted actor's backoff resets
 
@@ -128,9 +132,12 @@ class Pipeline:
             self.delivered[name] = new[-1].seq
 
     async def _tick(self) -> None:
-        while True:
+        ticks_per_reconcile = max(1, round(RECONCILE_EVERY / TICK))
+        for n in itertools.count(1):
             await asyncio.sleep(TICK)
             self.supervise()
+            if n % ticks_per_reconcile:
+                continue
             for ref in self.refs.values():
                 try:
                     ref.tell(Reconcile())

@@ -19,12 +19,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+
+from pykka import ActorDeadError
 
 from cantainer.actors._base import ProjectionActor, Reconcile
 from cantainer.actors.ipam import Container, Ipam
@@ -55,6 +58,7 @@ class RuntimeActor(ProjectionActor):
         self.state_root = os.path.join(context.data_dir, "containers")
         self.images = ImageStore(context.data_dir)
         self._kill_at: dict[str, float] = {}  # container -> when SIGTERM turns to SIGKILL
+        self._watched: set[str] = set()  # containers whose end a thread waits for
 
     def _dir(self, cid: str) -> str:
         return os.path.join(self.state_root, cid)
@@ -74,6 +78,10 @@ class RuntimeActor(ProjectionActor):
             if c.state != "exited" and code is not None:
                 self.context.append(ContainerExited(container=cid, exit_code=code),
                                     f"ContainerExited-{cid}")
+            if pid is not None and code is None and cid not in self._watched:
+                self._watched.add(cid)  # adopted after a restart: no shim of ours to wait on
+                threading.Thread(target=self._watch_adopted, args=(pid, state),
+                                 daemon=True).start()
             if c.stop_timeout is not None and pid is not None and code is None:
                 self._stop_container(cid, pid, c.stop_timeout)
             elif code is not None:
@@ -118,6 +126,7 @@ class RuntimeActor(ProjectionActor):
             if time.monotonic() > deadline:
                 break
             time.sleep(0.002)
+        self._watched.add(c.id)
         threading.Thread(target=self._watch, args=(shim, state), daemon=True).start()
 
     def _stop_container(self, cid: str, pid: int, timeout: int) -> None:
@@ -126,7 +135,7 @@ class RuntimeActor(ProjectionActor):
         if cid not in self._kill_at:
             self._kill_at[cid] = now + timeout
             _signal(pid, signal.SIGTERM)
-            timer = threading.Timer(timeout, self.actor_ref.tell, args=(Reconcile(),))
+            timer = threading.Timer(timeout, self._tell_reconcile)
             timer.daemon = True
             timer.start()
         elif now >= self._kill_at[cid]:
@@ -138,7 +147,7 @@ class RuntimeActor(ProjectionActor):
         pid_file = os.path.join(state, "pid")
         while not os.path.exists(pid_file) and shim.poll() is None:
             time.sleep(0.01)  # an attached container starts when its CLI connects
-        self.actor_ref.tell(Reconcile())
+        self._tell_reconcile()
         shim.wait()
         if not os.path.exists(os.path.join(state, "exit_code")):
             # The shim itself failed: the container never ran; say so where logs look.
@@ -147,12 +156,37 @@ class RuntimeActor(ProjectionActor):
             with open(os.path.join(state, "output.log"), "a") as f:
                 f.write(f"cantainer: the container's shim failed:\n{reason}")
             _write(os.path.join(state, "exit_code"), "125")
-        self.actor_ref.tell(Reconcile())
+        self._tell_reconcile()
+
+    def _watch_adopted(self, pid: int, state: str) -> None:
+        """Wait for an adopted container's process to end (pidfd), then for its shim
+        to record the code."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            pidfd = None  # already gone
+        if pidfd is not None:
+            try:
+                select.select([pidfd], [], [])
+            finally:
+                os.close(pidfd)
+        deadline = time.monotonic() + 5
+        while not os.path.exists(os.path.join(state, "exit_code")) and \
+                time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._tell_reconcile()
+
+    def _tell_reconcile(self) -> None:
+        try:
+            self.actor_ref.tell(Reconcile())
+        except ActorDeadError:
+            pass  # a fresh actor reconciles on its own
 
     def _remove(self, cid: str) -> None:
         state = self._dir(cid)
         pid = _read_int(os.path.join(state, "pid"))
         self._kill_at.pop(cid, None)
+        self._watched.discard(cid)
         if pid is not None and not os.path.exists(os.path.join(state, "exit_code")):
             _signal(pid, signal.SIGKILL)
             deadline = time.monotonic() + 5

@@ -216,26 +216,37 @@ class RaftMember:
         return {n for n in found if n is not None}
 
     async def rebalance(self, client: ClusterClient | None = None,
-                        also_online: set[int] = frozenset()) -> None:
-        """Apply :func:`plan_roles` through the leader."""
+                        also_online: set[int] = frozenset(),
+                        heard: set[str] | None = None) -> None:
+        """Apply :func:`plan_roles` through the leader.  Nodes count as online if
+        their address is in ``heard`` (the daemon's heartbeats), else if they answer
+        a probe."""
         client = client or self._admin
         leader = await client.leader_info()
         if leader is None:
             return
         nodes = await client.cluster_info()
-        online = await self._online(nodes, client) | set(also_online)
+        if heard is not None:
+            online = {n.node_id for n in nodes if n.address in heard or n.node_id == self.node_id}
+        else:
+            online = await self._online(nodes, client)
+        online |= set(also_online)
         for node_id, role in plan_roles(nodes, online, leader=leader.node_id,
                                         voters=self.voters, standbys=self.standbys):
             log.info("assigning node %x the role %s", node_id, role.name.lower())
             await client.assign_role(node_id, role)
 
-    async def look_after(self) -> None:
-        """One round of the daemon's loop: refresh the members; the leader rebalances."""
+    async def look_after(self, heard: set[str] | None = None) -> None:
+        """One round of the daemon's loop: refresh the members; the leader rebalances.
+
+        ``heard``: the dqlite addresses of members whose heartbeat is fresh; without
+        it every member is probed over a new connection (costly every few seconds).
+        """
         await self.members()
         leader = await self._admin.leader_info()
         self.is_leader = leader is not None and leader.node_id == self.node_id
         if self.is_leader:
-            await self.rebalance()
+            await self.rebalance(heard=heard)
 
     async def hand_over(self) -> None:
         """Give away leadership and this node's seat before a graceful stop."""
