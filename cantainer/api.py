@@ -20,10 +20,11 @@ closes the connection.  Every response line is a JSON object; a failure is
     {"op": "image_pull", "ref": R, "mirror": URL?} -> {"image": {...}}
     {"op": "image_rm", "ref": R}             -> {"removed": "name:tag"}
     {"op": "run", "image": I, "command": [...], "network": N, ...} -> {"container": {...}}
+        with "follow": then {"data": "..."} per chunk of output and {"exit_code": N},
+        after removing it too with "remove" (a foreground run --rm, in one exchange)
     {"op": "ps", "all": bool}                -> {"containers": [...]}
     {"op": "inspect", "ref": R}              -> {"container": {...}}
     {"op": "logs", "ref": R, "follow": bool} -> {"data": "..."} per chunk, then {"end": true}
-    {"op": "wait", "ref": R}                 -> {"exit_code": N}
     {"op": "exec", "ref": R, "command": [...], "interactive": bool, "tty": bool,
      "size": [ROWS, COLS]?}                  -> a session: see exec_session.py
     {"op": "stop", "ref": R, "timeout": S}   -> {"stopped": NAME}   (ContainerStopRequested)
@@ -66,6 +67,7 @@ log = logging.getLogger(__name__)
 MAX_REQUEST = 16 << 20  # bytes in one request line (a batch of events)
 MAX_BATCH = 10_000
 FOLLOW_POLL = 0.1  # seconds between reads of the log head while following
+FOLLOW_OUTPUT_POLL = 0.01  # seconds between looks at a followed container's output
 FORWARD_CONNECT_TIMEOUT = 3.0  # seconds to reach the daemon that runs a container
 STOP_GRACE = 15.0  # seconds after a stop's timeout for SIGKILL to be reported
 
@@ -343,7 +345,14 @@ class ApiServer:
             c = await self._until(cid, lambda c: os.path.exists(sock) or c["state"] != "created")
             await ex.send({"container": c, "attach": sock})
             return
-        await ex.send({"container": await self._until(cid, lambda c: c["state"] != "created")})
+        c = await self._until(cid, lambda c: c["state"] != "created")
+        await ex.send({"container": c})
+        if request.get("follow"):  # a foreground run: its output, its end, in one exchange
+            await self._stream_output(c, ex, follow=True)
+            c = await self._until(cid, lambda c: c["state"] == "exited", timeout=1e9)
+            if request.get("remove") and c is not None:
+                await self._remove(c)
+            await ex.send({"exit_code": c["exit_code"] if c else None})
 
     async def _op_ps(self, request: dict, ex: Exchange) -> None:
         await self.daemon.pipeline.wait_applied("ipam", await self.daemon.reader.head())
@@ -355,15 +364,15 @@ class ApiServer:
     async def _op_inspect(self, request: dict, ex: Exchange) -> None:
         await ex.send({"container": await self._container(request.get("ref"))})
 
-    async def _op_wait(self, request: dict, ex: Exchange) -> None:
-        c = await self._container(request.get("ref"))
-        c = await self._until(c["id"], lambda c: c["state"] == "exited", timeout=1e9)
-        await ex.send({"exit_code": c["exit_code"] if c else None})
-
     async def _op_logs(self, request: dict, ex: Exchange) -> None:
         c = await self._owner(request, ex, "read the logs of")
         if c is None:
             return
+        await self._stream_output(c, ex, follow=bool(request.get("follow")))
+        await ex.send({"end": True})
+
+    async def _stream_output(self, c: dict, ex: Exchange, follow: bool) -> None:
+        """Send the container's output as {"data"} lines; with ``follow``, until it ends."""
         path = (await self._local_state(c))["log"]
         offset = 0
         while True:
@@ -372,14 +381,13 @@ class ApiServer:
                 offset += len(chunk)
                 await ex.send({"data": chunk.decode(errors="replace")})
                 continue
-            if not request.get("follow"):
-                break
+            if not follow:
+                return
             if (await self._local_state(c))["exit_code"] is not None:
                 if not await asyncio.to_thread(_read_from, path, offset):
-                    break
+                    return
                 continue
-            await asyncio.sleep(0.05)
-        await ex.send({"end": True})
+            await asyncio.sleep(FOLLOW_OUTPUT_POLL)
 
     async def _local_state(self, c: dict) -> dict:
         return await self.daemon.pipeline.ask("runtime", "local_state", c["id"])
@@ -416,10 +424,13 @@ class ApiServer:
         if c["state"] == "running" and not request.get("force"):
             raise CantainerError(f"container {c['name']} is running: stop it first, "
                                  "or rm -f")
+        await self._remove(c)
+        await ex.send({"removed": c["name"]})
+
+    async def _remove(self, c: dict) -> None:
         event = from_data("ContainerRemoved", {"container": c["id"]})
         seq, = await self._append([event], [f"ContainerRemoved-{c['id']}"])
         await self._verdicts([seq])
-        await ex.send({"removed": c["name"]})
 
     # -- membership -------------------------------------------------------------------
 

@@ -257,31 +257,40 @@ def cmd_run(args) -> int:
             "name": args.name, "network": args.network, "env": args.env,
             "hostname": args.hostname, "memory": args.memory,
             "pids_limit": args.pids_limit, "cpus": args.cpus, "attach": attach,
+            "follow": not (attach or args.detach), "remove": args.rm,
             "id": os.urandom(16).hex()}
+    replies = request(args.socket, spec)
     try:
-        reply = call(args.socket, spec)
+        first = next(replies)
+        c = first["container"]
     except CantainerError as exc:
         print(f"cantainer: error: {exc}", file=sys.stderr)
         return 125
-    c = reply["container"]
+    except StopIteration:
+        print("cantainer: error: the daemon closed the connection", file=sys.stderr)
+        return 125
+    if args.detach or attach:
+        replies.close()  # nothing more comes on this connection
     if args.detach:
         print(c["id"])
         return 0
     if attach:
         from cantainer import terminal  # pty relaying: only interactive runs need it
 
-        code = terminal.attach(reply["attach"], interactive=args.interactive, tty=args.tty)
+        code = terminal.attach(first["attach"], interactive=args.interactive, tty=args.tty)
         if args.rm:
             call(args.socket, {"op": "rm", "ref": c["id"], "force": True})
         return 125 if code is None else code
-    for reply in request(args.socket, {"op": "logs", "ref": c["id"], "follow": True}):
-        if "end" in reply:
-            break
-        sys.stdout.write(reply["data"])
-        sys.stdout.flush()
-    code = call(args.socket, {"op": "wait", "ref": c["id"]})["exit_code"]
-    if args.rm:
-        call(args.socket, {"op": "rm", "ref": c["id"], "force": True})
+    code = None
+    try:
+        for reply in replies:  # its output, then its exit code (removed first with --rm)
+            if "data" in reply:
+                sys.stdout.write(reply["data"])
+                sys.stdout.flush()
+            elif "exit_code" in reply:
+                code = reply["exit_code"]
+    except CantainerError as exc:
+        print(f"cantainer: error: {exc}", file=sys.stderr)
     return 125 if code is None else code
 
 

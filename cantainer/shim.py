@@ -1,5 +1,9 @@
 """The small process that supervises one container: ``python -m cantainer.shim STATE_DIR``.
 
+(``STATE_DIR`` may be ``-``: the shim starts ahead of its container, its imports
+done, and reads the directory from stdin — see ``RuntimeActor``.  Python's
+start-up is then off the container's start path.)
+
 It reads ``STATE_DIR/spec.json``, puts the container's limits in a cgroup,
 starts the container's first process (``cantainer/kernel/process.py``) with
 its output going to ``STATE_DIR/output.log``, and writes
@@ -24,8 +28,6 @@ import os
 import signal
 import socket
 import sys
-
-import attrs
 
 from cantainer.kernel import process
 from cantainer.kernel.cgroups import Cgroup
@@ -64,7 +66,7 @@ def _run_container(spec, state_dir: str, raw: dict, cgroup: Cgroup):
     attached = _attach(state_dir) if raw.get("attach") else None
     if attached is not None:
         client, stdio, tty = attached
-        spec = attrs.evolve(spec, tty=tty)
+        spec = spec._replace(tty=tty)
     else:
         client = None
         log = os.open(os.path.join(state_dir, "output.log"),
@@ -123,9 +125,25 @@ def _attach(state_dir: str, timeout: float = 30.0):
 
 def main() -> int:
     if len(sys.argv) != 2:
-        print("usage: python -m cantainer.shim STATE_DIR", file=sys.stderr)
+        print("usage: python -m cantainer.shim STATE_DIR|-", file=sys.stderr)
         return 2
-    return run(sys.argv[1])
+    if sys.argv[1] != "-":
+        return run(sys.argv[1])
+    # A warm shim: started ahead of its container, it reads the state directory
+    # from stdin (nothing: the daemon no longer needs it), then lets go of the
+    # daemon's pipe and logs to STATE_DIR/shim.log.
+    state_dir = sys.stdin.readline().strip()
+    if not state_dir:
+        return 0
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    log = os.open(os.path.join(state_dir, "shim.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                  0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    return run(state_dir)
 
 
 if __name__ == "__main__":

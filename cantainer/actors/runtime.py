@@ -59,6 +59,7 @@ class RuntimeActor(ProjectionActor):
         self.images = ImageStore(context.data_dir)
         self._kill_at: dict[str, float] = {}  # container -> when SIGTERM turns to SIGKILL
         self._watched: set[str] = set()  # containers whose end a thread waits for
+        self._warm: subprocess.Popen | None = None
 
     def _dir(self, cid: str) -> str:
         return os.path.join(self.state_root, cid)
@@ -92,6 +93,7 @@ class RuntimeActor(ProjectionActor):
                     self._remove(cid)
 
     def _start(self, c: Container) -> None:
+        began = time.perf_counter()
         state = self._dir(c.id)
         os.makedirs(state, mode=0o700, exist_ok=True)
         try:
@@ -113,12 +115,18 @@ class RuntimeActor(ProjectionActor):
                 # run -i/-t: the API marked it; the shim waits for the CLI's terminal.
                 "attach": os.path.exists(attach_marker(self.context.data_dir, c.id))}
         _write(os.path.join(state, "spec.json"), json.dumps(spec))
+        networked = time.perf_counter()
         if spec["attach"]:
             os.unlink(attach_marker(self.context.data_dir, c.id))
-        with open(os.path.join(state, "shim.log"), "ab") as shim_log:
-            shim = subprocess.Popen([sys.executable, "-m", "cantainer.shim", state],
-                                    stdin=subprocess.DEVNULL, stdout=shim_log, stderr=shim_log,
-                                    start_new_session=True)
+        shim = self._take_warm_shim()
+        try:
+            shim.stdin.write(state.encode() + b"\n")
+            shim.stdin.close()
+        except OSError:  # it died waiting: start one the slow way
+            with open(os.path.join(state, "shim.log"), "ab") as shim_log:
+                shim = subprocess.Popen([sys.executable, "-m", "cantainer.shim", state],
+                                        stdin=subprocess.DEVNULL, stdout=shim_log,
+                                        stderr=shim_log, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT
         ready = ("attach.sock", "pid")
         while not any(os.path.exists(os.path.join(state, f)) for f in ready) and \
@@ -126,8 +134,32 @@ class RuntimeActor(ProjectionActor):
             if time.monotonic() > deadline:
                 break
             time.sleep(0.002)
+        log.info("container %s: network %.0f ms, shim to process %.0f ms", c.name,
+                 (networked - began) * 1000, (time.perf_counter() - networked) * 1000)
+        self._warm = _warm_shim()
         self._watched.add(c.id)
         threading.Thread(target=self._watch, args=(shim, state), daemon=True).start()
+
+    def _take_warm_shim(self) -> subprocess.Popen:
+        """The shim started ahead of time, waiting for its state directory (the
+        next one starts once this container runs: see ``_start``)."""
+        shim = self._warm if self._warm is not None and self._warm.poll() is None \
+            else _warm_shim()
+        self._warm = None
+        return shim
+
+    def on_start(self) -> None:
+        self._warm = _warm_shim()
+
+    def on_stop(self) -> None:
+        if self._warm is not None:
+            self._warm.stdin.close()  # end of input: it exits
+            self._warm.wait()
+            self._warm = None
+
+    def on_failure(self, exception_type, exception_value, traceback) -> None:
+        super().on_failure(exception_type, exception_value, traceback)
+        self.on_stop()
 
     def _stop_container(self, cid: str, pid: int, timeout: int) -> None:
         """SIGTERM once, SIGKILL once the timeout has passed (docker stop)."""
@@ -204,6 +236,11 @@ class RuntimeActor(ProjectionActor):
         return {"pid": _read_int(os.path.join(state, "pid")),
                 "exit_code": _read_int(os.path.join(state, "exit_code")),
                 "log": os.path.join(state, "output.log")}
+
+
+def _warm_shim() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cantainer.shim", "-"],
+                            stdin=subprocess.PIPE, start_new_session=True)
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -34,7 +34,7 @@ def ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: st
            mtu: int) -> str:
     """Build the container's namespace and veth; returns the namespace's name."""
     ns, veth = netns_name(container_id), host_veth(container_id)
-    netns.create(ns)
+    fresh = netns.create(ns)
     with IPRoute() as ipr:
         if _index(ipr, bridge) is None:
             try:  # the overlay actor may create it at the same moment
@@ -44,7 +44,8 @@ def ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: st
                     raise
         ipr.link("set", index=_index(ipr, bridge), state="up")
         if _index(ipr, veth) is None:
-            _remove_stale_eth0(ns)
+            if not fresh:  # a start cut short: its eth0 is left without a peer
+                _remove_stale_eth0(ns)
             ipr.link("add", ifname=veth, kind="veth", mtu=mtu,
                      peer={"ifname": "eth0", "net_ns_fd": ns, "mtu": mtu, "address": mac})
         ipr.link("set", index=_index(ipr, veth), master=_index(ipr, bridge), mtu=mtu,

@@ -1,30 +1,80 @@
-"""Network namespaces, bridges and veth pairs, through pyroute2.
+"""Network namespaces, bridges and veth pairs.
 
-Each call is idempotent: creating what exists or removing what is gone is
-not an error.
+Named namespaces live where ``ip netns`` keeps them: a bind mount of the
+namespace on ``/run/netns/NAME``, with ``/run/netns`` itself a shared mount
+so that other mount namespaces see new ones.  A namespace is made by a
+short-lived thread that unshares its network namespace and bind-mounts it
+(no process is forked: this is on every container's start path).  Each
+call is idempotent: creating what exists or removing what is gone is not
+an error.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute
+
+from cantainer.kernel import syscalls as sc
 
 NETNS_DIR = "/run/netns"
+_shared = threading.Lock()
 
 
-def create(name: str) -> None:
-    if name not in netns.listnetns():
-        netns.create(name)
+def _share_dir() -> None:
+    """Make ``/run/netns`` a shared mount point, as ``ip netns add`` does."""
+    with _shared:
+        os.makedirs(NETNS_DIR, mode=0o755, exist_ok=True)
+        try:
+            sc.mount("", NETNS_DIR, None, sc.MS_SHARED | sc.MS_REC)
+        except OSError:  # not a mount point yet: bind it on itself, then share it
+            sc.mount(NETNS_DIR, NETNS_DIR, None, sc.MS_BIND | sc.MS_REC)
+            sc.mount("", NETNS_DIR, None, sc.MS_SHARED | sc.MS_REC)
+
+
+def create(name: str) -> bool:
+    """Create namespace ``name``; False if it was already there."""
+    path = os.path.join(NETNS_DIR, name)
+    if os.path.ismount(path):
+        return False
+    _share_dir()
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o444))
+    failure: list[OSError] = []
+
+    def make() -> None:
+        try:
+            os.unshare(os.CLONE_NEWNET)  # this thread only
+            sc.mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", path, None,
+                     sc.MS_BIND)
+        except OSError as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=make)
+    thread.start()
+    thread.join()
+    if failure:
+        os.unlink(path)
+        raise failure[0]
+    return True
 
 
 def remove(name: str) -> None:
-    if name in netns.listnetns():
-        netns.remove(name)
+    path = os.path.join(NETNS_DIR, name)
+    if os.path.ismount(path):
+        sc.umount2(path, sc.MNT_DETACH)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def names(prefix: str = "") -> list[str]:
-    return sorted(n for n in netns.listnetns() if n.startswith(prefix))
+    try:
+        found = os.listdir(NETNS_DIR)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in found if n.startswith(prefix))
 
 
 def enter(name: str) -> None:

@@ -20,13 +20,13 @@ An exec that fails exits 127 (no such command) or 126 (cannot run it).
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import os
 import signal
 import socket
 import termios
-
-import attrs
+import warnings  # noqa: F401 -- os.execvpe imports it lazily, after pivot_root: too late
 
 from cantainer.kernel import syscalls as sc
 
@@ -47,15 +47,16 @@ DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@attrs.frozen
-class ProcessSpec:
-    lower: str              # the image's root filesystem
-    state_dir: str          # upper/, work/, rootfs/ of this container
-    hostname: str
-    command: tuple[str, ...]
-    env: tuple[str, ...] = ()
-    netns: str | None = None  # a name under /run/netns; None: a new, empty one
-    tty: bool = False         # stdin is a terminal: make it the controlling one
+# What to start (a namedtuple: the shim imports this module, and every import
+# costs container start-up time):
+#   lower      the image's root filesystem
+#   state_dir  upper/, work/, rootfs/ of this container
+#   hostname, command (tuple), env (tuple of K=V)
+#   netns      a name under /run/netns; None: a new, empty one
+#   tty        stdin is a terminal: make it the controlling one
+ProcessSpec = collections.namedtuple(
+    "ProcessSpec", "lower state_dir hostname command env netns tty",
+    defaults=((), None, False))
 
 
 def _mkdirs(*paths: str) -> None:

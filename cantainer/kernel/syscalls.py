@@ -7,10 +7,9 @@ mount, umount2, pivot_root, prctl and capset: thin wrappers that raise
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # the C library this process already has
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -20,6 +19,7 @@ MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
+MS_SHARED = 1 << 20
 MNT_DETACH = 2
 
 PR_CAPBSET_DROP = 24
