@@ -35,6 +35,7 @@ import time
 
 from bench._util import Figure, machine, median, ms, percentile, table
 from cantainer.actors.ipam import mac_of
+from cantainer import cli
 from cantainer.kernel import netns
 from cantainer.lab import Lab
 
@@ -93,8 +94,8 @@ def first_connect(netns_name: str, ip: str, port: int, deadline: float) -> float
     return netns.run_in(netns_name, probe)
 
 
-def address(i: int) -> str:
-    return str(ipaddress.IPv4Network(NET).network_address + i)
+def ip_of(lab: Lab, cid: str) -> str:
+    return cli.call(lab.host(1).socket, {"op": "inspect", "ref": cid})["container"]["ip"]
 
 
 def container_id(i: int) -> str:
@@ -108,7 +109,6 @@ def measure(lab: Lab, events: int) -> dict[str, list[float]]:
         cid = lab.cli(h.number, "run", "-d", "-n", NET, "--name", f"base{h.number}", "busybox",
                       "sleep", "100000").stdout.strip()
         base[h.number] = f"ct{cid[:12]}"
-    allocated = 1 + len(others)  # .2, .3, ... went to the base containers
     time.sleep(1.0)
     watchers = [Watcher(h.netns) for h in others]
     out: dict[str, list[float]] = {
@@ -127,21 +127,19 @@ def measure(lab: Lab, events: int) -> dict[str, list[float]]:
 
     try:
         for i in range(events):
-            allocated += 1
             started = time.perf_counter()
             lab.cli(1, "submit-event", "ContainerCreated", f"container={container_id(5000 + i)}",
                     f"name=ev{i}", "host=h1", f"network={NET}")
             returned = time.perf_counter()
-            done = entries_everywhere(address(allocated))
+            done = entries_everywhere(ip_of(lab, container_id(5000 + i)))
             out["submit-event returned → entries"].append(max(0.0, done - returned))
             out["submit-event started → entries"].append(done - started)
             time.sleep(0.05)
-            allocated += 1
-            ip = address(allocated)
             started = time.perf_counter()
-            lab.cli(1, "run", "-d", "-n", NET, "--name", f"srv{i}", "busybox",
-                    "nc", "-l", "-p", "7000")
+            cid = lab.cli(1, "run", "-d", "-n", NET, "--name", f"srv{i}", "busybox",
+                          "nc", "-l", "-p", "7000").stdout.strip()
             returned = time.perf_counter()
+            ip = ip_of(lab, cid)  # through the API: a millisecond or two
             connected = first_connect(base[2], ip, 7000, returned + 20)
             if connected is None:
                 raise SystemExit(f"no TCP connect to {ip} from h2 in 20 s")

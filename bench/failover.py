@@ -14,7 +14,7 @@ import argparse
 import json
 import time
 
-from bench._util import machine, median, table
+from bench._util import Figure, machine, median, table
 from cantainer.lab import Lab
 
 
@@ -32,18 +32,25 @@ def failover_once(latency_ms: int | None) -> float:
         return time.perf_counter() - started
 
 
+def run(reps: int = 5) -> tuple[str, list[Figure]]:
+    rows, medians = [], {}
+    for label, latency in (("cantainerd default (30 ms latency)", 30),
+                           ("5 s election timeout, latency 333 ms (anchor)", 333)):
+        times = [failover_once(latency) for _ in range(reps)]
+        medians[latency] = median(times)
+        rows.append([label, f"{median(times):.2f}", f"{min(times):.2f}", f"{max(times):.2f}"])
+    text = (f"fail-over: SIGKILL of the leader -> next append acknowledged, {reps} runs each; "
+            f"{machine()}\n" + table(["Raft timing", "median s", "min s", "max s"], rows))
+    return text, [Figure("fail-over: leader SIGKILLed → next acknowledged append (median)",
+                         f"{medians[30]:.2f} s", f"5 s election timeout {medians[333]:.2f} s",
+                         f"{medians[30] / medians[333]:.2f}× anchor", "-", None)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
-    rows = []
-    for label, latency in (("cantainerd default (30 ms latency)", 30),
-                           ("5 s election timeout, latency 333 ms (anchor)", 333)):
-        times = [failover_once(latency) for _ in range(args.reps)]
-        rows.append([label, f"{median(times):.2f}", f"{min(times):.2f}", f"{max(times):.2f}"])
-    print(f"fail-over: SIGKILL of the leader -> next append acknowledged, "
-          f"{args.reps} runs each; {machine()}")
-    print(table(["Raft timing", "median s", "min s", "max s"], rows))
+    print(run(args.reps)[0])
     return 0
 
 

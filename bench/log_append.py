@@ -21,7 +21,7 @@ import time
 
 from dqliteclient import ClusterClient, MemoryNodeStore
 
-from bench._util import machine, median, run_in_netns, table
+from bench._util import Figure, machine, median, run_in_netns, table
 from cantainer import cli
 from cantainer.events import NodeRecovered, encode
 from cantainer.lab import Lab
@@ -86,26 +86,37 @@ def bench_raw(lab: Lab, size: int, reps: int) -> list[float]:
     return run_in_netns(lab.host(2).netns, go)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=40, help="batches per size and method")
-    args = parser.parse_args()
-    rows = []
+def run(reps: int = 40) -> tuple[str, list[Figure]]:
+    rows, figures = [], []
     with Lab(3) as lab:
         lab.start_all()
         for size in BATCHES:
-            raw = bench_raw(lab, size, args.reps)
-            api = bench_api(lab, size, args.reps)
-            cmd = bench_cli(lab, size, args.reps)
+            raw = bench_raw(lab, size, reps)
+            api = bench_api(lab, size, reps)
+            cmd = bench_cli(lab, size, reps)
             rate = lambda ts: size * len(ts) / sum(ts)
             rows.append([str(size), f"{rate(cmd):,.0f}", f"{rate(api):,.0f}", f"{rate(raw):,.0f}",
                          f"{rate(cmd) / rate(raw):.2f}", f"{rate(api) / rate(raw):.2f}",
                          f"{median(cmd) * 1000:.1f} / {median(api) * 1000:.1f} / "
                          f"{median(raw) * 1000:.1f}"])
-    print(f"event append throughput, 3 voters, {args.reps} batches per cell; {machine()}")
-    print(table(["batch", "submit-event ev/s", "API ev/s", "raw dqlite-client ev/s",
-                 "submit-event / raw", "API / raw", "median ms per batch (cli / api / raw)"],
-                rows))
+            for label, ts in (("API", api), ("submit-event", cmd)):
+                figures.append(Figure(
+                    f"append throughput, 3 voters, batch {size}: {label}",
+                    f"{rate(ts):,.0f} ev/s", f"raw dqlite-client {rate(raw):,.0f} ev/s",
+                    f"{rate(ts) / rate(raw):.2f}× raw", "≥ 0.8× raw",
+                    rate(ts) >= 0.8 * rate(raw)))
+    text = (f"event append throughput, 3 voters, {reps} batches per cell; {machine()}\n"
+            + table(["batch", "submit-event ev/s", "API ev/s", "raw dqlite-client ev/s",
+                     "submit-event / raw", "API / raw", "median ms per batch (cli / api / raw)"],
+                    rows))
+    return text, figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=40, help="batches per size and method")
+    args = parser.parse_args()
+    print(run(args.reps)[0])
     return 0
 
 

@@ -110,10 +110,18 @@ class OverlayActor(ProjectionActor):
             self._kernel.close()
 
     def reconcile(self, changed_only: bool = False) -> None:
+        """After new events (``changed_only``): the entries that changed, if the same
+        networks are still here; otherwise, and periodically, a full comparison with
+        the kernel."""
         plan = self.projection.plan(self.context.node)
-        if changed_only and plan == self._reconciled_plan:
+        old = self._reconciled_plan
+        if changed_only and plan == old:
             return
-        for change in self._kernel.reconcile(plan):
+        if changed_only and old is not None and plan.keys() == old.keys():
+            changes = self._kernel.update_entries(old, plan)
+        else:
+            changes = self._kernel.reconcile(plan)
+        for change in changes:
             log.info("overlay: %s", change)
         self._reconciled_plan = plan
 
