@@ -53,7 +53,8 @@ def timed(argv: list[str], env: dict | None = None) -> float:
     result = subprocess.run(argv, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr}")
+        raise SystemExit(f"{' '.join(argv)} failed ({result.returncode}): "
+                         f"{result.stdout}{result.stderr}")
     return elapsed
 
 

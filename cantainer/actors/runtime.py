@@ -60,6 +60,7 @@ class RuntimeActor(ProjectionActor):
         self._kill_at: dict[str, float] = {}  # container -> when SIGTERM turns to SIGKILL
         self._watched: set[str] = set()  # containers whose end a thread waits for
         self._warm: subprocess.Popen | None = None
+        self._removals = None
 
     def _dir(self, cid: str) -> str:
         return os.path.join(self.state_root, cid)
@@ -67,6 +68,13 @@ class RuntimeActor(ProjectionActor):
     def reconcile(self, changed_only: bool = False) -> None:
         local = {cid: c for cid, c in self.projection.containers.items()
                  if c.host == self.context.node}
+        # Gone ones first: a new container may take over a removed one's address.
+        if os.path.isdir(self.state_root):
+            for cid in os.listdir(self.state_root):
+                if cid not in local:
+                    self._remove(cid)
+        if not changed_only:
+            self._reattach(local)
         for cid, c in local.items():
             state = self._dir(cid)
             if c.state == "created" and not os.path.exists(os.path.join(state, "spec.json")):
@@ -87,10 +95,22 @@ class RuntimeActor(ProjectionActor):
                 self._stop_container(cid, pid, c.stop_timeout)
             elif code is not None:
                 self._kill_at.pop(cid, None)
-        if os.path.isdir(self.state_root):
-            for cid in os.listdir(self.state_root):
-                if cid not in local:
-                    self._remove(cid)
+
+    def _reattach(self, local: dict[str, Container]) -> None:
+        """Put back the veth of a running container whose bridge went away under it
+        (removed by hand, or by the overlay actor racing this one)."""
+        running = {cid: f"ctbr{self.projection.networks[c.network].vni}"
+                   for cid, c in local.items() if c.state == "running"
+                   and not os.path.exists(os.path.join(self._dir(cid), "exit_code"))}
+        if not running:
+            return
+        for cid in container_net.detached(running):
+            c = local[cid]
+            net = self.projection.networks[c.network]
+            log.warning("container %s: its veth is not in %s; attaching it again", c.name,
+                        running[cid])
+            container_net.ensure(cid, running[cid], str(c.ip), net.cidr.prefixlen, c.mac,
+                                 self.context.underlay_mtu - VXLAN_OVERHEAD)
 
     def _start(self, c: Container) -> None:
         began = time.perf_counter()
@@ -149,9 +169,14 @@ class RuntimeActor(ProjectionActor):
         return shim
 
     def on_start(self) -> None:
+        from cantainer.kernel.watch import Removals
         self._warm = _warm_shim()
+        self._removals = Removals(self._tell_reconcile)  # a bridge or veth deleted
 
     def on_stop(self) -> None:
+        if self._removals is not None:
+            self._removals.close()
+            self._removals = None
         if self._warm is not None:
             self._warm.stdin.close()  # end of input: it exits
             self._warm.wait()

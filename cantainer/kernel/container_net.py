@@ -10,11 +10,15 @@ Idempotent: ``ensure`` completes what is missing, ``remove`` what is there.
 from __future__ import annotations
 
 import errno
+import time
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from cantainer.kernel import netns
+
+
+ENSURE_ATTEMPTS = 20
 
 
 def netns_name(container_id: str) -> str:
@@ -32,7 +36,37 @@ def _index(ipr: IPRoute, ifname: str) -> int | None:
 
 def ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: str,
            mtu: int) -> str:
-    """Build the container's namespace and veth; returns the namespace's name."""
+    """Build the container's namespace and veth; returns the namespace's name.
+
+    The overlay actor may remove an empty bridge at the same moment (it can be a
+    few events behind): then the bridge is gone mid-way (ENODEV, EINVAL) and the
+    whole, idempotent, build is done again.
+    """
+    for attempt in range(ENSURE_ATTEMPTS):
+        try:
+            return _ensure(container_id, bridge, address, prefixlen, mac, mtu)
+        except NetlinkError as exc:
+            if exc.code not in (errno.ENODEV, errno.EINVAL) or attempt == ENSURE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.01)
+    raise AssertionError("unreachable")
+
+
+def detached(bridges: dict[str, str]) -> list[str]:
+    """Of ``{container id: its bridge}``, the containers whose host veth is not in
+    that bridge (missing, or the bridge was removed under it); one link dump."""
+    with IPRoute() as ipr:
+        links = {link.get("IFLA_IFNAME"): link for link in ipr.get_links()}
+    out = []
+    for cid, bridge in bridges.items():
+        veth, br = links.get(host_veth(cid)), links.get(bridge)
+        if veth is None or br is None or veth.get("IFLA_MASTER") != br["index"]:
+            out.append(cid)
+    return out
+
+
+def _ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: str,
+            mtu: int) -> str:
     ns, veth = netns_name(container_id), host_veth(container_id)
     fresh = netns.create(ns)
     with IPRoute() as ipr:

@@ -182,6 +182,14 @@ class OverlayKernel:
                       master=self._index(plan.bridge), state="up")
 
     def _remove(self, vni: int) -> None:
+        """Remove the network's devices, unless a container's veth is still in the
+        bridge: the runtime actor, a few events ahead or behind, may have attached one
+        (the next reconcile removes an empty bridge)."""
+        bridge = self._index(f"{BRIDGE_PREFIX}{vni}")
+        if bridge is not None and any(link.get("IFLA_MASTER") == bridge and
+                                      (link.get("IFLA_IFNAME") or "").startswith("vh")
+                                      for link in self.ipr.get_links()):
+            return
         for ifname in (f"{VXLAN_PREFIX}{vni}", f"{BRIDGE_PREFIX}{vni}"):
             index = self._index(ifname)
             if index is not None:
