@@ -62,7 +62,11 @@ def main() -> int:
         module, full, quick, command = BENCHMARKS[name]
         print(f"== {name}", flush=True)
         t0 = time.monotonic()
-        text, found = module.run(**(quick if args.quick else full))
+        try:
+            text, found = module.run(**(quick if args.quick else full))
+        except (Exception, SystemExit) as exc:  # one broken benchmark must not hide the rest
+            text = f"FAILED: {type(exc).__name__}: {exc}"
+            found = [Figure(f"{name}: did not complete", "-", "-", "-", "-", False)]
         print(text + f"\n({time.monotonic() - t0:.0f} s)\n", flush=True)
         details.append(f"### {name}\n\n`{command}`\n\n{text}\n")
         figures.extend(found)
