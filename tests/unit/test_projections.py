@@ -141,6 +141,36 @@ def test_vni_addresses_and_freeing_follow_log_order():
     assert ipam.networks["red"].vni == VNI_BASE + 2, "VNIs are never reused"
 
 
+def test_stop_requests_keep_the_shortest_timeout_until_the_exit():
+    ipam = Ipam()
+    log = Log(ipam)
+    joined(log, "h1")
+    log(created("a", "c1", "h1", "198.18.0.0/24"))
+    assert ipam.containers["a" * 12].stop_timeout is None
+    log(ev.ContainerStopRequested(container="a" * 12, timeout=30))
+    log(ev.ContainerStopRequested(container="a" * 12, timeout=2))
+    log(ev.ContainerStopRequested(container="a" * 12, timeout=10))
+    assert ipam.containers["a" * 12].stop_timeout == 2
+    log(ev.ContainerExited(container="a" * 12, exit_code=143))
+    log(ev.ContainerStopRequested(container="a" * 12, timeout=1))
+    assert ipam.containers["a" * 12].stop_timeout == 2, "a stop after the exit changes nothing"
+    missing = log(ev.ContainerStopRequested(container="e" * 12))
+    assert "no container" in ipam.verdict(missing)
+
+
+def test_a_name_is_free_again_once_its_container_is_removed():
+    ipam = Ipam()
+    log = Log(ipam)
+    joined(log, "h1", "h2")
+    log(created("a", "web", "h2", "198.18.0.0/24"))
+    log(ev.ContainerRemoved(container="a" * 12))
+    assert ipam.verdict(log(created("b", "web", "h1", "198.18.0.0/24"))) is None
+    log(ev.NodeLeft(name="h1"))
+    assert ipam.verdict(log(created("c", "web", "h2", "198.18.0.0/24"))) is None, \
+        "NodeLeft frees its containers' names too"
+    assert ipam.networks["198.18.0.0-24"].containers == 1
+
+
 def test_unknown_cidr_creates_the_network_implicitly():
     ipam = Ipam()
     log = Log(ipam)
