@@ -4,7 +4,7 @@
 
 Each repetition builds a fresh three-host lab, appends once, kills the leader's
 daemon with SIGKILL and times ``cantainer submit-event`` on a survivor until it
-returns a seq.  The anchor is the same with a 5 s election timeout
+returns a seq (retried with the same id while it reports no leader).  The anchor is the same with a 5 s election timeout
 (``--network-latency-ms 333``), the order of libdqlite's own defaults.
 """
 
@@ -28,8 +28,13 @@ def failover_once(latency_ms: int | None) -> float:
         survivor = 2 if dead == 1 else 1
         lab.kill(dead)
         started = time.perf_counter()
-        lab.cli(survivor, "submit-event", "NetworkCreated", "name=after", "cidr=198.18.1.0/24")
-        return time.perf_counter() - started
+        while True:  # a slow election outlasts one command's retries: retry, same id
+            done = lab.cli(survivor, "submit-event", "NetworkCreated", "name=after",
+                           "cidr=198.18.1.0/24", "--id", "failover-after", check=False)
+            if done.returncode == 0:
+                return time.perf_counter() - started
+            if time.perf_counter() - started > 60:
+                raise SystemExit(f"no append acknowledged 60 s after the kill: {done.stderr}")
 
 
 def run(reps: int = 5) -> tuple[str, list[Figure]]:
