@@ -36,7 +36,7 @@ from cantainer.events import EventLog, NodeJoined, NodeLeft, RaftMember
 from cantainer.heartbeat import INTERVAL as HEARTBEAT_INTERVAL
 from cantainer.heartbeat import Heartbeats, heartbeat_port
 from cantainer.kernel.images import ImageStore
-from cantainer.kernel.net import mtu_of
+from cantainer.kernel.net import ensure_neighbour_table, mtu_of
 
 log = logging.getLogger("cantainerd")
 
@@ -97,6 +97,11 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self._stopping.set)
+        try:
+            for change in ensure_neighbour_table():
+                log.info("raised the kernel's neighbour table: %s", change)
+        except OSError as exc:  # containers still work; many of them may not reach each other
+            log.warning("cannot raise the kernel's neighbour table limits: %s", exc)
         await self.raft.start()
         tasks: list[asyncio.Task] = []
         try:

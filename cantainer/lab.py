@@ -29,6 +29,7 @@ import time
 from cantainer import cli
 from cantainer.errors import CantainerError
 from cantainer.kernel import netns
+from cantainer.kernel.net import ensure_neighbour_table
 
 _counter = itertools.count(1)
 DAEMON_PORT = 9000
@@ -83,6 +84,9 @@ class Lab:
     # -- network --------------------------------------------------------------------
 
     def build(self) -> None:
+        # N hosts' containers share this one kernel's neighbour table, which a real
+        # host's cantainerd raises for its own: the lab does it for all of them.
+        ensure_neighbour_table()
         netns.create(self.underlay)
         netns.ensure_bridge(self.underlay, "ul0")
         for h in self.hosts:

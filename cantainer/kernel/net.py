@@ -1,7 +1,8 @@
-"""Addresses and routes through pyroute2 netlink."""
+"""Addresses and routes through pyroute2 netlink; the neighbour table's limits."""
 
 from __future__ import annotations
 
+import os
 import socket
 
 from pyroute2 import IPRoute
@@ -28,3 +29,30 @@ def mtu_of(address: str) -> int:
             if addr.get("IFA_ADDRESS") == address:
                 return ipr.get_links(addr["index"])[0].get("IFLA_MTU")
     return 1500
+
+
+# The kernel keeps one IPv4 neighbour (ARP) table for the whole machine, every
+# network namespace included, and refuses new entries past gc_thresh3 (1024 by
+# default): with a few hundred containers talking to each other, ARP fails
+# ("neighbour table overflow") and so do their first packets.  Only raised.
+NEIGHBOUR_TABLE = {"gc_thresh1": 4096, "gc_thresh2": 16384, "gc_thresh3": 32768}
+_NEIGH_DIR = "/proc/sys/net/ipv4/neigh/default"
+
+
+def ensure_neighbour_table() -> list[str]:
+    """Raise the machine's neighbour table limits to ``NEIGHBOUR_TABLE``; what changed.
+
+    The limits live in the initial network namespace only; elsewhere (a lab's
+    hosts, whose lab raises them) this changes nothing."""
+    if not os.path.isdir(_NEIGH_DIR):
+        return []
+    changed = []
+    for name, minimum in NEIGHBOUR_TABLE.items():
+        path = os.path.join(_NEIGH_DIR, name)
+        with open(path) as f:
+            current = int(f.read())
+        if current < minimum:
+            with open(path, "w") as f:
+                f.write(str(minimum))
+            changed.append(f"net.ipv4.neigh.default.{name} {current} -> {minimum}")
+    return changed
