@@ -32,7 +32,7 @@ from cantainer import events as ev
 from cantainer.events import encode
 
 HOSTS, NETWORKS, ALIVE = 8, 10, 2000
-BATCH = 200  # events per submit (larger ones hit libdqlite 1.11 trouble: see bench/gaps.md)
+BATCH = 200  # events per submit: the API's limit (bench/gaps.md)
 
 
 def life(n: int) -> list[ev.Event]:
