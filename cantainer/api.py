@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 16 << 20  # bytes in one request line (a batch of events)
-MAX_BATCH = 200  # larger transactions hit libdqlite 1.11 faults: see bench/gaps.md
+MAX_BATCH = 1000  # events per append: one transaction, bounded (events._log.PAGE_CACHE)
 FOLLOW_POLL = 0.1  # seconds between reads of the log head while following
 FOLLOW_OUTPUT_POLL = 0.01  # seconds between looks at a followed container's output
 FORWARD_CONNECT_TIMEOUT = 3.0  # seconds to reach the daemon that runs a container

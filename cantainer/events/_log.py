@@ -53,6 +53,11 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS events (
     time REAL NOT NULL,
     payload BLOB NOT NULL)"""
 _COLUMNS = "seq, id, type, version, node, time, payload"
+# libdqlite 1.11 breaks a transaction whose dirty pages spill out of SQLite's page
+# cache (default 2 MiB) before COMMIT: "disk I/O error" answers, a transaction kept
+# only in part, or an abort in vfsDatabaseTruncate (canonical/dqlite#163; LXD sets
+# the same band-aid).  Each session gets a cache no batch the API takes comes near.
+PAGE_CACHE = "PRAGMA cache_size = -65536"  # KiB: 64 MiB, allocated only as used
 
 # SQLite result codes that mean "try again, maybe elsewhere": BUSY and dqlite's
 # IOERR_NOT_LEADER / IOERR_LEADERSHIP_LOST family (primary code 10).
@@ -96,6 +101,7 @@ class EventLog:
     async def _connection(self) -> DqliteConnection:
         if self._conn is None or not self._conn.is_connected:
             self._conn = await self._cluster.connect(DATABASE, max_attempts=1)
+            await self._conn.execute(PAGE_CACHE)
             if not self._schema_ready:
                 await self._conn.execute(SCHEMA)
                 self._schema_ready = True

@@ -37,20 +37,21 @@ def test_cluster_forms_and_every_host_reads_the_same_log(make_lab):
     for i in range(12):  # interleave submitters
         submit(lab, i % 3 + 1, "NetworkCreated", f"name=net{i}", f"cidr=198.18.{i}.0/24")
     batch = "\n".join(json.dumps({"type": "NetworkCreated", "id": f"b-{i}",
-                                  "data": {"name": f"b{i}", "cidr": f"198.19.{i}.0/24"}})
-                      for i in range(200))  # the largest batch: five INSERTs, one transaction
+                                  "data": {"name": f"b{i}",
+                                           "cidr": f"198.19.{i // 16}.{i % 16 * 16}/28"}})
+                      for i in range(1000))  # the largest batch: 24 INSERTs, one transaction
     seqs = [int(s) for s in submit(lab, 2, "--file", "-", input=batch).stdout.split()]
-    assert seqs == list(range(seqs[0], seqs[0] + 200)), "a batch is contiguous and in order"
+    assert seqs == list(range(seqs[0], seqs[0] + 1000)), "a batch is contiguous and in order"
     over = lab.cli(2, "submit-event", "--file", "-", input=batch + "\n" + batch.replace(
         '"b-', '"c-').replace('"b', '"c'), check=False)
-    assert over.returncode == 1 and "a batch holds at most 200 events, got 400" in over.stderr
+    assert over.returncode == 1 and "a batch holds at most 1000 events, got 2000" in over.stderr
 
     logs = [events(lab, n) for n in (1, 2, 3)]
     assert logs[0] == logs[1] == logs[2]
     assert [e["seq"] for e in logs[0]] == list(range(1, len(logs[0]) + 1)), "gap-free"
     assert [e["type"] for e in logs[0][:3]] == ["NodeJoined"] * 3
     created = [e["data"]["name"] for e in logs[0] if e["type"] == "NetworkCreated"]
-    assert created == [f"net{i}" for i in range(12)] + [f"b{i}" for i in range(200)]
+    assert created == [f"net{i}" for i in range(12)] + [f"b{i}" for i in range(1000)]
     assert {e["node"] for e in logs[0] if e["type"] == "NetworkCreated"} == {"h1", "h2", "h3"}
 
     only = events(lab, 3, "--type", "NetworkCreated", "--since", str(logs[0][5]["seq"]))
