@@ -33,6 +33,7 @@ from cantainer.events import (
     ContainerStopRequested,
     NetworkCreated,
     NetworkRemoved,
+    SHORT_ID,
     NodeLeft,
 )
 
@@ -106,6 +107,7 @@ class Ipam(Projection):
         self.networks: dict[str, Network] = {}
         self.containers: dict[str, Container] = {}
         self.names: dict[str, str] = {}  # container name -> id
+        self.short_ids: dict[str, str] = {}  # id[:SHORT_ID] -> id: kernel names use it
         self.networks_created = 0
 
     def apply(self, rec) -> None:
@@ -159,6 +161,9 @@ class Ipam(Projection):
             return f"container id {e.container} already exists"
         if e.name in self.names:
             return f"container name {e.name!r} is already in use"
+        if (other := self.short_ids.get(e.container[:SHORT_ID])) is not None:
+            return (f"container id {e.container} has the same first {SHORT_ID} digits as "
+                    f"container {other} (its namespace and veth are named by them)")
         if e.host not in self.members.live():
             return f"host {e.host!r} is not a member of the cluster"
         net = self.network_of(e.network)
@@ -176,6 +181,7 @@ class Ipam(Projection):
         self.containers[e.container] = Container(e.container, e.name, e.host, net.name, ip,
                                                  mac_of(ip), e, seq)
         self.names[e.name] = e.container
+        self.short_ids[e.container[:SHORT_ID]] = e.container
         net.containers += 1
         return None
 
@@ -183,6 +189,7 @@ class Ipam(Projection):
         """The container is gone: its name and address are free again."""
         c = self.containers.pop(cid)
         del self.names[c.name]
+        del self.short_ids[cid[:SHORT_ID]]
         net = self.networks[c.network]
         net.pool.release(c.ip)
         net.containers -= 1

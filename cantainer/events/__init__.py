@@ -36,11 +36,11 @@ from cantainer.events._codec import (
     to_data,
 )
 from cantainer.events._log import EventLog, new_event_id
-from cantainer.events._validate import parse_cidr
+from cantainer.events._validate import SHORT_ID, parse_cidr
 from cantainer.events._raft import RaftMember, plan_roles
 
 __all__ = [
-    "CATALOGUE", "MAX_PAYLOAD", "EventLog", "RaftMember", "new_event_id", "plan_roles",
+    "CATALOGUE", "MAX_PAYLOAD", "SHORT_ID", "EventLog", "RaftMember", "new_event_id", "plan_roles",
     "ContainerCreated", "ContainerExited", "ContainerRemoved", "ContainerStarted",
     "ContainerStopRequested", "Event", "NetworkCreated", "NetworkRemoved", "NodeJoined", "NodeLeft",
     "NodeRecovered", "NodeSuspected", "Recorded", "UnknownEvent", "decode", "decode_fields", "encode", "parse_cidr",

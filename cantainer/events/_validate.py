@@ -14,6 +14,7 @@ from cantainer.errors import InvalidEvent
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 CONTAINER_ID_RE = re.compile(r"^[0-9a-f]{12,64}$")
+SHORT_ID = 12  # digits of a container id that name its kernel objects; unique among live ones
 IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,127}(:[A-Za-z0-9._-]{1,64})?$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 EVENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")

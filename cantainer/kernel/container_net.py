@@ -15,6 +15,7 @@ import time
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from cantainer.events import SHORT_ID
 from cantainer.kernel import netns
 
 
@@ -22,11 +23,11 @@ ENSURE_ATTEMPTS = 20
 
 
 def netns_name(container_id: str) -> str:
-    return f"ct{container_id[:12]}"
+    return f"ct{container_id[:SHORT_ID]}"
 
 
 def host_veth(container_id: str) -> str:
-    return f"vh{container_id[:10]}"
+    return f"vh{container_id[:SHORT_ID]}"  # 14 characters: IFNAMSIZ allows 15
 
 
 def _index(ipr: IPRoute, ifname: str) -> int | None:

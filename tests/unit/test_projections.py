@@ -165,10 +165,12 @@ def test_a_name_is_free_again_once_its_container_is_removed():
     log(created("a", "web", "h2", "198.18.0.0/24"))
     log(ev.ContainerRemoved(container="a" * 12))
     assert ipam.verdict(log(created("b", "web", "h1", "198.18.0.0/24"))) is None
+    again = ev.ContainerCreated(container="a" * 64, name="web2", host="h2", network="198.18.0.0/24")
+    assert ipam.verdict(log(again)) is None, "a removed container's short id is free again"
     log(ev.NodeLeft(name="h1"))
     assert ipam.verdict(log(created("c", "web", "h2", "198.18.0.0/24"))) is None, \
         "NodeLeft frees its containers' names too"
-    assert ipam.networks["198.18.0.0-24"].containers == 1
+    assert ipam.networks["198.18.0.0-24"].containers == 2  # "web2" and "web" on h2
 
 
 def test_unknown_cidr_creates_the_network_implicitly():
@@ -202,6 +204,9 @@ def test_conflicts_are_settled_by_log_order():
     log(created("a", "web", "h1", "blue"))
     assert "name 'web' is already in use" in ipam.verdict(log(created("b", "web", "h1", "blue")))
     assert "already exists" in ipam.verdict(log(created("a", "web2", "h1", "blue")))
+    same_prefix = ev.ContainerCreated(container="a" * 12 + "b" * 52, name="web3", host="h1",
+                                      network="blue")
+    assert f"same first 12 digits as container {'a' * 12}" in ipam.verdict(log(same_prefix))
     assert "still has containers: web" in ipam.verdict(log(ev.NetworkRemoved(name="blue")))
 
 
