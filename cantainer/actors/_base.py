@@ -11,6 +11,7 @@ pipeline logs it and starts a fresh one, which replays the log from seq 1.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -43,7 +44,10 @@ class Deliver:
 
 @attrs.frozen
 class Reconcile:
-    pass
+    """Compare the kernel with the projection.  One that was sent before the last
+    comparison began is dropped: a burst of removals costs one full reconcile."""
+
+    sent: float = attrs.field(factory=time.monotonic)
 
 
 class ProjectionActor(pykka.ThreadingActor):
@@ -53,6 +57,7 @@ class ProjectionActor(pykka.ThreadingActor):
         super().__init__()
         self.context = context
         self.projection = projection
+        self._reconciled_at = float("-inf")  # when the last full reconcile began
 
     def on_receive(self, message) -> None:
         if isinstance(message, Deliver):
@@ -65,7 +70,8 @@ class ProjectionActor(pykka.ThreadingActor):
             self.context.progress[self.name] = self.projection.applied
             self.context.progressed()
             self.reconcile(changed_only=True)
-        elif isinstance(message, Reconcile):
+        elif isinstance(message, Reconcile) and message.sent >= self._reconciled_at:
+            self._reconciled_at = time.monotonic()
             self.reconcile()
 
     def on_failure(self, exception_type, exception_value, traceback) -> None:

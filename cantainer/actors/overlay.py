@@ -90,12 +90,13 @@ class OverlayActor(ProjectionActor):
         self._reconciled_plan = None
 
     def on_start(self) -> None:
-        from cantainer.kernel.overlay import OverlayKernel
+        from cantainer.kernel.overlay import BRIDGE_PREFIX, VXLAN_PREFIX, OverlayKernel
         from cantainer.kernel.watch import Removals
         self._kernel = OverlayKernel(self.context.address)
         # A deleted device or entry is put back at once; the pipeline's periodic
         # Reconcile catches the rest (changed attributes, a lost notification).
-        self._removals = Removals(self._removed)
+        self._removals = Removals(self._removed, links=(BRIDGE_PREFIX, VXLAN_PREFIX),
+                                   neighbours=(VXLAN_PREFIX,))
 
     def _removed(self) -> None:
         try:

@@ -37,6 +37,7 @@ ACTORS: tuple[type[ProjectionActor], ...] = (MembershipActor, IpamActor, Overlay
 BATCH = 1000
 POLL_MIN, POLL_MAX = 0.01, 2.0  # pokes from appending hosts cut the wait (heartbeat.py)
 TICK = 2.0
+SLOW_READ = 0.5  # seconds: a read slower than this is logged
 RECONCILE_EVERY = 10.0  # a full kernel comparison; most drift is noticed when it happens
 RESTART_BACKOFF_MAX = 30.0
 HEALTHY_AFTER = 60.0  # seconds alive after which a restarted actor's backoff resets
@@ -97,8 +98,11 @@ class Pipeline:
         while True:
             self._wake.clear()  # before the read: a wake during it must not be lost
             after = min(self.delivered.values())
+            started = time.monotonic()
             try:
                 batch = await self.log.read(after=after, limit=BATCH)
+                if (took := time.monotonic() - started) > SLOW_READ:
+                    log.warning("tailer: reading the log after seq %d took %.2f s", after, took)
             except LogUnavailable as exc:
                 log.warning("tailer: %s", exc)
                 await asyncio.sleep(1.0)

@@ -171,7 +171,7 @@ class RuntimeActor(ProjectionActor):
     def on_start(self) -> None:
         from cantainer.kernel.watch import Removals
         self._warm = _warm_shim()
-        self._removals = Removals(self._tell_reconcile)  # a bridge or veth deleted
+        self._removals = Removals(self._tell_reconcile, links=("vh", "ctbr"))  # a veth, a bridge
 
     def on_stop(self) -> None:
         if self._removals is not None:

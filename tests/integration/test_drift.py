@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from cantainer.kernel.container_net import host_veth
 from tests.integration.helpers import wait_for
 from tests.integration.test_overlay import VNI, kernel
 
@@ -37,7 +38,7 @@ def test_hand_deleted_entries_veth_and_bridge_are_restored(make_lab):
     lab.cli(2, "run", "-d", "-n", NET, "--name", "b", "busybox", "sleep", "100000")
     a, b = (json.loads(lab.cli(1, "inspect", name).stdout) for name in ("a", "b"))
     wait_for(lambda: reaches(lab, 1, "a", b["ip"]))
-    vxlan, bridge, veth = f"ctvx{VNI}", f"ctbr{VNI}", f"vh{a['id'][:10]}"
+    vxlan, bridge, veth = f"ctvx{VNI}", f"ctbr{VNI}", host_veth(a['id'])
     restored = {}
 
     def timed(what, delete, back):
