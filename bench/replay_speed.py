@@ -35,6 +35,11 @@ HOSTS, NETWORKS, ALIVE = 8, 10, 2000
 BATCH = 1000  # events per submit: the API's limit
 
 
+def container_id(i: int) -> str:
+    """64 digits, unique in the first 12 (which name a container's kernel objects)."""
+    return f"{i:012x}".ljust(64, "0")
+
+
 def life(n: int) -> list[ev.Event]:
     """``n`` events of a cluster's life, every one of them accepted by the projections."""
     out: list[ev.Event] = [ev.NodeJoined(name=f"n{h}", address=f"198.51.100.{100 + h}",
@@ -44,13 +49,13 @@ def life(n: int) -> list[ev.Event]:
             for k in range(NETWORKS)]
     i = 0
     while len(out) < n:
-        cid = f"{i:064x}"
+        cid = container_id(i)
         out += [ev.ContainerCreated(container=cid, name=f"c{i}", host=f"n{i % HOSTS}",
                                     network=f"net{i % NETWORKS}", command=("sleep", "1000")),
                 ev.ContainerStarted(container=cid, pid=1000 + i % 100_000),
                 ev.ContainerExited(container=cid, exit_code=0)]
         if i >= ALIVE:
-            out.append(ev.ContainerRemoved(container=f"{i - ALIVE:064x}"))
+            out.append(ev.ContainerRemoved(container=container_id(i - ALIVE)))
         i += 1
     return out[:n]
 

@@ -47,9 +47,11 @@ def test_containers_reach_each_other_across_hosts_and_only_on_their_subnet(make_
     client = lab.cli(2, "run", "-n", NET, "--name", "client", img, "sh", "-c",
                      f"ping -c 2 -W 2 {addr} >/dev/null && echo ping-ok; "
                      f"echo | nc -w 3 {addr} 7000; ip -o addr show eth0; ip -o link show eth0; "
-                     "exit 7", check=False)
+                     f"ping -c 1 -W 1 {lab.host(2).address} >/dev/null 2>&1 && echo host-reached"
+                     " || echo host-unreachable; exit 7", check=False)
     assert client.returncode == 7, client.stderr
     assert "ping-ok" in client.stdout and "served-by-srv" in client.stdout
+    assert "host-unreachable" in client.stdout, "no route to its host's own namespace"
     assert "198.18.0.3/24" in client.stdout and "mtu 1450" in client.stdout
     assert "link/ether 02:42:c6:12:00:03" in client.stdout, "the MAC the log derived"
 

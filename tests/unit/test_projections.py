@@ -256,7 +256,8 @@ def test_overlay_plan_per_host():
 
 
 # Events that collide on purpose: few hosts, names, ids and small subnets.
-_cids = st.sampled_from(["a" * 12, "b" * 12, "c" * 12, "d" * 12, "e" * 12, "f" * 12])
+_cids = st.sampled_from(["a" * 12, "b" * 12, "c" * 12, "d" * 12, "e" * 12, "f" * 12,
+                         "a" * 12 + "0" * 52])
 _nets = st.sampled_from(["198.18.0.0/29", "198.18.0.8/29", "198.18.0.0/28", "n1", "n2"])
 colliding = st.one_of(
     st.builds(ev.ContainerCreated, container=_cids, name=st.sampled_from("wxyz"),
@@ -282,6 +283,8 @@ def test_projections_survive_any_sequence_of_events(events):
         log(event)
     ipam = ov.ipam
     by_net = {}
+    assert len({cid[:12] for cid in ipam.containers}) == len(ipam.containers), \
+        "no two live containers share the digits that name their kernel objects"
     for c in ipam.containers.values():
         assert c.ip in ipam.networks[c.network].cidr
         assert c.host in ipam.members.live(), "no container outlives its host"

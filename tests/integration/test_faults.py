@@ -1,0 +1,240 @@
+"""Faults injected into a running lab, in the style of dqlite's Jepsen tests.
+
+Each test prints one ``FIGURES`` line (what was acknowledged, lost, how long
+recovery took); docs/RELIABILITY.md collects them.  Drift (hand-deleted kernel
+state) is tests/integration/test_drift.py.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from cantainer.errors import CantainerError
+from tests.integration.helpers import events, status, wait_for
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+NET = "198.18.0.0/24"
+
+
+def ps(lab, n):
+    return {c["name"]: c for c in json.loads(lab.cli(n, "ps", "-a", "--json").stdout)}
+
+
+def leader_of(lab, asking):
+    address = status(lab, asking)["leader"]
+    return next(h.number for h in lab.hosts if h.dqlite_address == address)
+
+
+def kernel_matches_log(lab, n) -> bool:
+    """``replay --check``: this host's kernel is what the log derives."""
+    return lab.cli(n, "replay", "--check", check=False).returncode == 0
+
+
+def figures(name: str, **values) -> None:
+    print(f"FIGURES {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+
+
+def fdb_destinations(lab, n, vni=4096) -> dict[str, list[str]]:
+    """MAC -> every remote underlay address the host's VXLAN device holds for it."""
+    out = subprocess.run(["ip", "netns", "exec", lab.host(n).netns, "bridge", "-j", "fdb",
+                          "show", "dev", f"ctvx{vni}"], capture_output=True, text=True,
+                         check=True).stdout
+    found: dict[str, list[str]] = {}
+    for entry in json.loads(out or "[]"):
+        if entry.get("dst"):
+            found.setdefault(entry["mac"], []).append(entry["dst"])
+    return found
+
+
+class Client(threading.Thread):
+    """Appends events one at a time through the API, as a careful client would:
+    on any error it retries the *same* event id, on the next host, until the
+    append is acknowledged.  Records every acknowledgement (id, seq, when)."""
+
+    def __init__(self, lab, number: int, stop: threading.Event) -> None:
+        super().__init__(name=f"client{number}")
+        self.lab, self.number, self.stop = lab, number, stop
+        self.acked: list[tuple[str, int, float]] = []
+        self.errors = 0
+
+    def run(self) -> None:
+        hosts = [h.number for h in self.lab.hosts]
+        target = self.number % len(hosts)
+        for i in range(1200):  # one /28 each, in 198.19.0.0/16: no two events conflict
+            if self.stop.is_set():
+                return
+            eid = f"c{self.number}-{i}"
+            block = self.number * 1200 + i
+            event = {"type": "NetworkCreated", "id": eid,
+                     "data": {"name": f"c{self.number}n{i}",
+                              "cidr": f"198.19.{block // 16}.{block % 16 * 16}/28"}}
+            while True:
+                try:
+                    reply = self.lab.call(hosts[target], {"op": "submit", "events": [event]})
+                except (CantainerError, OSError, ValueError):
+                    self.errors += 1
+                    target = (target + 1) % len(hosts)
+                    time.sleep(0.05)
+                    continue
+                self.acked.append((eid, reply["seqs"][0], time.monotonic()))
+                break
+            time.sleep(0.01)
+
+
+def test_leader_killed_under_load_loses_nothing(make_lab):
+    lab = make_lab(3)
+    lab.start_all()
+    lab.wait_formed()
+    for n in (1, 2, 3):  # kernel state on every host for the final comparison
+        lab.cli(n, "run", "-d", "-n", NET, "--name", f"box{n}", "busybox", "sleep", "600")
+    stop = threading.Event()
+    clients = [Client(lab, c, stop) for c in range(3)]
+    for c in clients:
+        c.start()
+    try:
+        time.sleep(3)
+        dead = leader_of(lab, 1)
+        killed_at = time.monotonic()
+        lab.kill(dead)
+        time.sleep(3)
+        lab.start(dead)
+        time.sleep(3)
+    finally:
+        stop.set()
+        for c in clients:
+            c.join(60)
+
+    acked = [a for c in clients for a in c.acked]
+    assert any(t < killed_at for _, _, t in acked) and any(t > killed_at + 1 for _, _, t in acked)
+    reference = events(lab, 1)
+    for n in (2, 3):
+        wait_for(lambda n=n: events(lab, n) == reference, timeout=30)
+    ids = [e["id"] for e in reference]
+    assert len(ids) == len(set(ids)), "no id twice"
+    assert [e["seq"] for e in reference] == list(range(1, len(reference) + 1)), "gap-free"
+    seq_of = {e["id"]: e["seq"] for e in reference}
+    lost = [eid for eid, _, _ in acked if eid not in seq_of]
+    moved = [eid for eid, seq, _ in acked if seq_of.get(eid, seq) != seq]
+    assert not lost and not moved, (lost[:5], moved[:5])
+    for c in clients:
+        seqs = [seq for _, seq, _ in c.acked]
+        assert seqs == sorted(seqs), "each client's events in the order it sent them"
+    for n in (1, 2, 3):
+        wait_for(lambda n=n: kernel_matches_log(lab, n), timeout=30)
+    after_kill = sorted(t for _, _, t in acked if t > killed_at)
+    figures("leader-killed", acknowledged=len(acked), lost=len(lost), duplicated=0,
+            client_errors=sum(c.errors for c in clients),
+            first_ack_after_kill_s=f"{after_kill[0] - killed_at:.2f}")
+
+
+def test_partition_minority_fails_clearly_majority_goes_on_then_heals(make_lab):
+    lab = make_lab(3)
+    lab.start_all()
+    lab.wait_formed()
+    lab.cli(3, "run", "-d", "-n", NET, "--name", "cut-off", "busybox", "sleep", "600")
+    lab.cli(1, "run", "-d", "-n", NET, "--name", "main", "busybox", "sleep", "600")
+    pid = ps(lab, 1)["cut-off"]["pid"]
+
+    lab.cut(3)
+    cut_at = time.monotonic()
+    minority = lab.cli(3, "network", "create", "lonely", "198.18.5.0/24", check=False)
+    minority_s = time.monotonic() - cut_at
+    assert minority.returncode == 1 and "no dqlite leader answered" in minority.stderr
+    assert minority.stderr.count("\n") == 1 and minority_s < 30, minority_s
+    wait_for(lambda: lab.cli(1, "network", "create", "during", "198.18.6.0/24",
+                             check=False).returncode == 0, timeout=30, interval=0.5)
+    majority_s = time.monotonic() - cut_at
+    lab.cli(2, "run", "-d", "-n", NET, "--name", "newcomer", "busybox", "sleep", "600")
+    assert os.path.exists(f"/proc/{pid}"), "the minority's container keeps running"
+
+    lab.heal(3)
+    healed_at = time.monotonic()
+    wait_for(lambda: events(lab, 3) == events(lab, 1), timeout=60, interval=0.5)
+    caught_up_s = time.monotonic() - healed_at
+    wait_for(lambda: kernel_matches_log(lab, 3), timeout=60, interval=0.5)
+    converged_s = time.monotonic() - healed_at
+    newcomer = ps(lab, 3)["newcomer"]["ip"]
+    reach = lab.cli(3, "exec", "cut-off", "ping", "-c", "1", "-W", "2", newcomer, check=False)
+    assert reach.returncode == 0, reach
+    assert "lonely" not in {n["name"] for n in json.loads(lab.cli(1, "network", "ls",
+                                                                   "--json").stdout)}
+    figures("partition", minority_error_s=f"{minority_s:.1f}",
+            majority_append_s=f"{majority_s:.1f}", caught_up_s=f"{caught_up_s:.1f}",
+            converged_s=f"{converged_s:.1f}")
+
+
+def test_daemon_crash_keeps_containers_reachable_and_adopts_them_once(make_lab):
+    lab = make_lab(3)
+    lab.start_all()
+    lab.cli(1, "run", "-d", "-n", NET, "--name", "kept", "busybox", "sleep", "600")
+    lab.cli(2, "run", "-d", "-n", NET, "--name", "prober", "busybox", "sleep", "600")
+    kept = ps(lab, 2)["kept"]
+    lab.kill(1)
+    for _ in range(3):  # while h1's daemon is down
+        reply = lab.cli(2, "exec", "prober", "ping", "-c", "1", "-W", "1", kept["ip"],
+                        check=False)
+        assert reply.returncode == 0, reply
+    killed_at = time.monotonic()
+    lab.start(1)
+    assert ps(lab, 1)["kept"]["pid"] == kept["pid"], "adopted: the same process"
+    adopted_s = time.monotonic() - killed_at
+    time.sleep(2)  # a full reconcile or two on every host
+    kinds = [e["type"] for e in events(lab, 3)]
+    assert kinds.count("ContainerCreated") == kinds.count("ContainerStarted") == 2
+    veths = subprocess.run(["ip", "netns", "exec", lab.host(1).netns, "ip", "-o", "link"],
+                           capture_output=True, text=True, check=True).stdout
+    assert veths.count(" vh") == 1, "one veth for the one container"
+    for n in (2, 3):
+        fdb = fdb_destinations(lab, n)
+        assert fdb[kept["mac"]] == [lab.host(1).address], "one FDB entry, not two"
+    shims = subprocess.run(["pgrep", "-f", f"cantainer.shim.*{kept['id'][:12]}"],
+                           capture_output=True, text=True).stdout.split()
+    assert len(shims) <= 1
+    for n in (1, 2, 3):
+        assert kernel_matches_log(lab, n)
+    figures("daemon-crash", pings_while_down="3/3", restart_to_adopted_s=f"{adopted_s:.1f}",
+            duplicate_events=0)
+
+
+def test_host_lost_for_good_is_suspected_then_evicted(make_lab):
+    lab = make_lab(3, daemon_args=("--suspect-after", "3"))
+    lab.start_all()
+    lab.wait_formed()
+    lab.cli(3, "run", "-d", "-n", NET, "--name", "doomed", "busybox", "sleep", "600")
+    lab.cli(1, "run", "-d", "-n", NET, "--name", "stays", "busybox", "sleep", "600")
+    doomed = ps(lab, 1)["doomed"]
+    for n in (1, 2):
+        assert doomed["mac"] in fdb_destinations(lab, n)
+
+    lab.kill(3)  # the host dies: its daemon, its containers, its link
+    lab._kill_containers(lab.host(3))
+    lab.cut(3)
+    lost_at = time.monotonic()
+    wait_for(lambda: any(e["type"] == "NodeSuspected" and e["data"]["name"] == "h3"
+                         for e in events(lab, 1)), timeout=30, interval=0.5)
+    suspected_s = time.monotonic() - lost_at
+    lab.cli(2, "run", "-d", "-n", NET, "--name", "later", "busybox", "sleep", "600")
+    later = ps(lab, 1)["later"]["ip"]
+    assert lab.cli(1, "exec", "stays", "ping", "-c", "1", "-W", "2", later,
+                   check=False).returncode == 0, "the others keep working"
+
+    evicted = lab.cli(1, "node", "rm", "h3", check=False)
+    assert evicted.returncode == 0, evicted.stderr
+    evicted_at = time.monotonic()
+    for n in (1, 2):
+        wait_for(lambda n=n: doomed["mac"] not in fdb_destinations(lab, n), timeout=20)
+        wait_for(lambda n=n: kernel_matches_log(lab, n), timeout=20)
+    removed_s = time.monotonic() - evicted_at
+    assert "doomed" not in ps(lab, 2), "its containers are gone from the cluster"
+    states = {m["name"]: m["state"] for m in json.loads(lab.cli(1, "nodes", "--json").stdout)}
+    assert states["h3"] == "left"
+    lab.cli(2, "run", "-d", "-n", NET, "--name", "heir", "busybox", "sleep", "600")
+    assert ps(lab, 1)["heir"]["ip"] == doomed["ip"], "its address is free again"
+    figures("host-lost", suspected_after_s=f"{suspected_s:.1f}",
+            entries_removed_after_rm_s=f"{removed_s:.1f}")
