@@ -160,6 +160,8 @@ class ApiServer:
         try:
             try:
                 line = await reader.readline()
+                if not line:
+                    return  # connected and went: nothing to answer
                 request = json.loads(line)
                 if not isinstance(request, dict):
                     raise ValueError("not an object")
@@ -252,7 +254,7 @@ class ApiServer:
         await ex.send({"image": meta})
 
     async def _op_image_pull(self, request: dict, ex: Exchange) -> None:
-        ref, mirror = _text(request, "ref"), request.get("mirror")
+        ref, mirror = _text(request, "ref"), _optional_text(request, "mirror")
         meta = await asyncio.to_thread(pull_alpine, self.daemon.images, ref, mirror)
         await ex.send({"image": meta})
 
@@ -317,7 +319,7 @@ class ApiServer:
             await asyncio.sleep(0.01)
 
     async def _op_run(self, request: dict, ex: Exchange) -> None:
-        image = request.get("image") or "busybox"
+        image = _optional_text(request, "image") or "busybox"
         await asyncio.to_thread(self.daemon.images.rootfs, image)  # built or refused here
         cid = os.urandom(32).hex()
         fields = {"container": cid, "name": request.get("name") or f"ct-{cid[:8]}",
@@ -469,6 +471,9 @@ class ApiServer:
     async def _op_events(self, request: dict, ex: Exchange) -> None:
         since = request.get("since", 0)
         types = request.get("types") or None
+        if types is not None and not (isinstance(types, list)
+                                      and all(isinstance(t, str) for t in types)):
+            raise CantainerError("--type must name event types")
         if not isinstance(since, int) or since < 0:
             raise CantainerError(f"--since must be a seq >= 0, got {since!r}")
         reader = self.daemon.reader
@@ -502,6 +507,13 @@ def _text(request: dict, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise CantainerError(f"request needs {key!r}")
     return value
+
+
+def _optional_text(request: dict, key: str) -> str | None:
+    value = request.get(key)
+    if value is not None and not isinstance(value, str):
+        raise CantainerError(f"request field {key!r} must be a string")
+    return value or None
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

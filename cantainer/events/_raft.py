@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dqliteclient import ClusterClient, DqliteError as ClientError, MemoryNodeStore, NodeInfo
 from dqlitewire import NodeRole
 
-from cantainer.errors import ConfigError, LogUnavailable
+from cantainer.errors import ConfigError, DqliteError, LogUnavailable
 from cantainer.events._dqlite import BOOTSTRAP_ID, DqliteNode, generate_node_id
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,11 @@ class RaftMember:
         """Start the node; join the cluster through the seeds if not yet a member."""
         self._node = DqliteNode(self.node_id, self.address, self._dqlite_dir,
                                 network_latency_ms=self.network_latency_ms)
-        await asyncio.to_thread(self._node.start)
+        try:
+            await asyncio.to_thread(self._node.start)
+        except DqliteError as exc:
+            raise DqliteError(f"{exc}: the Raft state in {self._dqlite_dir} is unreadable "
+                              "or damaged") from None
         if not self._joined:
             await self._join()
             self._save_identity(self.node_id, joined=True)

@@ -38,8 +38,8 @@ def lab(tmp_path_factory):
     try:
         lab.build()
         lab.start(1)
-        lab.cli(1, "network", "create", "blue", BLUE)
-        lab.cli(1, "network", "create", "tiny", TINY)
+        lab.cli(1, "network", "create", "--name", "blue", BLUE)
+        lab.cli(1, "network", "create", "--name", "tiny", TINY)
         for i in range(5):
             lab.cli(1, "run", "-d", "-n", "tiny", "--name", f"t{i}", "busybox", "sleep", "600")
         lab.cli(1, "run", "-d", "-n", "blue", "--name", "dup", "busybox", "sleep", "600")
@@ -61,11 +61,11 @@ def one_clear_line(result, code=None):
 
 CLI_ROWS = [
     # (what, argv, exit code, message)
-    ("invalid CIDR", ("network", "create", "bad", "198.18.0.0/33"), 1, "'198.18.0.0/33'"),
-    ("CIDR with host bits", ("network", "create", "bad", "198.18.9.1/24"), 1, "host bits set"),
-    ("overlapping CIDR", ("network", "create", "wide", "198.18.0.0/16"), 1,
+    ("invalid CIDR", ("network", "create", "--name", "bad", "198.18.0.0/33"), 1, "'198.18.0.0/33'"),
+    ("CIDR with host bits", ("network", "create", "--name", "bad", "198.18.9.1/24"), 1, "host bits set"),
+    ("overlapping CIDR", ("network", "create", "--name", "wide", "198.18.0.0/16"), 1,
      "overlaps network 'blue'"),
-    ("duplicate network", ("network", "create", "blue", "198.18.7.0/24"), 1, "already exists"),
+    ("duplicate network", ("network", "create", "--name", "blue", "198.18.7.0/24"), 1, "already exists"),
     ("full subnet", ("run", "-d", "-n", "tiny", "busybox", "true"), 125,
      "network 'tiny' (198.18.1.0/29) is full"),
     ("duplicate name", ("run", "-d", "-n", "blue", "--name", "dup", "busybox", "true"), 125,
@@ -111,8 +111,11 @@ def raw_exchange(lab, payload: bytes) -> bytes:
         sender = threading.Thread(target=lambda: _send_quietly(sock, payload))
         sender.start()
         chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            chunks.append(b"<reset>")  # closed with our unread bytes still queued
         sender.join()
         return b"".join(chunks)
 
@@ -130,31 +133,49 @@ def _send_quietly(sock, payload: bytes) -> None:
     (b"[1, 2]\n", "bad request: not an object"),
     (b'{"op": "teleport"}\n', "unknown request 'teleport'"),
     (b'{"op": "submit", "events": "x"}\n', "submit needs a non-empty list of events"),
-    (b'{"op": "run", "image": 7}\n', ""),
+    (b'{"op": "run", "image": 7}\n', "request field 'image' must be a string"),
+    (b'{"op": "events", "types": [1]}\n', "--type must name event types"),
     (b"x" * (17 << 20), "bad request"),
     (b"", None),
-], ids=["binary", "not an object", "unknown op", "wrong field type", "run without fields",
-        "line over 16 MiB", "nothing, then close"])
+], ids=["binary", "not an object", "unknown op", "wrong field type", "image not a string",
+        "types not strings", "line over 16 MiB", "nothing, then close"])
 def test_garbage_on_the_api_socket(lab, payload, message):
     reply = raw_exchange(lab, payload)
     if message is None:
         assert reply == b""
+    elif reply.endswith(b"<reset>") and len(payload) > 1 << 20:
+        pass  # the error line may be lost to the reset: the daemon does not read 17 MB
     else:
         answer = json.loads(reply.splitlines()[0])
         assert message in answer["error"] and "internal error" not in answer["error"]
-    assert status(lab, 1)["name"] == "h1", "the daemon answers the next request"
+    assert status(lab, 1)["head"] >= len(lab.before), "the daemon answers the next request"
 
 
 def test_a_non_root_user_is_told_to_be_root(lab):
-    env = dict(os.environ, CANTAINER_SOCKET=lab.host(1).socket)
-
-    def nobody():
-        os.setgroups([])
-        os.setgid(65534)
-        os.setuid(65534)
-
-    result = subprocess.run([sys.executable, "-m", "cantainer.cli", "ps"], env=env,
-                            capture_output=True, text=True, preexec_fn=nobody, timeout=60)
+    """The CLI's own code as user nobody (forked: this checkout is not readable to
+    nobody, so a fresh interpreter could not import it)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: become nobody, run the CLI, report its exit code
+        try:
+            os.dup2(write, 2)
+            sys.stderr = os.fdopen(2, "w", closefd=False)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            from cantainer import cli
+            os.environ["CANTAINER_SOCKET"] = lab.host(1).socket
+            code = cli.main(["ps"])
+            sys.stderr.flush()
+        except BaseException:
+            code = 99
+        os._exit(code if isinstance(code, int) else 98)
+    os.close(write)
+    with os.fdopen(read) as f:
+        stderr = f.read()
+    _, status_ = os.waitpid(pid, 0)
+    result = subprocess.CompletedProcess(["cantainer", "ps"], os.waitstatus_to_exitcode(status_),
+                                         "", stderr)
     assert "cantainer needs root" in one_clear_line(result, 1)
     mode = os.stat(lab.host(1).socket)
     assert (mode.st_mode & 0o777, mode.st_uid) == (0o600, 0), "the API socket is 0600 root"
@@ -179,7 +200,7 @@ def test_unknown_types_newer_versions_and_garbage_in_the_log_are_skipped(lab):
             await conn.close()
 
     netns.run_in(lab.host(1).netns, lambda: asyncio.run(insert()))
-    lab.cli(1, "network", "create", "after", "198.18.2.0/24")
+    lab.cli(1, "network", "create", "--name", "after", "198.18.2.0/24")
     shown = {e["id"]: e for e in events(lab, 1)}
     assert {"future-1", "future-2", "garbage-1"} <= set(shown), "kept in the log, shown"
     nets = json.loads(lab.cli(1, "network", "ls", "--json").stdout)

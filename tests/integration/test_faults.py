@@ -26,6 +26,10 @@ def ps(lab, n):
     return {c["name"]: c for c in json.loads(lab.cli(n, "ps", "-a", "--json").stdout)}
 
 
+def inspect(lab, n, ref):
+    return json.loads(lab.cli(n, "inspect", ref).stdout)
+
+
 def leader_of(lab, asking):
     address = status(lab, asking)["leader"]
     return next(h.number for h in lab.hosts if h.dqlite_address == address)
@@ -133,40 +137,56 @@ def test_leader_killed_under_load_loses_nothing(make_lab):
             first_ack_after_kill_s=f"{after_kill[0] - killed_at:.2f}")
 
 
-def test_partition_minority_fails_clearly_majority_goes_on_then_heals(make_lab):
+@pytest.mark.parametrize("which", ["leader", "follower"])
+def test_partition_minority_fails_clearly_majority_goes_on_then_heals(make_lab, which):
     lab = make_lab(3)
     lab.start_all()
     lab.wait_formed()
-    lab.cli(3, "run", "-d", "-n", NET, "--name", "cut-off", "busybox", "sleep", "600")
-    lab.cli(1, "run", "-d", "-n", NET, "--name", "main", "busybox", "sleep", "600")
-    pid = ps(lab, 1)["cut-off"]["pid"]
+    leader = leader_of(lab, 1)
+    cut = leader if which == "leader" else leader % 3 + 1
+    a, b = [n for n in (1, 2, 3) if n != cut]
+    lab.cli(cut, "run", "-d", "-n", NET, "--name", "cut-off", "busybox", "sleep", "600")
+    lab.cli(a, "run", "-d", "-n", NET, "--name", "main", "busybox", "sleep", "600")
+    pid = inspect(lab, a, "cut-off")["pid"]
 
-    lab.cut(3)
+    lab.cut(cut)
     cut_at = time.monotonic()
-    minority = lab.cli(3, "network", "create", "lonely", "198.18.5.0/24", check=False)
-    minority_s = time.monotonic() - cut_at
+    side: dict = {}
+
+    def minority_append() -> None:
+        side["result"] = lab.cli(cut, "network", "create", "--name", "lonely",
+                                 "198.18.5.0/24", check=False)
+        side["s"] = time.monotonic() - cut_at
+
+    both = threading.Thread(target=minority_append)
+    both.start()  # at the same time as the majority's
+    wait_for(lambda: lab.cli(a, "network", "create", "--name", "during", "198.18.6.0/24",
+                             check=False).returncode == 0, timeout=30, interval=0.2)
+    majority_s = time.monotonic() - cut_at
+    both.join(60)
+    minority, minority_s = side["result"], side["s"]
     assert minority.returncode == 1 and "no dqlite leader answered" in minority.stderr
     assert minority.stderr.count("\n") == 1 and minority_s < 30, minority_s
-    wait_for(lambda: lab.cli(1, "network", "create", "during", "198.18.6.0/24",
-                             check=False).returncode == 0, timeout=30, interval=0.5)
-    majority_s = time.monotonic() - cut_at
-    lab.cli(2, "run", "-d", "-n", NET, "--name", "newcomer", "busybox", "sleep", "600")
+    lab.cli(b, "run", "-d", "-n", NET, "--name", "newcomer", "busybox", "sleep", "600")
     assert os.path.exists(f"/proc/{pid}"), "the minority's container keeps running"
 
-    lab.heal(3)
+    lab.heal(cut)
     healed_at = time.monotonic()
-    wait_for(lambda: events(lab, 3) == events(lab, 1), timeout=60, interval=0.5)
+    wait_for(lambda: events(lab, cut) == events(lab, a), timeout=60, interval=0.5)
     caught_up_s = time.monotonic() - healed_at
-    wait_for(lambda: kernel_matches_log(lab, 3), timeout=60, interval=0.5)
+    wait_for(lambda: kernel_matches_log(lab, cut), timeout=60, interval=0.5)
     converged_s = time.monotonic() - healed_at
-    newcomer = ps(lab, 3)["newcomer"]["ip"]
-    reach = lab.cli(3, "exec", "cut-off", "ping", "-c", "1", "-W", "2", newcomer, check=False)
+    newcomer = ps(lab, cut)["newcomer"]["ip"]
+    reach = lab.cli(cut, "exec", "cut-off", "ping", "-c", "1", "-W", "2", newcomer,
+                    check=False)
     assert reach.returncode == 0, reach
-    assert "lonely" not in {n["name"] for n in json.loads(lab.cli(1, "network", "ls",
-                                                                   "--json").stdout)}
-    figures("partition", minority_error_s=f"{minority_s:.1f}",
+    # The minority's timed-out append was ambiguous (its request may sit in a TCP
+    # send queue until the link heals): at most once, as the error told the user.
+    names = [e["data"].get("name") for e in events(lab, a) if e["type"] == "NetworkCreated"]
+    assert names.count("lonely") <= 1 and names.count("during") == 1
+    figures(f"partition of the {which}", minority_error_s=f"{minority_s:.1f}",
             majority_append_s=f"{majority_s:.1f}", caught_up_s=f"{caught_up_s:.1f}",
-            converged_s=f"{converged_s:.1f}")
+            converged_s=f"{converged_s:.1f}", minority_event_landed_later=names.count("lonely"))
 
 
 def test_daemon_crash_keeps_containers_reachable_and_adopts_them_once(make_lab):
@@ -174,7 +194,7 @@ def test_daemon_crash_keeps_containers_reachable_and_adopts_them_once(make_lab):
     lab.start_all()
     lab.cli(1, "run", "-d", "-n", NET, "--name", "kept", "busybox", "sleep", "600")
     lab.cli(2, "run", "-d", "-n", NET, "--name", "prober", "busybox", "sleep", "600")
-    kept = ps(lab, 2)["kept"]
+    kept = inspect(lab, 2, "kept")
     lab.kill(1)
     for _ in range(3):  # while h1's daemon is down
         reply = lab.cli(2, "exec", "prober", "ping", "-c", "1", "-W", "1", kept["ip"],
@@ -182,7 +202,7 @@ def test_daemon_crash_keeps_containers_reachable_and_adopts_them_once(make_lab):
         assert reply.returncode == 0, reply
     killed_at = time.monotonic()
     lab.start(1)
-    assert ps(lab, 1)["kept"]["pid"] == kept["pid"], "adopted: the same process"
+    assert inspect(lab, 1, "kept")["pid"] == kept["pid"], "adopted: the same process"
     adopted_s = time.monotonic() - killed_at
     time.sleep(2)  # a full reconcile or two on every host
     kinds = [e["type"] for e in events(lab, 3)]
@@ -190,9 +210,8 @@ def test_daemon_crash_keeps_containers_reachable_and_adopts_them_once(make_lab):
     veths = subprocess.run(["ip", "netns", "exec", lab.host(1).netns, "ip", "-o", "link"],
                            capture_output=True, text=True, check=True).stdout
     assert veths.count(" vh") == 1, "one veth for the one container"
-    for n in (2, 3):
-        fdb = fdb_destinations(lab, n)
-        assert fdb[kept["mac"]] == [lab.host(1).address], "one FDB entry, not two"
+    fdb = fdb_destinations(lab, 2)  # h3 runs no container: it has no VXLAN device
+    assert fdb[kept["mac"]] == [lab.host(1).address], "one FDB entry, not two"
     shims = subprocess.run(["pgrep", "-f", f"cantainer.shim.*{kept['id'][:12]}"],
                            capture_output=True, text=True).stdout.split()
     assert len(shims) <= 1
@@ -208,7 +227,8 @@ def test_host_lost_for_good_is_suspected_then_evicted(make_lab):
     lab.wait_formed()
     lab.cli(3, "run", "-d", "-n", NET, "--name", "doomed", "busybox", "sleep", "600")
     lab.cli(1, "run", "-d", "-n", NET, "--name", "stays", "busybox", "sleep", "600")
-    doomed = ps(lab, 1)["doomed"]
+    lab.cli(2, "run", "-d", "-n", NET, "--name", "also", "busybox", "sleep", "600")
+    doomed = inspect(lab, 1, "doomed")
     for n in (1, 2):
         assert doomed["mac"] in fdb_destinations(lab, n)
 
