@@ -45,9 +45,12 @@ class Deliver:
 @attrs.frozen
 class Reconcile:
     """Compare the kernel with the projection.  One that was sent before the last
-    comparison began is dropped: a burst of removals costs one full reconcile."""
+    comparison began is dropped: a burst of removals costs one full reconcile.
+    ``periodic``: the pipeline's safety net, not a known change (an actor may
+    check first, off its thread: :meth:`ProjectionActor.check`)."""
 
     sent: float = attrs.field(factory=time.monotonic)
+    periodic: bool = False
 
 
 class ProjectionActor(pykka.ThreadingActor):
@@ -71,8 +74,11 @@ class ProjectionActor(pykka.ThreadingActor):
             self.context.progressed()
             self.reconcile(changed_only=True)
         elif isinstance(message, Reconcile) and message.sent >= self._reconciled_at:
-            self._reconciled_at = time.monotonic()
-            self.reconcile()
+            if message.periodic:
+                self.check()
+            else:
+                self._reconciled_at = time.monotonic()
+                self.reconcile()
 
     def on_failure(self, exception_type, exception_value, traceback) -> None:
         log.error("%s actor failed at seq %d: %s: %s", self.name, self.projection.applied,
@@ -84,6 +90,11 @@ class ProjectionActor(pykka.ThreadingActor):
         ``changed_only``: after new events, only if the desired state changed
         (the periodic :class:`Reconcile` always compares with the kernel).
         """
+
+    def check(self) -> None:
+        """The periodic comparison: by default a full reconcile, here and now."""
+        self._reconciled_at = time.monotonic()
+        self.reconcile()
 
     # -- asked by the API (through a proxy) -------------------------------------------
 

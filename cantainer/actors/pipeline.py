@@ -144,7 +144,7 @@ class Pipeline:
                 continue
             for ref in self.refs.values():
                 try:
-                    ref.tell(Reconcile())
+                    ref.tell(Reconcile(periodic=True))
                 except pykka.ActorDeadError:
                     pass  # restarted by supervise() after its backoff
 

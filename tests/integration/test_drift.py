@@ -54,6 +54,10 @@ def test_hand_deleted_entries_veth_and_bridge_are_restored(make_lab):
     timed("neighbour entry",
           lambda: sh(lab, 1, "ip", "neigh", "del", b["ip"], "dev", vxlan),
           lambda: b["ip"] in kernel(lab, 1)[VNI].neigh)
+    timed("fdb entry pointed elsewhere",  # no removal to notice: the periodic check's
+          lambda: sh(lab, 1, "bridge", "fdb", "replace", b["mac"], "dev", vxlan, "dst",
+                     "198.51.100.99"),
+          lambda: kernel(lab, 1)[VNI].fdb.get(b["mac"]) == lab.host(2).address)
     timed("container's veth", lambda: sh(lab, 1, "ip", "link", "del", veth),
           lambda: reaches(lab, 1, "a", b["ip"]))
     timed("bridge", lambda: sh(lab, 1, "ip", "link", "del", bridge),
