@@ -159,6 +159,8 @@ class RaftMember:
         try:
             await asyncio.to_thread(self._node.start)
         except DqliteError as exc:
+            if "raft" not in str(exc):
+                raise  # not the Raft state's fault: a busy address, say
             raise DqliteError(f"{exc}: the Raft state in {self._dqlite_dir} is unreadable "
                               "or damaged") from None
         if not self._joined:
