@@ -22,3 +22,18 @@ def status(lab, n):
 
 def events(lab, n, *args):
     return [json.loads(line) for line in lab.cli(n, "events", "--json", *args).stdout.splitlines()]
+
+
+def ps(lab, n):
+    """Every container the log knows, by name, as host ``n`` reports it."""
+    return {c["name"]: c for c in json.loads(lab.cli(n, "ps", "-a", "--json").stdout)}
+
+
+def inspect(lab, n, ref):
+    return json.loads(lab.cli(n, "inspect", ref).stdout)
+
+
+def leader_host(lab, asking):
+    """The number of the host whose dqlite node leads, as host ``asking`` sees it."""
+    address = status(lab, asking)["leader"]
+    return next(h.number for h in lab.hosts if h.dqlite_address == address)

@@ -7,17 +7,13 @@ import time
 
 import pytest
 
-from tests.integration.helpers import events, wait_for
+from tests.integration.helpers import events, ps, wait_for
 from tests.unit.test_images import alpine_like
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 NET, OTHER = "198.18.0.0/24", "198.18.1.0/24"
 SERVER = "while true; do nc -l -p 7000 -e echo served-by-$(hostname); done"
-
-
-def ps(lab, n):
-    return {c["name"]: c for c in json.loads(lab.cli(n, "ps", "-a", "--json").stdout)}
 
 
 @pytest.fixture(params=["busybox", "alpine"])

@@ -7,7 +7,6 @@ state) is tests/integration/test_drift.py.
 
 import json
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -15,24 +14,11 @@ import time
 import pytest
 
 from cantainer.errors import CantainerError
-from tests.integration.helpers import events, status, wait_for
+from tests.integration.helpers import events, inspect, leader_host, ps, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 NET = "198.18.0.0/24"
-
-
-def ps(lab, n):
-    return {c["name"]: c for c in json.loads(lab.cli(n, "ps", "-a", "--json").stdout)}
-
-
-def inspect(lab, n, ref):
-    return json.loads(lab.cli(n, "inspect", ref).stdout)
-
-
-def leader_of(lab, asking):
-    address = status(lab, asking)["leader"]
-    return next(h.number for h in lab.hosts if h.dqlite_address == address)
 
 
 def kernel_matches_log(lab, n) -> bool:
@@ -103,7 +89,7 @@ def test_leader_killed_under_load_loses_nothing(make_lab):
         c.start()
     try:
         time.sleep(3)
-        dead = leader_of(lab, 1)
+        dead = leader_host(lab, 1)
         killed_at = time.monotonic()
         lab.kill(dead)
         time.sleep(3)
@@ -142,7 +128,7 @@ def test_partition_minority_fails_clearly_majority_goes_on_then_heals(make_lab, 
     lab = make_lab(3)
     lab.start_all()
     lab.wait_formed()
-    leader = leader_of(lab, 1)
+    leader = leader_host(lab, 1)
     cut = leader if which == "leader" else leader % 3 + 1
     a, b = [n for n in (1, 2, 3) if n != cut]
     lab.cli(cut, "run", "-d", "-n", NET, "--name", "cut-off", "busybox", "sleep", "600")

@@ -10,18 +10,13 @@ import time
 
 import pytest
 
-from tests.integration.helpers import events, status, wait_for
+from tests.integration.helpers import events, leader_host, status, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
 def submit(lab, n, *args, **kwargs):
     return lab.cli(n, "submit-event", *args, **kwargs)
-
-
-def leader_host(lab, asking):
-    address = status(lab, asking)["leader"]
-    return next(h.number for h in lab.hosts if h.dqlite_address == address)
 
 
 def test_cluster_forms_and_every_host_reads_the_same_log(make_lab):

@@ -1,7 +1,6 @@
 """Which rtnetlink removals wake an actor: its own links and entries only."""
 
 import socket
-import struct
 
 from cantainer.kernel.watch import (IFINFOMSG, IFLA_IFNAME, NDMSG, NLMSG_HEADER, RTATTR,
                                     RTM_DELLINK, RTM_DELNEIGH, ours)
