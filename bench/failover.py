@@ -16,6 +16,7 @@ import time
 
 from bench._util import Figure, machine, median, table
 from cantainer.lab import Lab
+from cantainer.daemon import NETWORK_LATENCY_MS
 
 
 def failover_once(latency_ms: int | None) -> float:
@@ -39,7 +40,8 @@ def failover_once(latency_ms: int | None) -> float:
 
 def run(reps: int = 5) -> tuple[str, list[Figure]]:
     rows, medians = [], {}
-    for label, latency in (("cantainerd default (30 ms latency)", 30),
+    for label, latency in ((f"cantainerd default ({NETWORK_LATENCY_MS} ms latency)",
+                            NETWORK_LATENCY_MS),
                            ("5 s election timeout, latency 333 ms (anchor)", 333)):
         times = [failover_once(latency) for _ in range(reps)]
         medians[latency] = median(times)
@@ -47,8 +49,8 @@ def run(reps: int = 5) -> tuple[str, list[Figure]]:
     text = (f"fail-over: SIGKILL of the leader -> next append acknowledged, {reps} runs each; "
             f"{machine()}\n" + table(["Raft timing", "median s", "min s", "max s"], rows))
     return text, [Figure("fail-over: leader SIGKILLed → next acknowledged append (median)",
-                         f"{medians[30]:.2f} s", f"5 s election timeout {medians[333]:.2f} s",
-                         f"{medians[30] / medians[333]:.2f}× anchor", "-", None)]
+                         f"{medians[NETWORK_LATENCY_MS]:.2f} s", f"5 s election timeout {medians[333]:.2f} s",
+                         f"{medians[NETWORK_LATENCY_MS] / medians[333]:.2f}× anchor", "-", None)]
 
 
 def main() -> int:
