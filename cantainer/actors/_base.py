@@ -47,10 +47,22 @@ class Reconcile:
     """Compare the kernel with the projection.  One that was sent before the last
     comparison began is dropped: a burst of removals costs one full reconcile.
     ``periodic``: the pipeline's safety net, not a known change (an actor may
-    check first, off its thread: :meth:`ProjectionActor.check`)."""
+    check first, off its thread: :meth:`ProjectionActor.check`).  ``full=False``:
+    only what changed (``reconcile(changed_only=True)``), e.g. a container that
+    started or ended; never dropped."""
 
     sent: float = attrs.field(factory=time.monotonic)
     periodic: bool = False
+    full: bool = True
+
+
+@attrs.frozen
+class Vanished:
+    """The kernel reports some of this actor's links or entries gone
+    (``kernel.watch.Removals``): put back whatever the plan still wants."""
+
+    items: tuple
+    sent: float = attrs.field(factory=time.monotonic)
 
 
 class ProjectionActor(pykka.ThreadingActor):
@@ -73,10 +85,16 @@ class ProjectionActor(pykka.ThreadingActor):
             self.context.progress[self.name] = self.projection.applied
             self.context.progressed()
             self.reconcile(changed_only=True)
+        elif isinstance(message, Reconcile) and not message.full:
+            self.reconcile(changed_only=True)
         elif isinstance(message, Reconcile) and message.sent >= self._reconciled_at:
             if message.periodic:
                 self.check()
             else:
+                self._reconciled_at = time.monotonic()
+                self.reconcile()
+        elif isinstance(message, Vanished) and message.sent >= self._reconciled_at:
+            if ("lost",) in message.items or self.wants_back(message.items):
                 self._reconciled_at = time.monotonic()
                 self.reconcile()
 
@@ -90,6 +108,18 @@ class ProjectionActor(pykka.ThreadingActor):
         ``changed_only``: after new events, only if the desired state changed
         (the periodic :class:`Reconcile` always compares with the kernel).
         """
+
+    def wants_back(self, items: tuple) -> bool:
+        """Whether the plan wants any of these vanished links or entries (not the
+        ones this actor removed itself, nor ones the kernel keeps by itself)."""
+        return True
+
+    def tell_vanished(self, items: list) -> None:
+        """``Removals``' callback, from its thread."""
+        try:
+            self.actor_ref.tell(Vanished(tuple(items)))
+        except pykka.ActorDeadError:
+            pass  # a fresh actor reconciles on its own
 
     def check(self) -> None:
         """The periodic comparison: by default a full reconcile, here and now."""

@@ -18,7 +18,7 @@ import attrs
 
 from pykka import ActorDeadError
 
-from cantainer.actors._base import ProjectionActor, Reconcile
+from cantainer.actors._base import ProjectionActor
 from cantainer.actors._projection import Projection
 from cantainer.actors.ipam import Ipam
 
@@ -106,14 +106,21 @@ class OverlayActor(ProjectionActor):
         self._kernel = OverlayKernel(self.context.address)
         # A deleted device or entry is put back at once; the pipeline's periodic
         # Reconcile catches the rest (changed attributes, a lost notification).
-        self._removals = Removals(self._removed, links=(BRIDGE_PREFIX, VXLAN_PREFIX),
+        self._removals = Removals(self.tell_vanished, links=(BRIDGE_PREFIX, VXLAN_PREFIX),
                                    neighbours=(VXLAN_PREFIX,))
 
-    def _removed(self) -> None:
-        try:
-            self.actor_ref.tell(Reconcile())
-        except ActorDeadError:
-            pass
+    def wants_back(self, items: tuple) -> bool:
+        if self._reconciled_plan is None:
+            return True
+        plans = self._reconciled_plan.values()
+        for item in items:
+            if item[0] == "link" and any(item[1] in (p.bridge, p.vxlan) for p in plans):
+                return True
+            if item[0] == "neigh" and any(item[1] == p.vxlan and (item[2] in p.fdb
+                                                                 or item[2] in p.neigh)
+                                          for p in plans):
+                return True
+        return False
 
     def on_stop(self) -> None:
         if self._removals is not None:

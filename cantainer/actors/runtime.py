@@ -171,7 +171,7 @@ class RuntimeActor(ProjectionActor):
     def on_start(self) -> None:
         from cantainer.kernel.watch import Removals
         self._warm = _warm_shim()
-        self._removals = Removals(self._tell_reconcile, links=("vh", "ctbr"))  # a veth, a bridge
+        self._removals = Removals(self.tell_vanished, links=("vh", "ctbr"))  # a veth, a bridge
 
     def on_stop(self) -> None:
         if self._removals is not None:
@@ -233,9 +233,19 @@ class RuntimeActor(ProjectionActor):
             time.sleep(0.01)
         self._tell_reconcile()
 
+    def wants_back(self, items: tuple) -> bool:
+        """A bridge, or the veth of a container of this host still running."""
+        running = {container_net.host_veth(cid) for cid, c in self.projection.containers.items()
+                   if c.host == self.context.node and c.state == "running"
+                   and not os.path.exists(os.path.join(self._dir(cid), "exit_code"))}
+        return any(item[0] == "link" and (item[1].startswith("ctbr") or item[1] in running)
+                   for item in items)
+
     def _tell_reconcile(self) -> None:
+        """A container of this host started or ended, or a stop timed out: look at
+        the containers (their state files), not at the kernel's links."""
         try:
-            self.actor_ref.tell(Reconcile())
+            self.actor_ref.tell(Reconcile(full=False))
         except ActorDeadError:
             pass  # a fresh actor reconciles on its own
 

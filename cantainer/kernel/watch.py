@@ -1,15 +1,16 @@
-"""Kernel change notifications: a thread that calls back when our links or entries go.
+"""Kernel change notifications: a thread that reports which of our links and entries went.
 
 ``Removals(callback, links=PREFIXES, neighbours=PREFIXES)`` listens on
 rtnetlink's link and neighbour groups (RTMGRP_LINK, RTMGRP_NEIGH) in this
-network namespace and calls ``callback()`` when a link whose name starts
-with one of ``links`` is deleted (``RTM_DELLINK``), or a neighbour or FDB
-entry of such a device of ``neighbours`` (``RTM_DELNEIGH``): what an actor
-put there, so it can restore it at once instead of dumping the kernel's
-tables every few seconds.  Entries the kernel learns and forgets by itself
-elsewhere (a bridge port's learned MACs, the host's ARP cache) do not
-count: at scale they come and go all the time, and each callback costs a
-full reconcile (this was most of the 8-host convergence tail: bench/gaps.md).
+network namespace and calls ``callback(removed)`` with what a batch of
+messages removed: ``("link", NAME)`` for a deleted link whose name starts
+with one of ``links``, ``("neigh", DEVICE, KEY)`` for a neighbour entry (KEY
+an IP) or FDB entry (KEY a MAC) of a device whose name starts with one of
+``neighbours``, and ``("lost",)`` when the kernel dropped notifications
+(ENOBUFS).  The actor decides whether its plan wants any of it back: our
+own deletions (a container's entries going with it) and what the kernel
+learns and forgets by itself must not cost a full reconcile each, which at
+8 hosts × 50 containers was most of the convergence tail (bench/gaps.md).
 """
 
 from __future__ import annotations
@@ -29,18 +30,28 @@ NLMSG_HEADER = struct.Struct("=LHHLL")  # length, type, flags, seq, pid
 IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
 RTATTR = struct.Struct("=HH")  # length, type
+NDA_DST, NDA_LLADDR = 1, 2
+
+Removed = tuple  # ("link", name) | ("neigh", device, key) | ("lost",)
 
 
-def _ifname(data: bytes, start: int, end: int) -> str:
-    at = start + IFINFOMSG.size
+def _attrs(data: bytes, at: int, end: int) -> dict[int, bytes]:
+    found = {}
     while at + RTATTR.size <= end:
         length, kind = RTATTR.unpack_from(data, at)
         if length < RTATTR.size:
             break
-        if kind == IFLA_IFNAME:
-            return data[at + RTATTR.size:at + length].split(b"\0", 1)[0].decode(errors="replace")
+        found[kind] = data[at + RTATTR.size:at + length]
         at += (length + 3) & ~3
-    return ""
+    return found
+
+
+def _neighbour_key(family: int, attrs: dict[int, bytes]) -> str | None:
+    if family == socket.AF_BRIDGE and len(attrs.get(NDA_LLADDR, b"")) == 6:
+        return ":".join(f"{b:02x}" for b in attrs[NDA_LLADDR])
+    if family == socket.AF_INET and len(attrs.get(NDA_DST, b"")) == 4:
+        return socket.inet_ntoa(attrs[NDA_DST])
+    return None
 
 
 def _device(index: int) -> str:
@@ -50,26 +61,34 @@ def _device(index: int) -> str:
         return ""
 
 
-def ours(data: bytes, links: tuple[str, ...], neighbours: tuple[str, ...]) -> bool:
-    """Whether a batch of rtnetlink messages removes one of our links or entries."""
+def removed(data: bytes, links: tuple[str, ...],
+            neighbours: tuple[str, ...]) -> list[Removed]:
+    """Our links and entries that a batch of rtnetlink messages removes."""
+    found: list[Removed] = []
     offset = 0
     while offset + NLMSG_HEADER.size <= len(data):
         length, kind, _, _, _ = NLMSG_HEADER.unpack_from(data, offset)
         body, end = offset + NLMSG_HEADER.size, offset + length
         if kind == RTM_DELLINK and links and end >= body + IFINFOMSG.size:
-            if _ifname(data, body, end).startswith(links):
-                return True
+            name = _attrs(data, body + IFINFOMSG.size, end).get(IFLA_IFNAME, b"")
+            name = name.split(b"\0", 1)[0].decode(errors="replace")
+            if name.startswith(links):
+                found.append(("link", name))
         elif kind == RTM_DELNEIGH and neighbours and end >= body + NDMSG.size:
-            if _device(NDMSG.unpack_from(data, body)[1]).startswith(neighbours):
-                return True
+            family, ifindex, _, _, _ = NDMSG.unpack_from(data, body)
+            device = _device(ifindex)
+            key = _neighbour_key(family, _attrs(data, body + NDMSG.size, end))
+            if device.startswith(neighbours) and key is not None:
+                found.append(("neigh", device, key))
         offset += max((length + 3) & ~3, NLMSG_HEADER.size)
-    return False
+    return found
 
 
 class Removals:
     """The watching thread; ``close()`` ends it within a second."""
 
-    def __init__(self, callback: Callable[[], None], *, links: tuple[str, ...] = (),
+    def __init__(self, callback: Callable[[list[Removed]], None], *,
+                 links: tuple[str, ...] = (),
                  neighbours: tuple[str, ...] = ()) -> None:
         self._callback = callback
         self._links, self._neighbours = links, neighbours
@@ -90,10 +109,10 @@ class Removals:
                 if self._closed.is_set():
                     return
                 log.debug("rtnetlink: %s", exc)
-                self._callback()
+                self._callback([("lost",)])
                 continue
-            if ours(data, self._links, self._neighbours):
-                self._callback()
+            if gone := removed(data, self._links, self._neighbours):
+                self._callback(gone)
 
     def close(self) -> None:
         self._closed.set()
