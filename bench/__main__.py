@@ -28,8 +28,8 @@ from bench._util import Figure, figures_table, machine
 BENCHMARKS = {
     "container_start": (container_start, {"reps": 30}, {"reps": 5},
                         "python -m bench.container_start --reps 30"),
-    "convergence": (convergence, {"hosts": 3, "events": 50}, {"hosts": 3, "events": 5},
-                    "python -m bench.convergence --hosts 3 --events 50"),
+    "convergence": (convergence, {"hosts": 3, "events": 100}, {"hosts": 3, "events": 5},
+                    "python -m bench.convergence --hosts 3 --events 100"),
     "log_append": (log_append, {"reps": 40}, {"reps": 5}, "python -m bench.log_append --reps 40"),
     "replay_speed": (replay_speed, {"n": 100_000, "reps": 3}, {"n": 20_000, "reps": 1},
                      "python -m bench.replay_speed --events 100000 --reps 3"),
@@ -38,9 +38,9 @@ BENCHMARKS = {
     "idle": (idle, {"seconds": 60.0, "containers": 5}, {"seconds": 10.0, "containers": 2},
              "python -m bench.idle --seconds 60 --containers 5"),
     "failover": (failover, {"reps": 5}, {"reps": 1}, "python -m bench.failover --reps 5"),
-    "scale": (scale, {"hosts": 8, "per_host": 50, "events": 30},
+    "scale": (scale, {"hosts": 8, "per_host": 50, "events": 100},
               {"hosts": 4, "per_host": 10, "events": 5},
-              "python -m bench.scale --hosts 8 --per-host 50 --events 30"),
+              "python -m bench.scale --hosts 8 --per-host 50 --events 100"),
 }
 
 
