@@ -17,6 +17,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from cantainer.events import SHORT_ID
 from cantainer.kernel import netns
+from cantainer.kernel.net import index_of
 
 
 ENSURE_ATTEMPTS = 20
@@ -28,11 +29,6 @@ def netns_name(container_id: str) -> str:
 
 def host_veth(container_id: str) -> str:
     return f"vh{container_id[:SHORT_ID]}"  # 14 characters: IFNAMSIZ allows 15
-
-
-def _index(ipr: IPRoute, ifname: str) -> int | None:
-    found = ipr.link_lookup(ifname=ifname)
-    return found[0] if found else None
 
 
 def ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: str,
@@ -71,29 +67,29 @@ def _ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: s
     ns, veth = netns_name(container_id), host_veth(container_id)
     fresh = netns.create(ns)
     with IPRoute() as ipr:
-        if _index(ipr, bridge) is None:
+        if index_of(bridge) is None:
             try:  # the overlay actor may create it at the same moment
                 ipr.link("add", ifname=bridge, kind="bridge")
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
                     raise
-        ipr.link("set", index=_index(ipr, bridge), state="up")
-        if _index(ipr, veth) is None:
+        ipr.link("set", index=index_of(bridge), state="up")
+        if index_of(veth) is None:
             if not fresh:  # a start cut short: its eth0 is left without a peer
                 _remove_stale_eth0(ns)
             ipr.link("add", ifname=veth, kind="veth", mtu=mtu,
                      peer={"ifname": "eth0", "net_ns_fd": ns, "mtu": mtu, "address": mac})
-        ipr.link("set", index=_index(ipr, veth), master=_index(ipr, bridge), mtu=mtu,
+        ipr.link("set", index=index_of(veth), master=index_of(bridge), mtu=mtu,
                  state="up")
 
     def configure() -> None:
         with IPRoute() as inner:
-            eth0 = _index(inner, "eth0")
+            eth0 = index_of("eth0")
             inner.link("set", index=eth0, address=mac, mtu=mtu)
             if not any(a.get("IFA_ADDRESS") == address for a in inner.get_addr(index=eth0)):
                 inner.addr("add", index=eth0, address=address, prefixlen=prefixlen)
             inner.link("set", index=eth0, state="up")
-            inner.link("set", index=_index(inner, "lo"), state="up")
+            inner.link("set", index=index_of("lo"), state="up")
 
     netns.run_in(ns, configure)
     return ns
@@ -102,7 +98,7 @@ def _ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: s
 def _remove_stale_eth0(ns: str) -> None:
     def remove() -> None:
         with IPRoute() as inner:
-            index = _index(inner, "eth0")
+            index = index_of("eth0")
             if index is not None:
                 inner.link("del", index=index)
 
@@ -111,7 +107,7 @@ def _remove_stale_eth0(ns: str) -> None:
 
 def remove(container_id: str) -> None:
     with IPRoute() as ipr:
-        index = _index(ipr, host_veth(container_id))
+        index = index_of(host_veth(container_id))
         if index is not None:
             ipr.link("del", index=index)
     netns.remove(netns_name(container_id))

@@ -8,6 +8,16 @@ import socket
 from pyroute2 import IPRoute
 
 
+def index_of(ifname: str) -> int | None:
+    """A link's index in the calling thread's network namespace (one ioctl: pyroute2's
+    ``link_lookup`` dumps every link, which at 50 containers a host cost the overlay
+    actor more than the FDB and neighbour changes it looked the index up for)."""
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError:
+        return None
+
+
 def default_address() -> str | None:
     """The source address of the default route, as ``ip route get`` would pick it."""
     with IPRoute() as ipr:

@@ -17,6 +17,7 @@ import threading
 from pyroute2 import IPRoute
 
 from cantainer.kernel import syscalls as sc
+from cantainer.kernel.net import index_of
 
 NETNS_DIR = "/run/netns"
 _shared = threading.Lock()
@@ -86,11 +87,6 @@ def enter(name: str) -> None:
         os.close(fd)
 
 
-def _index(ipr: IPRoute, ifname: str) -> int | None:
-    found = ipr.link_lookup(ifname=ifname)
-    return found[0] if found else None
-
-
 def _netlink_in(ns_name: str, change) -> None:
     """``change(ipr)`` with an IPRoute of namespace ``ns_name`` (a thread, no fork)."""
 
@@ -103,9 +99,9 @@ def _netlink_in(ns_name: str, change) -> None:
 
 def ensure_bridge(ns_name: str, bridge: str) -> None:
     def change(ipr: IPRoute) -> None:
-        if _index(ipr, bridge) is None:
+        if index_of(bridge) is None:
             ipr.link("add", ifname=bridge, kind="bridge")
-        ipr.link("set", index=_index(ipr, bridge), state="up")
+        ipr.link("set", index=index_of(bridge), state="up")
 
     _netlink_in(ns_name, change)
 
@@ -115,24 +111,24 @@ def ensure_uplink(bridge_ns: str, bridge: str, port: str, host_ns: str, ifname: 
     """A veth from ``bridge`` in ``bridge_ns`` to ``ifname`` with ``address`` in ``host_ns``."""
 
     def plug(ipr: IPRoute) -> None:
-        if _index(ipr, port) is None:
+        if index_of(port) is None:
             ipr.link("add", ifname=port, kind="veth", mtu=mtu,
                      peer={"ifname": ifname, "net_ns_fd": host_ns, "mtu": mtu})
-        ipr.link("set", index=_index(ipr, port), master=_index(ipr, bridge), state="up")
+        ipr.link("set", index=index_of(port), master=index_of(bridge), state="up")
 
     def configure(ipr: IPRoute) -> None:
-        index = _index(ipr, ifname)
+        index = index_of(ifname)
         if not any(a.get("IFA_ADDRESS") == address for a in ipr.get_addr(index=index)):
             ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
         ipr.link("set", index=index, state="up")
-        ipr.link("set", index=_index(ipr, "lo"), state="up")
+        ipr.link("set", index=index_of("lo"), state="up")
 
     _netlink_in(bridge_ns, plug)
     _netlink_in(host_ns, configure)
 
 
 def set_link_state(ns_name: str, ifname: str, up: bool) -> None:
-    _netlink_in(ns_name, lambda ipr: ipr.link("set", index=_index(ipr, ifname),
+    _netlink_in(ns_name, lambda ipr: ipr.link("set", index=index_of(ifname),
                                               state="up" if up else "down"))
 
 

@@ -17,7 +17,7 @@ import attrs
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from cantainer.kernel.net import mtu_of
+from cantainer.kernel.net import index_of, mtu_of
 
 VXLAN_PORT = 4789
 VXLAN_OVERHEAD = 50
@@ -48,10 +48,6 @@ class OverlayKernel:
 
     def underlay_mtu(self) -> int:
         return mtu_of(self.local)
-
-    def _index(self, ifname: str) -> int | None:
-        found = self.ipr.link_lookup(ifname=ifname)
-        return found[0] if found else None
 
     def actual(self) -> dict[int, ActualNetwork]:
         nets: dict[int, ActualNetwork] = {}
@@ -162,7 +158,7 @@ class OverlayKernel:
     # -- changes -------------------------------------------------------------------
 
     def _up(self, ifname: str) -> None:
-        self.ipr.link("set", index=self._index(ifname), state="up")
+        self.ipr.link("set", index=index_of(ifname), state="up")
 
     def _add_bridge(self, ifname: str) -> None:
         # The runtime actor may create it at the same moment (a container's veth).
@@ -170,37 +166,37 @@ class OverlayKernel:
         self._up(ifname)
 
     def _add_vxlan(self, plan, mtu: int) -> None:
-        if self._index(plan.vxlan) is not None:
-            self.ipr.link("del", index=self._index(plan.vxlan))
+        if index_of(plan.vxlan) is not None:
+            self.ipr.link("del", index=index_of(plan.vxlan))
         self.ipr.link("add", ifname=plan.vxlan, kind="vxlan", vxlan_id=plan.vni,
                       vxlan_local=self.local, vxlan_learning=0, vxlan_proxy=1,
                       vxlan_port=VXLAN_PORT, mtu=mtu)
         self._attach_vxlan(plan, mtu)
 
     def _attach_vxlan(self, plan, mtu: int) -> None:
-        self.ipr.link("set", index=self._index(plan.vxlan), mtu=mtu,
-                      master=self._index(plan.bridge), state="up")
+        self.ipr.link("set", index=index_of(plan.vxlan), mtu=mtu,
+                      master=index_of(plan.bridge), state="up")
 
     def _remove(self, vni: int) -> None:
         """Remove the network's devices, unless a container's veth is still in the
         bridge: the runtime actor, a few events ahead or behind, may have attached one
         (the next reconcile removes an empty bridge)."""
-        bridge = self._index(f"{BRIDGE_PREFIX}{vni}")
+        bridge = index_of(f"{BRIDGE_PREFIX}{vni}")
         if bridge is not None and any(link.get("IFLA_MASTER") == bridge and
                                       (link.get("IFLA_IFNAME") or "").startswith("vh")
                                       for link in self.ipr.get_links()):
             return
         for ifname in (f"{VXLAN_PREFIX}{vni}", f"{BRIDGE_PREFIX}{vni}"):
-            index = self._index(ifname)
+            index = index_of(ifname)
             if index is not None:
                 self.ipr.link("del", index=index)
 
     def _fdb(self, command: str, ifname: str, mac: str, dst: str) -> None:
-        self._ignore_gone(lambda: self.ipr.fdb(command, ifindex=self._index(ifname),
+        self._ignore_gone(lambda: self.ipr.fdb(command, ifindex=index_of(ifname),
                                                lladdr=mac, dst=dst, state=NUD_PERMANENT))
 
     def _neigh(self, command: str, ifname: str, ip: str, mac: str) -> None:
-        self._ignore_gone(lambda: self.ipr.neigh(command, ifindex=self._index(ifname), dst=ip,
+        self._ignore_gone(lambda: self.ipr.neigh(command, ifindex=index_of(ifname), dst=ip,
                                                  lladdr=mac, state=NUD_PERMANENT))
 
     @staticmethod
