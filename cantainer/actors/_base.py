@@ -1,11 +1,14 @@
 """The Pykka side of an actor: feed the projection, reconcile, report progress.
 
-An actor receives two messages by ``tell``: :class:`Deliver` (new records, in
-seq order) and :class:`Reconcile` (a periodic nudge, so drift heals even when
-the log is quiet).  It publishes the seq it has applied in
-``context.progress[name]`` and its rejections in ``context.rejected[name]``,
-which the daemon reads without asking (a plain dict write is atomic).  An exception in either message crashes the actor on purpose: the
-pipeline logs it and starts a fresh one, which replays the log from seq 1.
+An actor receives three messages by ``tell``: :class:`Deliver` (new records,
+in seq order), :class:`Reconcile` (the pipeline's periodic nudge, so drift
+heals even when the log is quiet, or a look its own threads ask for) and
+:class:`Vanished` (the kernel reports some of its links or entries gone).  It
+publishes the seq it has applied in ``context.progress[name]`` and its
+rejections in ``context.rejected[name]``, which the daemon reads without
+asking (a plain dict write is atomic).  An exception in any message crashes
+the actor on purpose: the pipeline logs it and starts a fresh one, which
+replays the log from seq 1.
 """
 
 from __future__ import annotations
@@ -91,12 +94,10 @@ class ProjectionActor(pykka.ThreadingActor):
             if message.periodic:
                 self.check()
             else:
-                self._reconciled_at = time.monotonic()
-                self.reconcile()
+                self.reconcile_fully()
         elif isinstance(message, Vanished) and message.sent >= self._reconciled_at:
             if ("lost",) in message.items or self.wants_back(message.items):
-                self._reconciled_at = time.monotonic()
-                self.reconcile()
+                self.reconcile_fully()
 
     def on_failure(self, exception_type, exception_value, traceback) -> None:
         log.error("%s actor failed at seq %d: %s: %s", self.name, self.projection.applied,
@@ -121,10 +122,14 @@ class ProjectionActor(pykka.ThreadingActor):
         except pykka.ActorDeadError:
             pass  # a fresh actor reconciles on its own
 
-    def check(self) -> None:
-        """The periodic comparison: by default a full reconcile, here and now."""
+    def reconcile_fully(self) -> None:
+        """A full comparison with the kernel; messages sent before it began are moot."""
         self._reconciled_at = time.monotonic()
         self.reconcile()
+
+    def check(self) -> None:
+        """The periodic comparison: by default a full reconcile, here and now."""
+        self.reconcile_fully()
 
     # -- asked by the API (through a proxy) -------------------------------------------
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import attrs
 
@@ -182,8 +181,7 @@ class OverlayActor(ProjectionActor):
         if not message.differs:
             return
         if message.plan == self.projection.plan(self.context.node):
-            self._reconciled_at = time.monotonic()
-            self.reconcile()  # drift: repair it, in full
+            self.reconcile_fully()  # drift: repair it
         else:  # events moved the plan meanwhile: look again against the new one
             self.check()
 
