@@ -14,7 +14,7 @@ closes the connection.  Every response line is a JSON object; a failure is
     {"op": "network_create", "cidr": C, "name": N?} -> {"network": {...}}
     {"op": "network_ls"}                     -> {"networks": [...]}
     {"op": "network_rm", "name": N}          -> {"removed": N}
-    {"op": "check"}                          -> {"differences": ["...", ...]}
+    {"op": "check"}                          -> {"applied": N, "differences": ["...", ...]}
     {"op": "image_ls"}                       -> {"images": [...]}
     {"op": "image_import", "ref": R, "path": P} -> {"image": {...}}
     {"op": "image_pull", "ref": R, "mirror": URL?} -> {"image": {...}}
@@ -463,10 +463,15 @@ class ApiServer:
         await ex.send({"removed": name, "seq": seq})
 
     async def _op_check(self, request: dict, ex: Exchange) -> None:
+        """This host's kernel against the log: every actor that makes kernel state
+        compares it with its projection at the same seq (the log's head)."""
         pipeline = self.daemon.pipeline
-        await pipeline.wait_applied("overlay", await self.daemon.reader.head())
-        await ex.send({"applied": pipeline.context.progress.get("overlay", 0),
-                    "differences": await pipeline.ask("overlay", "differences")})
+        head = await self.daemon.reader.head()
+        differences = []
+        for name in ("overlay", "runtime"):
+            await pipeline.wait_applied(name, head)
+            differences += await pipeline.ask(name, "differences")
+        await ex.send({"applied": head, "differences": differences})
 
     async def _op_events(self, request: dict, ex: Exchange) -> None:
         since = request.get("since", 0)

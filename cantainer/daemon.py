@@ -62,6 +62,8 @@ class Config:
     standbys: int = 3
     network_latency_ms: int = NETWORK_LATENCY_MS
     suspect_after: float = 10.0
+    idle_poll: float = 2.0        # seconds between reads of a quiet log (pokes wake it)
+    reconcile_every: float = 10.0  # seconds between full kernel comparisons; 0: never
     fixed_poll: float | None = None  # benchmarks only: see bench/convergence.py
 
     @property
@@ -88,7 +90,8 @@ class Daemon:
                                     append=self._append_soon,
                                     suspect_after=config.suspect_after)
         self.pipeline = Pipeline(EventLog(self.raft.store, node=config.name), self.context,
-                                 fixed_poll=config.fixed_poll)
+                                 fixed_poll=config.fixed_poll, idle_poll=config.idle_poll,
+                                 reconcile_every=config.reconcile_every)
         self.heartbeats = Heartbeats(config.name, self._heartbeat_peers, self.pipeline.applied,
                                      on_poke=self.pipeline.wake)
         self.images = ImageStore(config.data_dir)
@@ -315,6 +318,12 @@ def parse_config(argv: list[str] | None = None) -> Config:
     parser.add_argument("--suspect-after", type=float, default=10.0, metavar="SECONDS",
                         help="heartbeat silence after which the leader records NodeSuspected "
                              "(default: 10)")
+    parser.add_argument("--idle-poll", type=float, default=2.0, metavar="SECONDS",
+                        help="how often a quiet log is read (default: 2); appending hosts "
+                             "poke their peers to read at once")
+    parser.add_argument("--reconcile-every", type=float, default=10.0, metavar="SECONDS",
+                        help="full comparison of the kernel with the log (default: 10); 0: "
+                             "never (removals are still noticed at once through rtnetlink)")
     parser.add_argument("--fixed-poll", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
@@ -338,6 +347,10 @@ def parse_config(argv: list[str] | None = None) -> Config:
         raise ConfigError("--voters must be 1..7 and --standbys 0..7")
     if not 1.0 <= args.suspect_after <= 3600:
         raise ConfigError("--suspect-after must be 1..3600 seconds")
+    if not 0.01 <= args.idle_poll <= 3600:
+        raise ConfigError("--idle-poll must be 0.01..3600 seconds")
+    if args.reconcile_every != 0 and not 1 <= args.reconcile_every <= 86400:
+        raise ConfigError("--reconcile-every must be 0 (never) or 1..86400 seconds")
     if args.fixed_poll is not None and not 0.001 <= args.fixed_poll <= 60:
         raise ConfigError("--fixed-poll must be 0.001..60 seconds")
     if not 1 <= args.network_latency_ms <= 10_000:
@@ -349,6 +362,7 @@ def parse_config(argv: list[str] | None = None) -> Config:
                   data_dir=os.path.abspath(args.data_dir), run_dir=os.path.abspath(args.run_dir),
                   voters=args.voters, standbys=args.standbys,
                   network_latency_ms=args.network_latency_ms, suspect_after=args.suspect_after,
+                  idle_poll=args.idle_poll, reconcile_every=args.reconcile_every,
                   fixed_poll=args.fixed_poll)
 
 

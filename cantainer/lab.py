@@ -132,26 +132,44 @@ class Lab:
         self.wait_formed()
 
     def wait_formed(self, timeout: float = 30.0) -> None:
-        """Wait until the Raft group has its voters (up to 3) and stand-bys.
+        """Wait until the Raft group has its voters (up to 3) and stand-bys, as every
+        running node itself sees them.
 
-        The leader reports a promotion once it has committed it; the promoted
-        node hears of it a moment later, and until then would not stand for
-        election. Half a second more lets the change reach every member, so a
-        test that kills the leader kills it in an established group.
+        The leader reports a promotion once it has committed it; the promoted node
+        hears of it a moment later, and until then would not stand for election: a
+        test that kills the leader must kill it in a group every member knows.
         """
         want = sorted(["voter"] * min(3, len(self.hosts)) +
                       ["standby"] * min(3, max(0, len(self.hosts) - 3)))
+
+        def formed() -> bool:
+            views = [self._roles_seen_by(h) for h in self.hosts if h.running]
+            return bool(views) and all(sorted(r for r in view if r != "spare") == want
+                                       for view in views)
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                members = self.call(1, {"op": "status"})["status"]["members"]
-                if sorted(m["role"] for m in members if m["role"] != "spare") == want:
-                    time.sleep(0.5)
-                    return
-            except CantainerError:
-                pass
+            if formed():
+                return
             time.sleep(0.1)
         raise CantainerError(f"the Raft group did not form within {timeout:g}s")
+
+    def _roles_seen_by(self, h: LabHost) -> list[str]:
+        """The Raft roles in node ``h``'s own copy of the configuration ([] if it does
+        not answer)."""
+        import asyncio
+
+        from dqliteclient import ClusterClient, MemoryNodeStore
+
+        async def ask() -> list[str]:
+            client = ClusterClient(MemoryNodeStore([h.dqlite_address]), timeout=1.0)
+            async with client.open_admin_connection(h.dqlite_address) as p:
+                return [n.role.name.lower() for n in await p.cluster()]
+
+        try:
+            return netns.run_in(h.netns, lambda: asyncio.run(ask()))
+        except Exception:  # noqa: BLE001 - not answering yet is "not formed yet"
+            return []
 
     def wait_ready(self, number: int, timeout: float = 60.0) -> None:
         h = self.host(number)

@@ -87,7 +87,10 @@ class ProjectionActor(pykka.ThreadingActor):
                     rejected[rec.seq] = reason
             self.context.progress[self.name] = self.projection.applied
             self.context.progressed()
-            self.reconcile(changed_only=True)
+            if self._reconciled_at == float("-inf"):
+                self.reconcile_fully()  # the first look after a start: all of it
+            else:
+                self.reconcile(changed_only=True)
         elif isinstance(message, Reconcile) and not message.full:
             self.reconcile(changed_only=True)
         elif isinstance(message, Reconcile) and message.sent >= self._reconciled_at:

@@ -4,12 +4,13 @@ One tailer reads the log and tells each actor the records after the last one
 it delivered to that actor, so the catch-up after a start, a restarted actor
 and live events all take the same path.  The log sends no notifications:
 the tailer polls, quickly (``POLL_MIN``) while events arrive and backing off
-to ``POLL_MAX`` when the log is quiet, and wakes at once (``wake``) when this
-host appends or a peer pokes it after appending.  Every ``TICK`` seconds the
-pipeline restarts dead actors (with a fresh projection, so they replay from
-seq 1); every ``RECONCILE_EVERY`` seconds it nudges the live ones to compare
-the kernel with their projection (the actors also watch the kernel
-themselves: a deleted link or entry, a container's exit).  Start order is ``ACTORS``;
+to ``idle_poll`` seconds (``IDLE_POLL``) when the log is quiet, and wakes at
+once (``wake``) when this host appends or a peer pokes it after appending.
+Every ``TICK`` seconds the pipeline restarts dead actors (with a fresh
+projection, so they replay from seq 1); every ``reconcile_every`` seconds
+(``RECONCILE_EVERY``; 0: never) it nudges the live ones to compare the kernel
+with their projection (the actors also watch the kernel themselves: a
+deleted link or entry, a container's exit).  Start order is ``ACTORS``;
 stop order its reverse.
 """
 
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 ACTORS: tuple[type[ProjectionActor], ...] = (MembershipActor, IpamActor, OverlayActor,
                                               RuntimeActor)
 BATCH = 1000
-POLL_MIN, POLL_MAX = 0.01, 2.0  # pokes from appending hosts cut the wait (heartbeat.py)
+POLL_MIN, IDLE_POLL = 0.01, 2.0  # pokes from appending hosts cut the wait (heartbeat.py)
 TICK = 2.0
 SLOW_READ = 0.5  # seconds: a read slower than this is logged
 RECONCILE_EVERY = 10.0  # a full kernel comparison; most drift is noticed when it happens
@@ -46,8 +47,11 @@ HEALTHY_AFTER = 60.0  # seconds alive after which a restarted actor's backoff re
 class Pipeline:
     def __init__(self, log_: EventLog, context: ActorContext,
                  actors: tuple[type[ProjectionActor], ...] = ACTORS,
-                 fixed_poll: float | None = None) -> None:
+                 fixed_poll: float | None = None, idle_poll: float = IDLE_POLL,
+                 reconcile_every: float = RECONCILE_EVERY) -> None:
         self.log = log_
+        self.idle_poll = idle_poll
+        self.reconcile_every = reconcile_every
         # The benchmarks' anchor: the original tool's design, a fixed poll and no wakes.
         self.fixed_poll = fixed_poll
         self.context = context
@@ -114,7 +118,7 @@ class Pipeline:
             self._deliver(after, batch)
             if len(batch) == BATCH:
                 continue
-            interval = POLL_MIN if batch else min(interval * 2, POLL_MAX)
+            interval = POLL_MIN if batch else min(interval * 2, self.idle_poll)
             if self.fixed_poll is not None:
                 interval = self.fixed_poll
             try:
@@ -136,11 +140,11 @@ class Pipeline:
             self.delivered[name] = new[-1].seq
 
     async def _tick(self) -> None:
-        ticks_per_reconcile = max(1, round(RECONCILE_EVERY / TICK))
+        ticks_per_reconcile = max(1, round(self.reconcile_every / TICK))
         for n in itertools.count(1):
             await asyncio.sleep(TICK)
             self.supervise()
-            if n % ticks_per_reconcile:
+            if not self.reconcile_every or n % ticks_per_reconcile:
                 continue
             for ref in self.refs.values():
                 try:

@@ -32,7 +32,7 @@ from pykka import ActorDeadError
 from cantainer.actors._base import ProjectionActor, Reconcile
 from cantainer.actors.ipam import Container, Ipam
 from cantainer.events import ContainerExited, ContainerStarted
-from cantainer.kernel import container_net
+from cantainer.kernel import container_net, names
 from cantainer.kernel.images import ImageStore
 from cantainer.kernel.overlay import VXLAN_OVERHEAD
 
@@ -66,15 +66,14 @@ class RuntimeActor(ProjectionActor):
         return os.path.join(self.state_root, cid)
 
     def reconcile(self, changed_only: bool = False) -> None:
-        local = {cid: c for cid, c in self.projection.containers.items()
-                 if c.host == self.context.node}
+        local = self._local()
         # Gone ones first: a new container may take over a removed one's address.
         if os.path.isdir(self.state_root):
             for cid in os.listdir(self.state_root):
                 if cid not in local:
                     self._remove(cid)
         if not changed_only:
-            self._reattach(local)
+            self._repair(local)
         for cid, c in local.items():
             state = self._dir(cid)
             if c.state == "created" and not os.path.exists(os.path.join(state, "spec.json")):
@@ -96,21 +95,71 @@ class RuntimeActor(ProjectionActor):
             elif code is not None:
                 self._kill_at.pop(cid, None)
 
-    def _reattach(self, local: dict[str, Container]) -> None:
-        """Put back the veth of a running container whose bridge went away under it
-        (removed by hand, or by the overlay actor racing this one)."""
-        running = {cid: f"ctbr{self.projection.networks[c.network].vni}"
-                   for cid, c in local.items() if c.state == "running"
-                   and not os.path.exists(os.path.join(self._dir(cid), "exit_code"))}
-        if not running:
-            return
-        for cid in container_net.detached(running):
-            c = local[cid]
-            net = self.projection.networks[c.network]
-            log.warning("container %s: its veth is not in %s; attaching it again", c.name,
-                        running[cid])
-            container_net.ensure(cid, running[cid], str(c.ip), net.cidr.prefixlen, c.mac,
-                                 self.context.underlay_mtu - VXLAN_OVERHEAD)
+    def _local(self) -> dict[str, Container]:
+        return {cid: c for cid, c in self.projection.containers.items()
+                if c.host == self.context.node}
+
+    def _running(self, local: dict[str, Container]) -> dict[str, Container]:
+        """Containers the log says run here whose shim has not recorded an exit."""
+        return {cid: c for cid, c in local.items() if c.state == "running"
+                and not os.path.exists(os.path.join(self._dir(cid), "exit_code"))}
+
+    def _drift(self, local: dict[str, Container]) -> list[tuple[str, str, str]]:
+        """How this host's containers differ from the log: (what, kind, subject) with
+        kind one of state, start, process, netns, veth, stray-veth."""
+        found = []
+        if os.path.isdir(self.state_root):
+            for cid in sorted(os.listdir(self.state_root)):
+                if cid not in local:
+                    found.append((f"remove the state of container {cid[:12]} (not in the "
+                                  "log)", "state", cid))
+        for cid, c in sorted(local.items()):
+            if c.state == "created" and not os.path.exists(
+                    os.path.join(self._dir(cid), "spec.json")):
+                found.append((f"start container {c.name}", "start", cid))
+        running = self._running(local)
+        veths = container_net.veths()
+        for cid, c in sorted(running.items()):
+            bridge = names.bridge(self.projection.networks[c.network].vni)
+            if not os.path.exists(f"/proc/{c.pid}"):
+                found.append((f"container {c.name}: its process {c.pid} is gone", "process",
+                              cid))
+                continue
+            if not container_net.has_netns(cid):
+                found.append((f"container {c.name}: name its network namespace "
+                              f"{container_net.netns_name(cid)} again", "netns", cid))
+            if veths.get(container_net.host_veth(cid)) != (bridge, True):
+                found.append((f"container {c.name}: attach its veth "
+                              f"{container_net.host_veth(cid)} to {bridge}, up", "veth", cid))
+        ours = {container_net.host_veth(cid) for cid in local}
+        for veth in sorted(set(veths) - ours):
+            found.append((f"remove veth {veth} (no container of this host)", "stray-veth",
+                          veth))
+        return found
+
+    def _repair(self, local: dict[str, Container]) -> None:
+        """Put back what a running container lost (its veth in the bridge, removed by
+        hand or by the overlay actor racing this one; the name of its namespace), and
+        remove veths of containers the log no longer has."""
+        for what, kind, subject in self._drift(local):
+            if kind not in ("netns", "veth", "stray-veth"):
+                continue  # state and start: reconcile's own loop; process: the shim's
+            log.warning("runtime: %s", what)
+            if kind == "stray-veth":
+                container_net.remove_veth(subject)
+                continue
+            c = local[subject]
+            if kind == "netns":
+                container_net.restore_netns(subject, c.pid)
+            else:
+                net = self.projection.networks[c.network]
+                container_net.ensure(subject, names.bridge(net.vni), str(c.ip),
+                                     net.cidr.prefixlen, c.mac,
+                                     self.context.underlay_mtu - VXLAN_OVERHEAD)
+
+    def differences(self) -> list[str]:
+        """How this host's containers differ from the log, without changing anything."""
+        return [what for what, _, _ in self._drift(self._local())]
 
     def _start(self, c: Container) -> None:
         began = time.perf_counter()

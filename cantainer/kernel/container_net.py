@@ -10,13 +10,14 @@ Idempotent: ``ensure`` completes what is missing, ``remove`` what is there.
 from __future__ import annotations
 
 import errno
+import os
 import time
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from cantainer.events import SHORT_ID
-from cantainer.kernel import netns
+from cantainer.kernel import names, netns
 from cantainer.kernel.net import index_of
 
 
@@ -49,17 +50,31 @@ def ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: st
     raise AssertionError("unreachable")
 
 
-def detached(bridges: dict[str, str]) -> list[str]:
-    """Of ``{container id: its bridge}``, the containers whose host veth is not in
-    that bridge (missing, or the bridge was removed under it); one link dump."""
+def veths() -> dict[str, tuple[str | None, bool]]:
+    """Every container veth of this network namespace (``vh`` + 12 hex digits) ->
+    (the name of the bridge it is in or None, whether it is up); one link dump."""
     with IPRoute() as ipr:
-        links = {link.get("IFLA_IFNAME"): link for link in ipr.get_links()}
-    out = []
-    for cid, bridge in bridges.items():
-        veth, br = links.get(host_veth(cid)), links.get(bridge)
-        if veth is None or br is None or veth.get("IFLA_MASTER") != br["index"]:
-            out.append(cid)
-    return out
+        links = list(ipr.get_links())
+    by_index = {link["index"]: link.get("IFLA_IFNAME") for link in links}
+    return {name: (by_index.get(link.get("IFLA_MASTER")), bool(link["flags"] & 1))
+            for link in links if names.VETH_RE.match(name := link.get("IFLA_IFNAME") or "")}
+
+
+def has_netns(container_id: str) -> bool:
+    return netns.exists(netns_name(container_id))
+
+
+def restore_netns(container_id: str, pid: int) -> None:
+    """Name the network namespace of a running container again (its mount under
+    ``/run/netns`` was removed by hand): the namespace lives on in its process."""
+    netns.bind(netns_name(container_id), f"/proc/{pid}/ns/net")
+
+
+def remove_veth(name: str) -> None:
+    with IPRoute() as ipr:
+        index = index_of(name)
+        if index is not None:
+            ipr.link("del", index=index)
 
 
 def _ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: str,
@@ -106,8 +121,5 @@ def _remove_stale_eth0(ns: str) -> None:
 
 
 def remove(container_id: str) -> None:
-    with IPRoute() as ipr:
-        index = index_of(host_veth(container_id))
-        if index is not None:
-            ipr.link("del", index=index)
+    remove_veth(host_veth(container_id))
     netns.remove(netns_name(container_id))

@@ -34,6 +34,22 @@ def _share_dir() -> None:
             sc.mount("", NETNS_DIR, None, sc.MS_SHARED | sc.MS_REC)
 
 
+def exists(name: str) -> bool:
+    return os.path.ismount(os.path.join(NETNS_DIR, name))
+
+
+def bind(name: str, source: str) -> None:
+    """Name an existing network namespace (``/proc/PID/ns/net``) ``name``."""
+    path = os.path.join(NETNS_DIR, name)
+    _share_dir()
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o444))
+    try:
+        sc.mount(source, path, None, sc.MS_BIND)
+    except OSError:
+        os.unlink(path)
+        raise
+
+
 def create(name: str) -> bool:
     """Create namespace ``name``; False if it was already there."""
     path = os.path.join(NETNS_DIR, name)

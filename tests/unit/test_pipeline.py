@@ -61,7 +61,6 @@ def joined(name, i):
 @pytest.fixture(autouse=True)
 def fast_ticks(monkeypatch):
     monkeypatch.setattr(pipeline_module, "TICK", 0.05)
-    monkeypatch.setattr(pipeline_module, "POLL_MAX", 0.02)
 
 
 def run(coro):
@@ -74,7 +73,7 @@ def test_actors_get_every_record_in_order_then_live_ones():
     context = host_context()
 
     async def go():
-        p = Pipeline(log, context, actors=(Recording,))
+        p = Pipeline(log, context, actors=(Recording,), idle_poll=0.02)
         p.start()
         try:
             await p.wait_applied("recording", 2)
@@ -95,7 +94,7 @@ def test_a_crashed_actor_is_restarted_from_a_fresh_replay():
     context = host_context()
 
     async def go():
-        p = Pipeline(log, context, actors=(CrashesOnce, Recording))
+        p = Pipeline(log, context, actors=(CrashesOnce, Recording), idle_poll=0.02)
         p.start()
         try:
             first = p.refs["crashy"]
@@ -121,7 +120,7 @@ def test_a_dead_actor_does_not_stop_the_others_from_being_fed():
     context = host_context()
 
     async def go():
-        p = Pipeline(log, context, actors=(CrashesOnce, Recording))
+        p = Pipeline(log, context, actors=(CrashesOnce, Recording), idle_poll=0.02)
         p.start()
         try:
             first = p.refs["crashy"]
