@@ -5,12 +5,20 @@ import time
 
 
 def wait_for(predicate, timeout=20.0, interval=0.1):
-    """Poll ``predicate`` until it returns something true; fail after ``timeout``."""
+    """Poll ``predicate`` until it returns something true; fail after ``timeout``.
+
+    A predicate that raises counts as not yet true (a daemon restarting, a device
+    not there yet); its last exception is in the failure message.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
-        if value:
-            return value
+        try:
+            value = predicate()
+        except Exception as exc:  # noqa: BLE001 - reported if it never comes true
+            value = exc
+        else:
+            if value:
+                return value
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s; last: {value!r}")
         time.sleep(interval)

@@ -14,7 +14,9 @@ import time
 import pytest
 
 from cantainer.kernel import netns
+from cantainer.kernel.cgroups import Cgroup
 from cantainer.kernel.images import ImageStore
+from tests.integration.helpers import wait_for
 from tests.unit.test_images import alpine_like
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -49,6 +51,7 @@ def box(tmp_path):
     run.start = start
     run.store = store
     run.tmp = tmp_path
+    run.netns = ns
     try:
         yield run
     finally:
@@ -56,18 +59,22 @@ def box(tmp_path):
 
 
 def test_isolation(box):
-    code, out = box(["sh", "-c", """
+    state, shim = box.start(["sh", "-c", """
         echo pid=$$; hostname; echo greeting=$GREETING
         grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs)' /proc/self/status
         echo dev=$(ls /dev | tr '\\n' ' ')
         echo procs=$(ps -o comm | sort -u | tr '\n' ' ')
         mount -t tmpfs x /tmp 2>/dev/null && echo mounted || echo mount-denied
         echo 1 > /proc/sys/kernel/hostname 2>/dev/null && echo procsys-rw || echo procsys-ro
-        touch /sys/kernel/x 2>/dev/null && echo sys-rw || echo sys-ro
+        echo sysmount=$(awk '$5 == "/sys" {print $6}' /proc/self/mountinfo)
         echo firmware=$(ls /sys/firmware | wc -l)
-        mkdir -p /x && chroot /x /bin/true 2>/dev/null; cd / ; echo escape=$(ls / | tr '\\n' ' ')
+        echo timers=$(wc -c < /proc/timer_list)
+        echo ipcns=$(readlink /proc/self/ns/ipc)
+        echo utsns=$(readlink /proc/self/ns/uts)
         echo written > /etc/from-container
         exit 3"""])
+    assert shim.wait(60) == 0, shim.stderr.read()
+    code, out = int((state / "exit_code").read_text()), (state / "output.log").read_text()
     lines = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     assert code == 3
     assert lines["pid"] == "1" and "box1" in out and lines["greeting"] == "hi"
@@ -76,20 +83,73 @@ def test_isolation(box):
     assert lines["dev"].split() == sorted(["fd", "full", "null", "ptmx", "pts", "random",
                                            "shm", "stderr", "stdin", "stdout", "tty",
                                            "urandom", "zero"])
-    assert set(lines["procs"].split()) <= {"COMMAND", "sh", "ps", "sort", "tr", "exe"}, \
+    procs = set(lines["procs"].split())
+    assert "sh" in procs and procs <= {"COMMAND", "sh", "ps", "sort", "tr", "exe"}, \
         "only its own processes are visible"
-    assert "mount-denied" in out and "procsys-ro" in out and "sys-ro" in out
-    assert lines["firmware"] == "0"
-    assert "work" not in lines["escape"].split() and "bin" in lines["escape"].split()
+    assert "mount-denied" in out and "procsys-ro" in out
+    assert lines["sysmount"].split(",")[0] == "ro", "/sys is mounted read-only"
+    with open("/proc/timer_list") as f:
+        assert f.read(), "the host's /proc/timer_list has content"
+    assert lines["firmware"] == "0" and lines["timers"] == "0", "masked paths are empty"
+    assert lines["ipcns"] != os.readlink("/proc/self/ns/ipc"), "an IPC namespace of its own"
+    assert lines["utsns"] != os.readlink("/proc/self/ns/uts"), "a UTS namespace of its own"
+    # Writes land in the container's own layer, not in the image.
+    assert (state / "upper" / "etc" / "from-container").read_text() == "written\n"
     image = box.store.rootfs("busybox")
-    assert not os.path.exists(os.path.join(image, "etc/from-container")), \
-        "writes land in the container's own layer, not the image"
+    assert not os.path.exists(os.path.join(image, "etc/from-container"))
+
+
+ESCAPE_C = r"""
+#include <dirent.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+/* The classic chroot escape: chroot into a subdirectory while the working
+   directory stays outside it, climb with "..", and chroot where that ends. */
+int main(void) {
+    mkdir("escape-jail", 0755);
+    if (chroot("escape-jail") != 0) { perror("chroot"); return 2; }
+    for (int i = 0; i < 256; i++) chdir("..");
+    if (chroot(".") != 0) { perror("chroot ."); return 3; }
+    DIR *d = opendir("/");
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) printf("%s\n", e->d_name);
+    return 0;
+}
+"""
+
+
+def test_the_classic_chroot_escape_stays_inside(box):
+    source = box.tmp / "escape.c"
+    source.write_text(ESCAPE_C)
+    program = box.tmp / "escape"
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(program), str(source)], check=True)
+
+    # Positive control: on the host, the same program leaves a plain chroot.
+    jail = box.tmp / "plain-chroot"
+    jail.mkdir()
+    (jail / "escape").write_bytes(program.read_bytes())
+    (jail / "escape").chmod(0o755)
+    host = subprocess.run(["chroot", str(jail), "/escape"], capture_output=True, text=True)
+    assert host.returncode == 0, host.stderr
+    assert set(host.stdout.split()) == set(os.listdir("/")) | {".", ".."}, \
+        "the program escapes a plain chroot to the host's root"
+
+    tarball = alpine_like(box.tmp / "escape.tar.gz",
+                          extra=[("./escape", "file", program.read_bytes())])
+    box.store.import_tarball("escape:1", tarball)
+    code, out = box(["/escape"], image="escape:1")
+    assert code == 0, out
+    image_root = set(os.listdir(box.store.rootfs("escape:1")))
+    assert set(out.split()) == image_root | {".", "..", "escape-jail"}, \
+        "it ends at the container's own root: there is no outer root to climb to"
 
 
 def test_network_namespace_is_the_given_one(box):
-    code, out = box(["sh", "-c", "ip -o addr | awk '{print $2, $4}'"])
-    assert code == 0 and out.split("\n")[0].startswith("lo 127.0.0.1/8")
-    assert "eth" not in out
+    subprocess.run(["ip", "netns", "exec", box.netns, "ip", "link", "add", "marker0", "type",
+                    "veth", "peer", "name", "marker1"], check=True)
+    code, out = box(["sh", "-c", "ip -o link | awk -F': ' '{print $2}' | cut -d@ -f1"])
+    assert code == 0 and sorted(out.split()) == ["lo", "marker0", "marker1"], out
 
 
 @pytest.mark.parametrize(("command", "code", "message"), [
@@ -123,9 +183,38 @@ def test_pids_limit_stops_a_fork_bomb(box):
 
 
 def test_memory_limit_kills_a_hog(box):
-    code, _ = box(["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"],
-                  memory=32 << 20)
-    assert code == 137
+    hog = ["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"]
+    assert box(hog) == (0, "survived\n"), "the control run has the memory"
+    code, out = box(hog, memory=32 << 20)
+    assert code == 137 and "survived" not in out
+
+
+def test_cpu_limit_throttles_a_busy_loop(box):
+    """--cpus 0.2: the cgroup has the quota, and a busy loop is throttled by it."""
+    state, shim = box.start(["sh", "-c", "end=$(($(date +%s) + 2)); "
+                                         "while [ $(date +%s) -lt $end ]; do :; done"],
+                            cpus=0.2)
+    cgroup = Cgroup(json.loads((state / "spec.json").read_text())["id"])
+    quota = wait_for(lambda: cpu_quota(cgroup))
+    stat = wait_for(lambda: cpu_stat(cgroup).get("nr_throttled", 0) > 0 and cpu_stat(cgroup))
+    assert shim.wait(60) == 0
+    assert quota == (20_000, 100_000), quota
+    assert stat["nr_throttled"] > 0, stat
+
+
+def cpu_quota(cgroup):
+    path = cgroup.dirs["cpu"]
+    if cgroup.v2:
+        quota, period = open(os.path.join(path, "cpu.max")).read().split()
+    else:
+        quota = open(os.path.join(path, "cpu.cfs_quota_us")).read()
+        period = open(os.path.join(path, "cpu.cfs_period_us")).read()
+    return int(quota), int(period)
+
+
+def cpu_stat(cgroup):
+    with open(os.path.join(cgroup.dirs["cpu"], "cpu.stat")) as f:
+        return {k: int(v) for k, v in (line.split() for line in f)}
 
 
 def test_alpine_like_image_runs(box):

@@ -51,14 +51,21 @@ def test_containers_reach_each_other_across_hosts_and_only_on_their_subnet(make_
     assert "198.18.0.3/24" in client.stdout and "mtu 1450" in client.stdout
     assert "link/ether 02:42:c6:12:00:03" in client.stdout, "the MAC the log derived"
 
+    # Another subnet cannot reach it; a container of that subnet on srv's host can
+    # (the positive control: the prober's networking works).
+    lab.cli(1, "run", "-d", "-n", OTHER, "--name", "neighbour", img, "sh", "-c", SERVER)
+    near = ps(lab, 3)["neighbour"]["ip"]
     other = lab.cli(3, "run", "-n", OTHER, "--name", "elsewhere", img, "sh", "-c",
+                    f"ping -c 2 -W 2 {near} >/dev/null && echo near-reached; "
+                    f"echo | nc -w 3 {near} 7000; "
                     f"ping -c 1 -W 1 {addr} >/dev/null && echo reached || echo unreachable; "
                     f"echo | nc -w 2 {addr} 7000 || echo no-tcp", check=False)
-    assert "unreachable" in other.stdout and "served" not in other.stdout
+    assert "near-reached" in other.stdout and "served-by-neighbour" in other.stdout, other
+    assert "unreachable" in other.stdout and "served-by-srv" not in other.stdout, other
 
     # Seen, read, entered, stopped and removed from any host.
     assert {n: c["state"] for n, c in ps(lab, 3).items()} == {
-        "srv": "running", "client": "exited", "elsewhere": "exited"}
+        "srv": "running", "client": "exited", "neighbour": "running", "elsewhere": "exited"}
     inspected = json.loads(lab.cli(3, "inspect", "srv").stdout)
     assert inspected["host"] == "h1" and inspected["command"][0] == "sh"
     assert inspected["pid"] is not None
@@ -90,7 +97,7 @@ def test_containers_reach_each_other_across_hosts_and_only_on_their_subnet(make_
     assert json.loads(lab.cli(2, "inspect", "srv").stdout)["exit_code"] == 137
     assert lab.cli(2, "stop", "srv").stdout == "srv\n", "stopping a stopped one is fine"
     assert lab.cli(3, "rm", "srv", "client").stdout == "srv\nclient\n"
-    assert set(ps(lab, 1)) == {"elsewhere"}
+    assert set(ps(lab, 1)) == {"neighbour", "elsewhere"}
 
     # rm freed the address: the next container on the network gets it.
     again = lab.cli(2, "run", "-n", NET, "--rm", img, "sh", "-c", "ip -o -4 addr show eth0")
@@ -141,8 +148,8 @@ def test_detached_container_survives_a_daemon_restart_and_its_exit_is_recorded(m
             "sleep 4; exit 5")
     started = ps(lab, 2)["sleeper"]
     assert started["state"] == "running"
-    lab.stop(1, sig)
-    time.sleep(0.5)
+    lab.stop(1, sig)  # waits for the daemon to be gone
+    assert ps(lab, 2)["sleeper"]["state"] == "running", "its container runs on meanwhile"
     lab.start(1)
     assert ps(lab, 1)["sleeper"]["state"] == "running", "adopted, not replaced"
     wait_for(lambda: ps(lab, 3)["sleeper"]["state"] == "exited", timeout=30)

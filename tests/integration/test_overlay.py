@@ -113,7 +113,9 @@ def test_overlay_follows_the_log_on_every_host(make_lab):
     lab.kill(1)
     lab.start(1)
     lab.cli(1, "submit-event", "NetworkCreated", "name=poke", "cidr=198.19.0.0/24")
-    time.sleep(1.5)  # a reconcile tick after the restart
+    # --check waits until the restarted actors have applied the head; their first look
+    # after a start is a full comparison with the kernel.
+    wait_for(lambda: lab.cli(1, "replay", "--check", check=False).returncode == 0)
     after = kernel(lab, 1)
     assert after.keys() == before.keys()
     assert after[VNI].vxlan["index"] == before[VNI].vxlan["index"], "device not recreated"

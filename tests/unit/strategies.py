@@ -48,3 +48,85 @@ BY_TYPE = {
 assert set(BY_TYPE) == set(ev.CATALOGUE.values()), "a catalogue type has no strategy"
 
 any_event = st.one_of(*BY_TYPE.values())
+
+
+# -- histories: event sequences that keep reaching live containers -------------------
+
+HOSTS = ("h1", "h2", "h3")
+_SUBNETS = ("198.18.0.0/29", "198.18.0.8/29", "198.18.0.0/28", "198.18.1.0/28")
+_ACTIONS = (["create"] * 6 + ["start"] * 3 + ["exit"] * 2 + ["stop"] + ["remove"] * 2
+            + ["network"] * 2 + ["network_rm"] + ["suspect", "recover", "leave", "join"]
+            + ["garbage", "crowd"])
+
+
+def _fresh_id(draw, made: list[str]) -> str:
+    """A new container id; sometimes one that shares its first 12 digits with an
+    earlier one (which log order must reject while that one lives)."""
+    if made and draw(st.integers(0, 9)) == 0:
+        return draw(st.sampled_from(made))[:12] + f"{len(made):04x}"
+    return f"{len(made) + 1:012x}"
+
+
+@st.composite
+def histories(draw, min_steps: int = 1, max_steps: int = 80) -> list:
+    """A list of events after ``NodeJoined`` of h1..h3: mostly container life cycles on
+    a few small, overlapping subnets, whose events name containers created before
+    (live ones more often than not), mixed with network, membership and random events."""
+    made: list[str] = []
+    out: list = []
+    for _ in range(draw(st.integers(min_steps, max_steps))):
+        action = draw(st.sampled_from(_ACTIONS))
+        if action in ("start", "exit", "stop", "remove") and made:
+            cid = draw(st.sampled_from(made[-6:] if draw(st.booleans()) else made))
+            out.append({
+                "start": lambda: ev.ContainerStarted(container=cid, pid=draw(st.integers(1, 99))),
+                "exit": lambda: ev.ContainerExited(container=cid,
+                                                   exit_code=draw(st.integers(0, 255))),
+                "stop": lambda: ev.ContainerStopRequested(container=cid,
+                                                          timeout=draw(st.integers(0, 30))),
+                "remove": lambda: ev.ContainerRemoved(container=cid),
+            }[action]())
+        elif action in ("create", "start", "exit", "stop", "remove"):
+            cid = _fresh_id(draw, made)
+            made.append(cid)
+            out.append(ev.ContainerCreated(
+                container=cid, name=draw(st.sampled_from("abcdefgh")),
+                host=draw(st.sampled_from(HOSTS + ("h4",))),
+                network=draw(st.sampled_from(_SUBNETS + ("n1", "n2")))))
+        elif action == "crowd":  # enough containers at once to fill a /29
+            network = draw(st.sampled_from(_SUBNETS[:2]))
+            for _ in range(draw(st.integers(3, 7))):
+                cid = _fresh_id(draw, made)
+                made.append(cid)
+                out.append(ev.ContainerCreated(container=cid, name=f"crowd{len(made)}",
+                                               host=draw(st.sampled_from(HOSTS)),
+                                               network=network))
+        elif action == "network":
+            out.append(ev.NetworkCreated(name=draw(st.sampled_from(["n1", "n2", "n3"])),
+                                         cidr=draw(st.sampled_from(_SUBNETS))))
+        elif action == "network_rm":
+            out.append(ev.NetworkRemoved(name=draw(st.sampled_from(
+                ["n1", "n2", "n3", "198.18.0.0-29", "198.18.1.0-28"]))))
+        elif action == "garbage":
+            out.append(draw(any_event))
+        else:
+            name = draw(st.sampled_from(HOSTS + ("h4",)))
+            i = HOSTS.index(name) + 1 if name in HOSTS else 4
+            out.append({"suspect": lambda: ev.NodeSuspected(name=name),
+                        "recover": lambda: ev.NodeRecovered(name=name),
+                        "leave": lambda: ev.NodeLeft(name=name),
+                        "join": lambda: ev.NodeJoined(name=name, address=f"192.0.2.{i}",
+                                                      dqlite_address=f"192.0.2.{i}:9000"),
+                        }[action]())
+    return out
+
+
+def joined_hosts() -> list:
+    return [ev.NodeJoined(name=h, address=f"192.0.2.{i}", dqlite_address=f"192.0.2.{i}:9000")
+            for i, h in enumerate(HOSTS, 1)]
+
+
+def records(events: list) -> list:
+    """``Recorded`` log rows for events, from seq 1, after NodeJoined of h1..h3."""
+    return [ev.Recorded(seq, f"id{seq}", e.type_name(), e.VERSION, "t", float(seq), e)
+            for seq, e in enumerate([*joined_hosts(), *events], 1)]

@@ -29,8 +29,9 @@ def tarball(path, entries):
     return str(path)
 
 
-def alpine_like(path):
-    """Laid out like the Alpine minirootfs: busybox applets as absolute links, empty /dev."""
+def alpine_like(path, extra=()):
+    """Laid out like the Alpine minirootfs: busybox applets as absolute links, empty /dev;
+    ``extra`` entries added."""
     with open("/bin/busybox", "rb") as f:
         busybox = f.read()
     return tarball(path, [
@@ -40,7 +41,7 @@ def alpine_like(path):
         ("./etc/os-release", "file", 'ID=alpine\nVERSION_ID=3.20.3\n'),
         ("./etc/alpine-release", "file", "3.20.3\n"),
         ("./lib/", "dir", None), ("./lib/libc.so", "file", "x"),
-        ("./lib/ld.so", "hard", "./lib/libc.so"),
+        ("./lib/ld.so", "hard", "./lib/libc.so"), *extra,
     ])
 
 
@@ -77,23 +78,40 @@ def test_import_of_an_alpine_like_tarball(tmp_path):
     assert (listed["name"], listed["tag"], listed["sha256"]) == ("alpine", "3.20.3", meta["sha256"])
 
 
+# Every escape aims at SENTINEL, a directory beside the store (never at the host's own
+# files): were the checks broken, the test would see the sentinel change.
+UP = "../../../../"  # from the scratch root (DATA/images/.bad-X/rootfs) to tmp_path
+
+
 @pytest.mark.parametrize(("entries", "message"), [
-    ([("../evil", "file", "x")], "contains '..'"),
-    ([("a/../../evil", "file", "x")], "contains '..'"),
-    ([("/etc/evil", "file", "x")], "is an absolute path"),
-    ([("lnk", "hard", "../../etc/passwd")], "hard link out of the root"),
-    ([("lnk", "hard", "/etc/passwd")], "hard link out of the root"),
-    ([("a/", "dir", None), ("a/lnk", "sym", "../../../etc")], "symbolic link out of the root"),
-    ([("lnk", "sym", "/etc"), ("lnk/passwd", "file", "x")], "goes through the symbolic link"),
+    ([(f"{UP}sentinel/evil", "file", "x")], "contains '..'"),
+    ([(f"a/../{UP}sentinel/evil", "file", "x")], "contains '..'"),
+    ([("{sentinel}/evil", "file", "x")], "is an absolute path"),
+    ([("lnk", "hard", f"{UP}sentinel/target"), ("lnk", "file", "overwritten")],
+     "hard link out of the root"),
+    ([("lnk", "hard", "{sentinel}/target"), ("lnk", "file", "overwritten")],
+     "hard link out of the root"),
+    ([("a/", "dir", None), ("a/lnk", "sym", f"../{UP}sentinel"), ("a/lnk/evil", "file", "x")],
+     "symbolic link out of the root"),
+    ([("lnk", "sym", "{sentinel}"), ("lnk/target", "file", "overwritten")],
+     "goes through the symbolic link"),
 ])
 def test_unsafe_tarballs_are_refused_whole(tmp_path, entries, message):
+    sentinel = tmp_path / "sentinel"
+    sentinel.mkdir()
+    (sentinel / "target").write_text("original")
+    entries = [(name.format(sentinel=sentinel), kind,
+                payload.format(sentinel=sentinel) if kind != "file" and payload else payload)
+               for name, kind, payload in entries]
     store = ImageStore(str(tmp_path / "data"))
     path = tarball(tmp_path / "bad.tar.gz", [("ok", "file", "fine"), *entries])
     with pytest.raises(ImageError, match=message):
         store.import_tarball("bad", path)
     assert store.list() == []
-    assert not os.path.exists(tmp_path / "etc")
     assert not os.path.exists(tmp_path / "data" / "images" / "bad")
+    assert os.listdir(sentinel) == ["target"], "nothing was written beside the store"
+    assert (sentinel / "target").read_text() == "original"
+    assert os.stat(sentinel / "target").st_nlink == 1, "nothing links to it"
 
 
 def test_unreadable_tarball_and_missing_image(tmp_path):
