@@ -205,12 +205,23 @@ class Lab:
     def kill(self, number: int) -> None:
         self.stop(number, signal.SIGKILL)
 
-    def log(self, number: int) -> str:
+    def log(self, number: int, since: int | None = None) -> str:
+        """The end of a host's daemon log; with ``since`` (a ``log_size``), all of it
+        written after that."""
         try:
-            with open(self.host(number).log_path, errors="replace") as f:
-                return f.read()[-20000:]
+            with open(self.host(number).log_path, "rb") as f:
+                if since is not None:
+                    f.seek(since)
+                    return f.read().decode(errors="replace")
+                return f.read().decode(errors="replace")[-20000:]
         except FileNotFoundError:
             return ""
+
+    def log_size(self, number: int) -> int:
+        try:
+            return os.path.getsize(self.host(number).log_path)
+        except FileNotFoundError:
+            return 0
 
     def cli(self, number: int, *args: str, check: bool = True, input: str | None = None,
             timeout: float = 60.0) -> subprocess.CompletedProcess:

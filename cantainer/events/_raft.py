@@ -267,6 +267,7 @@ class RaftMember:
             if voters:
                 await self._admin.transfer_leadership(voters[0])
                 await self._wait_for_other_leader()
+                log.info("handed leadership to node %x", voters[0])
         wanted = (STANDBY, SPARE) if me.role == VOTER else (SPARE,)
         successors = [n.node_id for role in wanted for n in nodes
                       if n.role == role and n.node_id in online]

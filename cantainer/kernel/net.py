@@ -49,16 +49,16 @@ NEIGHBOUR_TABLE = {"gc_thresh1": 4096, "gc_thresh2": 16384, "gc_thresh3": 32768}
 _NEIGH_DIR = "/proc/sys/net/ipv4/neigh/default"
 
 
-def ensure_neighbour_table() -> list[str]:
+def ensure_neighbour_table(directory: str = _NEIGH_DIR) -> list[str]:
     """Raise the machine's neighbour table limits to ``NEIGHBOUR_TABLE``; what changed.
 
     The limits live in the initial network namespace only; elsewhere (a lab's
     hosts, whose lab raises them) this changes nothing."""
-    if not os.path.isdir(_NEIGH_DIR):
+    if not os.path.isdir(directory):
         return []
     changed = []
     for name, minimum in NEIGHBOUR_TABLE.items():
-        path = os.path.join(_NEIGH_DIR, name)
+        path = os.path.join(directory, name)
         with open(path) as f:
             current = int(f.read())
         if current < minimum:

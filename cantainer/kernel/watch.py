@@ -69,6 +69,9 @@ def removed(data: bytes, links: tuple[str, ...],
     while offset + NLMSG_HEADER.size <= len(data):
         length, kind, _, _, _ = NLMSG_HEADER.unpack_from(data, offset)
         body, end = offset + NLMSG_HEADER.size, offset + length
+        if end > len(data):  # cut short (a full receive buffer): a reconcile covers it
+            found.append(("lost",))
+            break
         if kind == RTM_DELLINK and links and end >= body + IFINFOMSG.size:
             name = _attrs(data, body + IFINFOMSG.size, end).get(IFLA_IFNAME, b"")
             name = name.split(b"\0", 1)[0].decode(errors="replace")
@@ -78,7 +81,8 @@ def removed(data: bytes, links: tuple[str, ...],
             family, ifindex, _, _, _ = NDMSG.unpack_from(data, body)
             device = _device(ifindex)
             key = _neighbour_key(family, _attrs(data, body + NDMSG.size, end))
-            if device.startswith(neighbours) and key is not None:
+            # A device already gone took its entries with it: its own removal says so.
+            if device and device.startswith(neighbours) and key is not None:
                 found.append(("neigh", device, key))
         offset += max((length + 3) & ~3, NLMSG_HEADER.size)
     return found

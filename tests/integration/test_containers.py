@@ -93,7 +93,9 @@ def test_containers_reach_each_other_across_hosts_and_only_on_their_subnet(make_
     busy = lab.cli(3, "rm", "srv", check=False)
     assert busy.returncode == 1 and "is running" in busy.stderr
     # sh as PID 1 ignores SIGTERM: SIGKILL after the timeout, so 128 + 9.
+    asked = time.monotonic()
     assert lab.cli(3, "stop", "-t", "1", "srv").stdout == "srv\n"
+    assert time.monotonic() - asked >= 1.0, "SIGKILL only once the timeout has passed"
     assert json.loads(lab.cli(2, "inspect", "srv").stdout)["exit_code"] == 137
     assert lab.cli(2, "stop", "srv").stdout == "srv\n", "stopping a stopped one is fine"
     assert lab.cli(3, "rm", "srv", "client").stdout == "srv\nclient\n"
@@ -145,17 +147,25 @@ def test_detached_container_survives_a_daemon_restart_and_its_exit_is_recorded(m
     lab = make_lab(3)
     lab.start_all()
     lab.cli(1, "run", "-d", "-n", NET, "--name", "sleeper", "busybox", "sh", "-c",
-            "sleep 4; exit 5")
+            "while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 5")
     started = ps(lab, 2)["sleeper"]
     assert started["state"] == "running"
+    pid = json.loads(lab.cli(3, "inspect", "sleeper").stdout)["pid"]
     lab.stop(1, sig)  # waits for the daemon to be gone
     assert ps(lab, 2)["sleeper"]["state"] == "running", "its container runs on meanwhile"
+    assert os.path.exists(f"/proc/{pid}")
     lab.start(1)
     assert ps(lab, 1)["sleeper"]["state"] == "running", "adopted, not replaced"
+    assert json.loads(lab.cli(3, "inspect", "sleeper").stdout)["pid"] == pid, "the same process"
+    lab.cli(2, "exec", "sleeper", "touch", "/tmp/go")  # now let it end
     wait_for(lambda: ps(lab, 3)["sleeper"]["state"] == "exited", timeout=30)
     assert json.loads(lab.cli(3, "inspect", "sleeper").stdout)["exit_code"] == 5
-    kinds = [e["type"] for e in events(lab, 2)]
-    assert kinds.count("ContainerStarted") == 1 and kinds.count("ContainerExited") == 1
+    logged = events(lab, 2)
+    cid = started["id"]
+    per_container = [e["type"] for e in logged if e["data"].get("container") == cid]
+    assert per_container == ["ContainerCreated", "ContainerStarted", "ContainerExited"], \
+        "each reported once, whatever the event ids"
+    kinds = [e["type"] for e in logged]
     assert kinds.count("NodeJoined") == 3 and "NodeLeft" not in kinds, "stopping is not leaving"
 
 
@@ -201,10 +211,22 @@ def test_interactive_runs_with_and_without_a_terminal(make_lab):
                                b"tty; stty size; echo sum-$((4+3)); exit 4\n")
     assert code == 4 and b"/dev/pts/" in out and b"sum-7" in out, out
     assert b"24 80" in out, "the window size came along"
+    out, code = _on_a_terminal(lab, 1, ["exec", "-it", "far", "sh"], b"stty size\n",
+                               resize_to=(30, 100))
+    assert code == 0 and b"24 80" in out and b"30 100" in out, out
+
+    # A terminal run's output goes to the terminal, not to logs.
+    out, code = _on_a_terminal(lab, 2, ["run", "-it", "--name", "chatty", "-n", NET,
+                                        "busybox", "sh"], b"echo said-$((6*7)); exit 0\n")
+    assert code == 0 and b"said-42" in out, out
+    assert "said-42" not in lab.cli(1, "logs", "chatty").stdout
 
 
-def _on_a_terminal(lab, n, args, typed):
-    """Run the CLI on a new 24x80 pseudo-terminal, type ``typed``; its output and code."""
+def _on_a_terminal(lab, n, args, typed, resize_to=None):
+    """Run the CLI on a new 24x80 pseudo-terminal, type ``typed``; its output and code.
+    With ``resize_to``: once the output shows the first size, the terminal is resized
+    (as a window is: TIOCSWINSZ and SIGWINCH), ``stty size`` typed until the new size
+    shows, then ``exit 0``."""
     import fcntl
     import os
     import pty
@@ -224,12 +246,21 @@ def _on_a_terminal(lab, n, args, typed):
     try:
         os.write(master, typed)
         out, deadline = b"", time.monotonic() + 30
+        resized, asked = False, 0.0
         while proc.poll() is None and time.monotonic() < deadline:
             if select.select([master], [], [], 0.2)[0]:
                 try:
                     out += os.read(master, 4096)
                 except OSError:
                     break
+            if resize_to and b"24 80" in out and not resized:
+                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", *resize_to, 0, 0))
+                os.kill(proc.pid, signal.SIGWINCH)
+                resized = True
+            if resized and time.monotonic() > asked + 0.5:  # until the new size shows
+                want = f"{resize_to[0]} {resize_to[1]}".encode()
+                os.write(master, b"exit 0\n" if want in out else b"stty size\n")
+                asked = time.monotonic()
         return out, proc.wait(10)
     finally:
         if proc.poll() is None:

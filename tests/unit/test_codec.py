@@ -73,10 +73,30 @@ def test_oversized_payload_is_refused_on_encode_and_skipped_on_decode():
     assert isinstance(result, ev.UnknownEvent) and "exceeds" in result.reason
 
 
-def test_payload_just_under_the_limit_is_accepted():
-    event = ev.ContainerCreated(container="a" * 64, name="c", host="h", network="n",
-                                command=tuple("x" * 4000 for _ in range(15)))
-    assert len(ev.encode(event)) < ev.MAX_PAYLOAD
+def event_of_size(size: int) -> ev.ContainerCreated:
+    """A ContainerCreated whose payload encodes to exactly ``size`` bytes."""
+    for full in range(size // 4000 + 1):
+        for rest in range(4097):
+            event = ev.ContainerCreated(container="a" * 64, name="c", host="h", network="n",
+                                        command=("x" * 4000,) * full + ("x" * rest,))
+            got = len(msgpack.packb(ev.to_data(event), use_bin_type=True))
+            if got == size:
+                return event
+            if got > size:
+                break
+    raise AssertionError(f"no event of {size} bytes")
+
+
+def test_the_payload_limit_is_exact_on_both_sides():
+    at_limit, over = event_of_size(ev.MAX_PAYLOAD), event_of_size(ev.MAX_PAYLOAD + 1)
+    payload = ev.encode(at_limit)
+    assert len(payload) == ev.MAX_PAYLOAD == 65536
+    assert ev.decode("ContainerCreated", 1, payload) == at_limit, "read back at the limit"
+    with pytest.raises(PayloadTooLarge, match="payload is 65537 bytes; the limit is 65536"):
+        ev.encode(over)
+    raw = msgpack.packb(ev.to_data(over), use_bin_type=True)
+    result = ev.decode("ContainerCreated", 1, raw)
+    assert isinstance(result, ev.UnknownEvent) and "65537 bytes exceeds 65536" in result.reason
 
 
 @given(any_event)

@@ -19,6 +19,8 @@ def daemon(*args):
     (("--address", "192.0.2.1", "--name", "bad name"), "is not a valid node name"),
     (("--address", "192.0.2.1", "--voters", "0"), "--voters must be 1..7"),
     (("--address", "192.0.2.1", "--network-latency-ms", "0"), "--network-latency-ms must be"),
+    (("--address", "192.0.2.1", "--idle-poll", "0"), "--idle-poll must be 0.01..3600"),
+    (("--address", "192.0.2.1", "--reconcile-every", "0.5"), "--reconcile-every must be 0"),
 ])
 def test_bad_flags(args, message, tmp_path):
     result = daemon(*args, "--data-dir", str(tmp_path / "d"), "--run-dir", str(tmp_path / "r"))
@@ -47,3 +49,16 @@ def test_corrupt_identity_is_refused(tmp_path):
     assert result.returncode == 1
     assert "node.json is unreadable or corrupt" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_defaults_are_the_readmes():
+    from cantainer.daemon import parse_config
+
+    config = parse_config(["--address", "192.0.2.1", "--name", "h1"])
+    assert (config.host, config.port, config.dqlite_address) == ("192.0.2.1", 9000,
+                                                                 "192.0.2.1:9000")
+    assert config.seeds == () and config.data_dir == "/var/lib/cantainer"
+    assert config.socket_path == "/run/cantainer/cantainerd.sock"
+    assert (config.network_latency_ms, config.suspect_after) == (60, 10.0)
+    assert (config.idle_poll, config.reconcile_every) == (2.0, 10.0)
+    assert (config.voters, config.standbys) == (3, 3)

@@ -45,8 +45,13 @@ def test_deleted_entries_are_reported_with_their_device_and_key():
         [("neigh", "lo", "02:42:c6:12:00:05")]
     assert removed(neighbour(lo, ip="198.18.0.5"), (), ("ctvx",)) == [], "another device's"
     assert removed(neighbour(lo, ip="198.18.0.5"), ("lo",), ()) == [], "entries only if asked"
-    assert removed(neighbour(2 ** 31 - 1, ip="198.18.0.5"), (), ("ctvx",)) == [], "device gone"
-    assert removed(b"\x01\x02", ("ctbr",), ("ctvx",)) == [], "a truncated message"
+    assert removed(neighbour(2 ** 31 - 1, ip="198.18.0.5"), (), ("",)) == [], \
+        "the device is gone already: no name to match, even against every prefix"
+    whole = link(RTM_DELLINK, "ctbr4096")
+    assert removed(whole[:-4], ("ctbr",), ()) == [("lost",)], \
+        "a message cut short of its length: whatever it said is lost, so a full look"
+    assert removed(whole + whole[:8], ("ctbr",), ()) == [("link", "ctbr4096")], \
+        "a truncated message after a whole one"
 
 
 def test_the_overlay_wants_back_only_what_its_plan_holds():
