@@ -28,7 +28,7 @@ import tempfile
 import time
 
 from bench._util import Figure, machine, median, ms, percentile, table
-from cantainer.lab import Lab
+from lab import Lab
 
 NET = "198.18.0.0/24"
 

@@ -36,10 +36,10 @@ import threading
 import time
 
 from bench._util import Figure, machine, median, ms, percentile, table
-from cantainer.actors.ipam import mac_of
-from cantainer import cli
+from cantainer.projections.ipam import mac_of
+from cantainer.cli import client as cli
 from cantainer.kernel import netns
-from cantainer.lab import Lab
+from lab import Lab
 
 NET = "198.18.0.0/16"
 ANCHOR_ARGS = ("--fixed-poll", "0.5")

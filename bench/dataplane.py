@@ -32,7 +32,7 @@ import subprocess
 import time
 
 from bench._util import Figure, machine, median, table
-from cantainer.lab import Lab
+from lab import Lab
 
 NET = "198.18.0.0/24"
 BARE = {1: "198.19.255.1", 2: "198.19.255.2"}

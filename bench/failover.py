@@ -15,8 +15,8 @@ import json
 import time
 
 from bench._util import Figure, machine, median, table
-from cantainer.lab import Lab
-from cantainer.daemon import NETWORK_LATENCY_MS
+from lab import Lab
+from cantainer.config import NETWORK_LATENCY_MS
 
 
 def failover_once(latency_ms: int | None) -> float:

@@ -16,7 +16,7 @@ import time
 
 from bench._util import Figure, machine, table
 from bench.convergence import cpu_seconds, rss_mib
-from cantainer.lab import Lab
+from lab import Lab
 
 NET = "198.18.0.0/24"
 

@@ -22,9 +22,9 @@ import time
 from dqliteclient import ClusterClient, MemoryNodeStore
 
 from bench._util import Figure, machine, median, run_in_netns, table
-from cantainer import cli
+from cantainer.cli import client as cli
 from cantainer.events import NodeRecovered, encode
-from cantainer.lab import Lab
+from lab import Lab
 
 BATCHES = (1, 10, 100)
 ROWS_PER_STATEMENT = 42  # the same 255-parameter limit the EventLog works within

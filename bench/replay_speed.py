@@ -97,8 +97,8 @@ def run(n: int = 100_000, reps: int = 3, daemon: bool = True) -> tuple[str, list
         results["cantainer replay --file (JSON Lines)"] = [
             timed(replay + ["--file", path]) for _ in range(reps)]
     if daemon:
-        from cantainer import cli
-        from cantainer.lab import Lab
+        from cantainer.cli import client as cli
+        from lab import Lab
         # The hosts n0..n7 send no heartbeats: no NodeSuspected during the bench, please.
         with Lab(1, daemon_args=("--suspect-after", "3600")) as lab:
             lab.start(1)

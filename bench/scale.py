@@ -24,8 +24,8 @@ import time
 
 from bench._util import Figure, machine, median, ms, percentile, table
 from bench.convergence import measure
-from cantainer import cli
-from cantainer.lab import Lab
+from cantainer.cli import client as cli
+from lab import Lab
 
 NET = "198.18.0.0/16"
 

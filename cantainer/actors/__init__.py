@@ -1,18 +1,20 @@
-"""Actors that replay the log, one per concern.
+"""The Pykka side only: one actor per part of this host's kernel.
 
-    _projection.py  Projection: apply records in seq order, keep verdicts (pure)
-    _base.py        ProjectionActor: the Pykka actor that feeds a projection and reconciles
-    membership.py   who is in the cluster; suspicion from heartbeat silence
-    ipam.py         networks, VNIs, container addresses and MACs (pure, log-ordered)
-    overlay.py      the VXLAN picture of a host, and the actor that makes the kernel match
-    runtime.py      this host's containers as processes: namespaces, veths, shims
-    pipeline.py     the tailer that feeds every actor, supervision, start/stop order
-    replay.py       ``cantainer replay``: every projection over a log, no kernel
+    base.py      KernelActor: plans in, the kernel made to match, Listener upward
+    overlay.py   bridges, VXLAN devices, FDB and neighbour entries
+    runtime.py   containers: namespaces, veths, shims, stops, removals
 
-Projections never touch the kernel; actors do, through ``cantainer/kernel/``.
+Actors hold frozen plans derived from the state (``cantainer/projections/``)
+and touch the OS only through ``cantainer/kernel/``.  The daemon's runner
+starts them in ``ACTORS`` order, stops them in reverse, and restarts a
+crashed one with the current plan.
 """
 
-from cantainer.actors._base import ActorContext, Deliver, ProjectionActor, Reconcile
-from cantainer.actors.pipeline import ACTORS, Pipeline
+from cantainer.actors.base import ActorContext, Desired, KernelActor, Listener, Reconcile
+from cantainer.actors.overlay import OverlayActor
+from cantainer.actors.runtime import RuntimeActor
 
-__all__ = ["ACTORS", "ActorContext", "Deliver", "Pipeline", "ProjectionActor", "Reconcile"]
+ACTORS: tuple[type[KernelActor], ...] = (OverlayActor, RuntimeActor)
+
+__all__ = ["ACTORS", "ActorContext", "Desired", "KernelActor", "Listener", "OverlayActor",
+           "Reconcile", "RuntimeActor"]

@@ -1,91 +1,122 @@
-"""Runtime: the containers the log places on this host, as processes.
+"""The runtime actor: the containers the log places on this host, as processes.
 
-For each container of this host the projection (IPAM's) says exists, the
-actor makes sure it has, in ``DATA_DIR/containers/<id>/``, a started shim
-(``cantainer/shim.py``) — after building its network namespace and veth
-with the address and MAC the log decided — and records what the shim
-reports: ``ContainerStarted`` once its ``pid`` file appears,
-``ContainerExited`` once its ``exit_code`` file does.  A
-``ContainerStopRequested`` gets SIGTERM, then SIGKILL after its timeout
-(a daemon restarted meanwhile sends SIGTERM again).  A container the log
-no longer has is killed if still running and its namespace, veth and state
-removed.  The shims outlive the daemon, so a restarted daemon adopts what
-it finds in those files.  Event ids are derived from the container id, so
-a repeated report appends nothing.
+Its plan is ``projections.runtime.plan(state, this host)``: container id ->
+ContainerPlan.  For each container in it, the actor makes sure it has a state
+directory (``kernel/statedir.py``) with a started shim, after building its
+network namespace and veth with the address and MAC the log decided; and it
+reports what the shim records: ``ContainerStarted`` once the pid is there,
+``ContainerExited`` once the exit code is.  A stop asked for gets SIGTERM,
+then SIGKILL after its timeout (a daemon restarted meanwhile sends SIGTERM
+again).  A container the plan no longer has is killed if it still runs, and
+its namespace, veth and state directory go.  The shims outlive the daemon, so
+a restarted daemon adopts what it finds in the state directories.  Event ids
+are derived from the container id, so a repeated report appends nothing.
+
+Nothing here waits on the actor's thread: a watcher thread per container
+waits for its start and its end, a removal finishes on a thread of its own,
+and each tells the actor when it is done.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import select
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 
-from pykka import ActorDeadError
+import attrs
 
-from cantainer.actors._base import ProjectionActor, Reconcile
-from cantainer.actors.ipam import Container, Ipam
+from cantainer.actors.base import KernelActor, Reconcile
 from cantainer.events import ContainerExited, ContainerStarted
-from cantainer.kernel import container_net, names
+from cantainer.kernel import container_net, names, supervise
 from cantainer.kernel.images import ImageStore
 from cantainer.kernel.overlay import VXLAN_OVERHEAD
+from cantainer.kernel.statedir import StateDir
+from cantainer.kernel.watch import Removals
+from cantainer.projections import runtime
+from cantainer.projections.runtime import ContainerPlan
 
 log = logging.getLogger(__name__)
 
-START_TIMEOUT = 10.0
+REMOVE_WAIT = 5.0  # seconds for a killed container's shim to record its end
 
 
-def attach_marker(data_dir: str, cid: str) -> str:
-    """Where the API marks a container whose CLI will attach (run -i/-t).
+@attrs.frozen
+class Started:
+    """A container's process runs (its pid file is there), or its shim gave up."""
 
-    Outside the state directories, which the actor removes when the log has
-    no such container: the marker is written before the event is applied.
-    """
-    return os.path.join(data_dir, "attach", cid)
+    container: str
 
 
-class RuntimeActor(ProjectionActor):
+@attrs.frozen
+class Removed:
+    """A removal finished on its thread: namespace, veth and state are gone."""
+
+    container: str
+
+
+class RuntimeActor(KernelActor):
     name = "runtime"
+    derive = staticmethod(runtime.plan)
 
     def __init__(self, context) -> None:
-        super().__init__(context, Ipam())
-        self.state_root = os.path.join(context.data_dir, "containers")
+        super().__init__(context)
         self.images = ImageStore(context.data_dir)
         self._kill_at: dict[str, float] = {}  # container -> when SIGTERM turns to SIGKILL
         self._watched: set[str] = set()  # containers whose end a thread waits for
-        self._warm: subprocess.Popen | None = None
-        self._removals = None
+        self._removing: set[str] = set()  # containers a thread is removing
+        self._warm = supervise.WarmShim()
+        self._removals: Removals | None = None
 
-    def _dir(self, cid: str) -> str:
-        return os.path.join(self.state_root, cid)
+    def on_start(self) -> None:
+        self._warm.ensure()
+        self._removals = Removals(self.tell_vanished,
+                                  links=(names.VETH_PREFIX, names.BRIDGE_PREFIX))
+
+    def on_stop(self) -> None:
+        if self._removals is not None:
+            self._removals.close()
+            self._removals = None
+        self._warm.close()
+
+    def on_failure(self, exception_type, exception_value, traceback) -> None:
+        super().on_failure(exception_type, exception_value, traceback)
+        self.on_stop()
+
+    def on_receive(self, message) -> None:
+        if isinstance(message, Started):
+            self._warm.ensure()  # the next container's shim, now that this one runs
+            self.reconcile(changed_only=True)
+        elif isinstance(message, Removed):
+            self._removing.discard(message.container)
+            self.reconcile(changed_only=True)  # a container that waited for its names
+        else:
+            super().on_receive(message)
+
+    def state(self, cid: str) -> StateDir:
+        return StateDir(self.context.data_dir, cid)
+
+    # -- reconciling ---------------------------------------------------------------------
 
     def reconcile(self, changed_only: bool = False) -> None:
-        local = self._local()
+        local: dict[str, ContainerPlan] = self.plan
         # Gone ones first: a new container may take over a removed one's address.
-        if os.path.isdir(self.state_root):
-            for cid in os.listdir(self.state_root):
-                if cid not in local:
-                    self._remove(cid)
+        for cid in StateDir.ids(self.context.data_dir):
+            if cid not in local and cid not in self._removing:
+                self._remove(cid)
         if not changed_only:
             self._repair(local)
         for cid, c in local.items():
-            state = self._dir(cid)
-            if c.state == "created" and not os.path.exists(os.path.join(state, "spec.json")):
-                self._start(c)
-            pid = _read_int(os.path.join(state, "pid"))
-            code = _read_int(os.path.join(state, "exit_code"))
+            state = self.state(cid)
+            if c.state == "created" and not state.has_spec() and not self._names_busy(cid):
+                self._start(c, state)
+            pid, code = state.pid(), state.exit_code()
             if c.state == "created" and pid is not None:
-                self.context.append(ContainerStarted(container=cid, pid=pid),
-                                    f"ContainerStarted-{cid}")
+                self.context.listener.report(ContainerStarted(container=cid, pid=pid),
+                                             f"ContainerStarted-{cid}")
             if c.state != "exited" and code is not None:
-                self.context.append(ContainerExited(container=cid, exit_code=code),
-                                    f"ContainerExited-{cid}")
+                self.context.listener.report(ContainerExited(container=cid, exit_code=code),
+                                             f"ContainerExited-{cid}")
             if pid is not None and code is None and cid not in self._watched:
                 self._watched.add(cid)  # adopted after a restart: no shim of ours to wait on
                 threading.Thread(target=self._watch_adopted, args=(pid, state),
@@ -95,49 +126,139 @@ class RuntimeActor(ProjectionActor):
             elif code is not None:
                 self._kill_at.pop(cid, None)
 
-    def _local(self) -> dict[str, Container]:
-        return {cid: c for cid, c in self.projection.containers.items()
-                if c.host == self.context.node}
+    def _names_busy(self, cid: str) -> bool:
+        """A container being removed has the same kernel names (its first 12 digits):
+        this one starts once that removal is done."""
+        return any(names.netns(other) == names.netns(cid) for other in self._removing)
 
-    def _running(self, local: dict[str, Container]) -> dict[str, Container]:
+    def _start(self, c: ContainerPlan, state: StateDir) -> None:
+        began = time.perf_counter()
+        state.create()
+        try:
+            lower = self.images.rootfs(c.image)
+            ns = container_net.ensure(c.id, names.bridge(c.vni), c.ip, c.prefixlen, c.mac,
+                                      self.context.underlay_mtu - VXLAN_OVERHEAD)
+        except Exception as exc:  # the container cannot start: record why, as an exit
+            log.error("container %s cannot start: %s", c.name, exc)
+            state.say(f"cantainer: cannot start the container: {exc}")
+            state.write_spec({})
+            state.write_exit_code(125)
+            return
+        attach = state.attach_marked()  # run -i/-t: the shim waits for the CLI's terminal
+        state.write_spec({"id": c.id, "lower": lower, "hostname": c.hostname,
+                          "command": list(c.command), "env": list(c.env), "netns": ns,
+                          "memory": c.memory, "pids_limit": c.pids_limit, "cpus": c.cpus,
+                          "attach": attach})
+        if attach:
+            state.unmark_attach()
+        shim = self._warm.start(state)
+        log.info("container %s: network and spec %.0f ms", c.name,
+                 (time.perf_counter() - began) * 1000)
+        self._watched.add(c.id)
+        threading.Thread(target=self._watch, args=(shim, state), daemon=True).start()
+
+    def _stop_container(self, cid: str, pid: int, timeout: int) -> None:
+        """SIGTERM once, SIGKILL once the timeout has passed (docker stop)."""
+        now = time.monotonic()
+        if cid not in self._kill_at:
+            self._kill_at[cid] = now + timeout
+            supervise.send(pid, signal.SIGTERM)
+            timer = threading.Timer(timeout, self.tell_self, (Reconcile(full=False),))
+            timer.daemon = True
+            timer.start()
+        elif now >= self._kill_at[cid]:
+            self._kill_at[cid] = float("inf")
+            supervise.kill(pid)
+
+    def _remove(self, cid: str) -> None:
+        """Kill it if it runs; a thread waits for its end and removes the rest."""
+        state = self.state(cid)
+        self._kill_at.pop(cid, None)
+        self._watched.discard(cid)
+        self._removing.add(cid)
+        pid = state.pid()
+        if pid is not None and not state.ended():
+            supervise.kill(pid)
+        threading.Thread(target=self._finish_removal, args=(state, pid), daemon=True).start()
+
+    def _finish_removal(self, state: StateDir, pid: int | None) -> None:
+        if pid is not None:  # the shim records the end and frees the cgroup
+            supervise.wait_for(state.ended, REMOVE_WAIT)
+        container_net.remove(state.id)
+        state.remove()
+        log.info("removed container %s", state.id[:12])
+        self.tell_self(Removed(state.id))
+
+    # -- watching, off the actor's thread ----------------------------------------------------
+
+    def _watch(self, shim, state: StateDir) -> None:
+        """Start and end are worth a look at once, not at the next tick."""
+        supervise.wait_for(lambda: state.pid() is not None or shim.poll() is not None,
+                           timeout=float("inf"), interval=0.002)
+        self.tell_self(Started(state.id))  # an attached container starts when its CLI connects
+        shim.wait()
+        if not state.ended():
+            # The shim itself failed: the container never ran; say so where logs look.
+            try:
+                with open(state.shim_log, errors="replace") as f:
+                    reason = f.read()[-2000:]
+            except OSError:
+                reason = "(no shim.log)"
+            state.say(f"cantainer: the container's shim failed:\n{reason}")
+            state.write_exit_code(125)
+        self.tell_self(Reconcile(full=False))
+
+    def _watch_adopted(self, pid: int, state: StateDir) -> None:
+        """Wait for an adopted container's process to end, then for its shim to record
+        the code."""
+        supervise.wait_for_end(pid)
+        supervise.wait_for(state.ended, REMOVE_WAIT)
+        self.tell_self(Reconcile(full=False))
+
+    def wants_back(self, items: tuple) -> bool:
+        """A bridge, or the veth of a container of this host still running."""
+        running = {names.veth(cid) for cid in self._running(self.plan)}
+        return any(item[0] == "link" and (item[1].startswith(names.BRIDGE_PREFIX)
+                                          or item[1] in running) for item in items)
+
+    # -- drift: the kernel against the plan ---------------------------------------------------
+
+    def _running(self, local: dict[str, ContainerPlan]) -> dict[str, ContainerPlan]:
         """Containers the log says run here whose shim has not recorded an exit."""
-        return {cid: c for cid, c in local.items() if c.state == "running"
-                and not os.path.exists(os.path.join(self._dir(cid), "exit_code"))}
+        return {cid: c for cid, c in local.items()
+                if c.state == "running" and not self.state(cid).ended()}
 
-    def _drift(self, local: dict[str, Container]) -> list[tuple[str, str, str]]:
-        """How this host's containers differ from the log: (what, kind, subject) with
+    def _drift(self, local: dict[str, ContainerPlan]) -> list[tuple[str, str, str]]:
+        """How this host's containers differ from the plan: (what, kind, subject) with
         kind one of state, start, process, netns, veth, stray-veth."""
         found = []
-        if os.path.isdir(self.state_root):
-            for cid in sorted(os.listdir(self.state_root)):
-                if cid not in local:
-                    found.append((f"remove the state of container {cid[:12]} (not in the "
-                                  "log)", "state", cid))
+        for cid in StateDir.ids(self.context.data_dir):
+            if cid not in local and cid not in self._removing:
+                found.append((f"remove the state of container {cid[:12]} (not in the "
+                              "log)", "state", cid))
         for cid, c in sorted(local.items()):
-            if c.state == "created" and not os.path.exists(
-                    os.path.join(self._dir(cid), "spec.json")):
+            if c.state == "created" and not self.state(cid).has_spec():
                 found.append((f"start container {c.name}", "start", cid))
-        running = self._running(local)
         veths = container_net.veths()
-        for cid, c in sorted(running.items()):
-            bridge = names.bridge(self.projection.networks[c.network].vni)
-            if not os.path.exists(f"/proc/{c.pid}"):
+        for cid, c in sorted(self._running(local).items()):
+            bridge = names.bridge(c.vni)
+            if not supervise.alive(c.pid):
                 found.append((f"container {c.name}: its process {c.pid} is gone", "process",
                               cid))
                 continue
             if not container_net.has_netns(cid):
                 found.append((f"container {c.name}: name its network namespace "
-                              f"{container_net.netns_name(cid)} again", "netns", cid))
-            if veths.get(container_net.host_veth(cid)) != (bridge, True):
-                found.append((f"container {c.name}: attach its veth "
-                              f"{container_net.host_veth(cid)} to {bridge}, up", "veth", cid))
-        ours = {container_net.host_veth(cid) for cid in local}
+                              f"{names.netns(cid)} again", "netns", cid))
+            if veths.get(names.veth(cid)) != (bridge, True):
+                found.append((f"container {c.name}: attach its veth {names.veth(cid)} to "
+                              f"{bridge}, up", "veth", cid))
+        ours = {names.veth(cid) for cid in (*local, *self._removing)}
         for veth in sorted(set(veths) - ours):
             found.append((f"remove veth {veth} (no container of this host)", "stray-veth",
                           veth))
         return found
 
-    def _repair(self, local: dict[str, Container]) -> None:
+    def _repair(self, local: dict[str, ContainerPlan]) -> None:
         """Put back what a running container lost (its veth in the bridge, removed by
         hand or by the overlay actor racing this one; the name of its namespace), and
         remove veths of containers the log no longer has."""
@@ -147,203 +268,12 @@ class RuntimeActor(ProjectionActor):
             log.warning("runtime: %s", what)
             if kind == "stray-veth":
                 container_net.remove_veth(subject)
-                continue
-            c = local[subject]
-            if kind == "netns":
-                container_net.restore_netns(subject, c.pid)
+            elif kind == "netns":
+                container_net.restore_netns(subject, local[subject].pid)
             else:
-                net = self.projection.networks[c.network]
-                container_net.ensure(subject, names.bridge(net.vni), str(c.ip),
-                                     net.cidr.prefixlen, c.mac,
+                c = local[subject]
+                container_net.ensure(subject, names.bridge(c.vni), c.ip, c.prefixlen, c.mac,
                                      self.context.underlay_mtu - VXLAN_OVERHEAD)
 
     def differences(self) -> list[str]:
-        """How this host's containers differ from the log, without changing anything."""
-        return [what for what, _, _ in self._drift(self._local())]
-
-    def _start(self, c: Container) -> None:
-        began = time.perf_counter()
-        state = self._dir(c.id)
-        os.makedirs(state, mode=0o700, exist_ok=True)
-        try:
-            lower = self.images.rootfs(c.created.image)
-            net = self.projection.networks[c.network]
-            ns = container_net.ensure(c.id, f"ctbr{net.vni}", str(c.ip), net.cidr.prefixlen,
-                                      c.mac, self.context.underlay_mtu - VXLAN_OVERHEAD)
-        except Exception as exc:  # the container cannot start: record why, as an exit
-            log.error("container %s cannot start: %s", c.name, exc)
-            with open(os.path.join(state, "output.log"), "a") as f:
-                f.write(f"cantainer: cannot start the container: {exc}\n")
-            _write(os.path.join(state, "spec.json"), "{}")
-            _write(os.path.join(state, "exit_code"), "125")
-            return
-        spec = {"id": c.id, "lower": lower, "hostname": c.created.hostname or c.name,
-                "command": list(c.created.command), "env": list(c.created.env), "netns": ns,
-                "memory": c.created.memory, "pids_limit": c.created.pids_limit,
-                "cpus": c.created.cpus,
-                # run -i/-t: the API marked it; the shim waits for the CLI's terminal.
-                "attach": os.path.exists(attach_marker(self.context.data_dir, c.id))}
-        _write(os.path.join(state, "spec.json"), json.dumps(spec))
-        networked = time.perf_counter()
-        if spec["attach"]:
-            os.unlink(attach_marker(self.context.data_dir, c.id))
-        shim = self._take_warm_shim()
-        try:
-            shim.stdin.write(state.encode() + b"\n")
-            shim.stdin.close()
-        except OSError:  # it died waiting: start one the slow way
-            with open(os.path.join(state, "shim.log"), "ab") as shim_log:
-                shim = subprocess.Popen([sys.executable, "-m", "cantainer.shim", state],
-                                        stdin=subprocess.DEVNULL, stdout=shim_log,
-                                        stderr=shim_log, start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT
-        ready = ("attach.sock", "pid")
-        while not any(os.path.exists(os.path.join(state, f)) for f in ready) and \
-                shim.poll() is None:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.002)
-        log.info("container %s: network %.0f ms, shim to process %.0f ms", c.name,
-                 (networked - began) * 1000, (time.perf_counter() - networked) * 1000)
-        self._warm = _warm_shim()
-        self._watched.add(c.id)
-        threading.Thread(target=self._watch, args=(shim, state), daemon=True).start()
-
-    def _take_warm_shim(self) -> subprocess.Popen:
-        """The shim started ahead of time, waiting for its state directory (the
-        next one starts once this container runs: see ``_start``)."""
-        shim = self._warm if self._warm is not None and self._warm.poll() is None \
-            else _warm_shim()
-        self._warm = None
-        return shim
-
-    def on_start(self) -> None:
-        from cantainer.kernel.watch import Removals
-        self._warm = _warm_shim()
-        self._removals = Removals(self.tell_vanished, links=("vh", "ctbr"))  # a veth, a bridge
-
-    def on_stop(self) -> None:
-        if self._removals is not None:
-            self._removals.close()
-            self._removals = None
-        if self._warm is not None:
-            self._warm.stdin.close()  # end of input: it exits
-            self._warm.wait()
-            self._warm = None
-
-    def on_failure(self, exception_type, exception_value, traceback) -> None:
-        super().on_failure(exception_type, exception_value, traceback)
-        self.on_stop()
-
-    def _stop_container(self, cid: str, pid: int, timeout: int) -> None:
-        """SIGTERM once, SIGKILL once the timeout has passed (docker stop)."""
-        now = time.monotonic()
-        if cid not in self._kill_at:
-            self._kill_at[cid] = now + timeout
-            _signal(pid, signal.SIGTERM)
-            timer = threading.Timer(timeout, self._tell_reconcile)
-            timer.daemon = True
-            timer.start()
-        elif now >= self._kill_at[cid]:
-            self._kill_at[cid] = float("inf")
-            _signal(pid, signal.SIGKILL)
-
-    def _watch(self, shim: subprocess.Popen, state: str) -> None:
-        """Start and exit are worth a look at once, not at the next tick."""
-        pid_file = os.path.join(state, "pid")
-        while not os.path.exists(pid_file) and shim.poll() is None:
-            time.sleep(0.01)  # an attached container starts when its CLI connects
-        self._tell_reconcile()
-        shim.wait()
-        if not os.path.exists(os.path.join(state, "exit_code")):
-            # The shim itself failed: the container never ran; say so where logs look.
-            with open(os.path.join(state, "shim.log"), errors="replace") as f:
-                reason = f.read()[-2000:]
-            with open(os.path.join(state, "output.log"), "a") as f:
-                f.write(f"cantainer: the container's shim failed:\n{reason}")
-            _write(os.path.join(state, "exit_code"), "125")
-        self._tell_reconcile()
-
-    def _watch_adopted(self, pid: int, state: str) -> None:
-        """Wait for an adopted container's process to end (pidfd), then for its shim
-        to record the code."""
-        try:
-            pidfd = os.pidfd_open(pid)
-        except OSError:
-            pidfd = None  # already gone
-        if pidfd is not None:
-            try:
-                select.select([pidfd], [], [])
-            finally:
-                os.close(pidfd)
-        deadline = time.monotonic() + 5
-        while not os.path.exists(os.path.join(state, "exit_code")) and \
-                time.monotonic() < deadline:
-            time.sleep(0.01)
-        self._tell_reconcile()
-
-    def wants_back(self, items: tuple) -> bool:
-        """A bridge, or the veth of a container of this host still running."""
-        running = {container_net.host_veth(cid) for cid, c in self.projection.containers.items()
-                   if c.host == self.context.node and c.state == "running"
-                   and not os.path.exists(os.path.join(self._dir(cid), "exit_code"))}
-        return any(item[0] == "link" and (item[1].startswith("ctbr") or item[1] in running)
-                   for item in items)
-
-    def _tell_reconcile(self) -> None:
-        """A container of this host started or ended, or a stop timed out: look at
-        the containers (their state files), not at the kernel's links."""
-        try:
-            self.actor_ref.tell(Reconcile(full=False))
-        except ActorDeadError:
-            pass  # a fresh actor reconciles on its own
-
-    def _remove(self, cid: str) -> None:
-        state = self._dir(cid)
-        pid = _read_int(os.path.join(state, "pid"))
-        self._kill_at.pop(cid, None)
-        self._watched.discard(cid)
-        if pid is not None and not os.path.exists(os.path.join(state, "exit_code")):
-            _signal(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5
-            while not os.path.exists(os.path.join(state, "exit_code")) and \
-                    time.monotonic() < deadline:
-                time.sleep(0.01)  # the shim writes the code and frees the cgroup
-        container_net.remove(cid)
-        shutil.rmtree(state, ignore_errors=True)
-        log.info("removed container %s", cid[:12])
-
-    # -- asked by the API -----------------------------------------------------------
-
-    def local_state(self, cid: str) -> dict:
-        state = self._dir(cid)
-        return {"pid": _read_int(os.path.join(state, "pid")),
-                "exit_code": _read_int(os.path.join(state, "exit_code")),
-                "log": os.path.join(state, "output.log")}
-
-
-def _warm_shim() -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cantainer.shim", "-"],
-                            stdin=subprocess.PIPE, start_new_session=True)
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass  # it has just exited; the shim records that
-
-
-def _read_int(path: str) -> int | None:
-    try:
-        with open(path) as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return None
-
-
-def _write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+        return [what for what, _, _ in self._drift(self.plan)]

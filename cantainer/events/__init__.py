@@ -1,16 +1,18 @@
-"""Events and the replicated log.
+"""Events: the catalogue of facts the cluster records, and their encoding.
 
-    _catalogue.py   the event classes (frozen attrs, past tense, versioned)
-    _validate.py    field validators shared by the catalogue
-    _codec.py       msgpack encoding; decoding that never raises
-    _log.py         EventLog: append/read/head over dqlite, idempotent ids, retries
-    _dqlite.py      ctypes binding to libdqlite: the embedded node
-    _raft.py        this host's seat in the Raft group: join, roles, hand-over
+    catalogue.py   the event classes (frozen attrs, past tense, versioned)
+    validate.py    field validators shared by the catalogue
+    codec.py       msgpack encoding; decoding that never raises
+    log.py         EventLog: append/read/head over dqlite, idempotent ids, retries
+    engine.py      ctypes binding to libdqlite: the embedded node
+    raft.py        this host's seat in the Raft group: join, roles, hand-over
 
-Import from here, not from the private modules.
+This package exports the catalogue and the codec, which everything uses; the
+log, the engine and Raft (dqlite's client and library) are imported where
+they are used: ``from cantainer.events.log import EventLog``.
 """
 
-from cantainer.events._catalogue import (
+from cantainer.events.catalogue import (
     CATALOGUE,
     ContainerCreated,
     ContainerExited,
@@ -25,7 +27,7 @@ from cantainer.events._catalogue import (
     NodeRecovered,
     NodeSuspected,
 )
-from cantainer.events._codec import (
+from cantainer.events.codec import (
     MAX_PAYLOAD,
     Recorded,
     UnknownEvent,
@@ -33,16 +35,14 @@ from cantainer.events._codec import (
     decode_fields,
     encode,
     from_data,
+    new_event_id,
     to_data,
 )
-from cantainer.events._log import EventLog, new_event_id
-from cantainer.events._validate import SHORT_ID, parse_cidr
-from cantainer.events._raft import RaftMember, plan_roles
+from cantainer.events.validate import parse_cidr
 
 __all__ = [
-    "CATALOGUE", "MAX_PAYLOAD", "SHORT_ID", "EventLog", "RaftMember", "new_event_id", "plan_roles",
-    "ContainerCreated", "ContainerExited", "ContainerRemoved", "ContainerStarted",
-    "ContainerStopRequested", "Event", "NetworkCreated", "NetworkRemoved", "NodeJoined", "NodeLeft",
-    "NodeRecovered", "NodeSuspected", "Recorded", "UnknownEvent", "decode", "decode_fields", "encode", "parse_cidr",
-    "from_data", "to_data",
+    "CATALOGUE", "MAX_PAYLOAD", "ContainerCreated", "ContainerExited", "ContainerRemoved",
+    "ContainerStarted", "ContainerStopRequested", "Event", "NetworkCreated", "NetworkRemoved",
+    "NodeJoined", "NodeLeft", "NodeRecovered", "NodeSuspected", "Recorded", "UnknownEvent",
+    "decode", "decode_fields", "encode", "from_data", "new_event_id", "parse_cidr", "to_data",
 ]

@@ -1,7 +1,7 @@
 """A container's network: its namespace and a veth into the network's bridge.
 
-    netns ct<id12>        the container's network namespace
-    vh<id10>              the host end, enslaved to bridge ctbr<VNI>
+    netns ct<id12>        the container's network namespace   (names: kernel/names.py)
+    vh<id12>              the host end, enslaved to bridge ctbr<VNI>
     eth0 (in the netns)   the container end: the IPAM address and MAC, MTU of the overlay
 
 Idempotent: ``ensure`` completes what is missing, ``remove`` what is there.
@@ -16,20 +16,11 @@ import time
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from cantainer.events import SHORT_ID
 from cantainer.kernel import names, netns
 from cantainer.kernel.net import index_of
 
 
 ENSURE_ATTEMPTS = 20
-
-
-def netns_name(container_id: str) -> str:
-    return f"ct{container_id[:SHORT_ID]}"
-
-
-def host_veth(container_id: str) -> str:
-    return f"vh{container_id[:SHORT_ID]}"  # 14 characters: IFNAMSIZ allows 15
 
 
 def ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: str,
@@ -61,13 +52,13 @@ def veths() -> dict[str, tuple[str | None, bool]]:
 
 
 def has_netns(container_id: str) -> bool:
-    return netns.exists(netns_name(container_id))
+    return netns.exists(names.netns(container_id))
 
 
 def restore_netns(container_id: str, pid: int) -> None:
     """Name the network namespace of a running container again (its mount under
     ``/run/netns`` was removed by hand): the namespace lives on in its process."""
-    netns.bind(netns_name(container_id), f"/proc/{pid}/ns/net")
+    netns.bind(names.netns(container_id), f"/proc/{pid}/ns/net")
 
 
 def remove_veth(name: str) -> None:
@@ -79,7 +70,7 @@ def remove_veth(name: str) -> None:
 
 def _ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: str,
             mtu: int) -> str:
-    ns, veth = netns_name(container_id), host_veth(container_id)
+    ns, veth = names.netns(container_id), names.veth(container_id)
     fresh = netns.create(ns)
     with IPRoute() as ipr:
         if index_of(bridge) is None:
@@ -121,5 +112,5 @@ def _remove_stale_eth0(ns: str) -> None:
 
 
 def remove(container_id: str) -> None:
-    remove_veth(host_veth(container_id))
-    netns.remove(netns_name(container_id))
+    remove_veth(names.veth(container_id))
+    netns.remove(names.netns(container_id))

@@ -1,7 +1,7 @@
 """``cantainer exec``: a new process inside a running container, as nsenter does it.
 
 Run as ``python -m cantainer.kernel.enter SPEC_JSON [--tty]`` by the daemon
-(``cantainer/exec_session.py``), which relays its stdio.  It joins the
+(``cantainer/api/exec_session.py``), which relays its stdio.  It joins the
 container's cgroup, then its IPC, UTS, network, PID and
 mount namespaces (the mount namespace puts it at the container's root),
 forks once more so the new process is inside the PID namespace, drops to
@@ -19,7 +19,7 @@ import sys
 import termios
 
 from cantainer.kernel.cgroups import Cgroup
-from cantainer.kernel.process import DEFAULT_PATH, _drop_privileges, exit_code
+from cantainer.kernel.process import DEFAULT_PATH, drop_privileges, exit_code
 
 NAMESPACES = ("ipc", "uts", "net", "pid", "mnt")
 
@@ -37,7 +37,7 @@ def run_in(container_id: str, pid: int, command: list[str], env: list[str]) -> i
             inner = os.fork()  # only children enter the joined PID namespace
             if inner:
                 os._exit(exit_code(os.waitpid(inner, 0)[1]))
-            _drop_privileges()
+            drop_privileges()
             variables = dict(e.split("=", 1) for e in env)
             variables.setdefault("PATH", DEFAULT_PATH)
             os.execvpe(command[0], command, variables)

@@ -9,8 +9,7 @@ programs expect.  ``import_tarball`` takes any root filesystem tarball (the
 Alpine minirootfs, say) and refuses entries that would land outside the
 root: absolute paths, ``..``, hard links out, symbolic links whose relative
 target climbs out, and entries that pass through a symbolic link.
-``pull_alpine`` downloads the Alpine minirootfs and checks the published
-SHA-256 before importing it.
+Downloads (``image pull``) are ``cantainer/pull.py``'s: this is the store only.
 """
 
 from __future__ import annotations
@@ -25,14 +24,11 @@ import subprocess
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
-from cantainer.errors import ImageError
+from cantainer.errors import ImageError, NotFound
 
 DEFAULT_IMAGE = "busybox"
 BUSYBOX = "/bin/busybox"
-ALPINE_CDN = "https://dl-cdn.alpinelinux.org/alpine"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -69,7 +65,7 @@ class ImageStore:
             if (name, tag) == (DEFAULT_IMAGE, "latest"):
                 self.build_busybox()
             else:
-                raise ImageError(f"no image {name}:{tag} on this host "
+                raise NotFound(f"no image {name}:{tag} on this host "
                                  "(see 'cantainer image ls', 'image import', 'image pull')")
         return path
 
@@ -90,7 +86,7 @@ class ImageStore:
         name, tag = parse_ref(ref)
         path = self._dir(name, tag)
         if not os.path.isdir(path):
-            raise ImageError(f"no image {name}:{tag} on this host")
+            raise NotFound(f"no image {name}:{tag} on this host")
         shutil.rmtree(path)
         try:
             os.rmdir(os.path.join(self.root, name))
@@ -203,46 +199,3 @@ def file_sha256(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fetch(url: str, dest, timeout: float = 60.0) -> None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            shutil.copyfileobj(response, dest)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise ImageError(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from None
-
-
-def alpine_urls(version: str, mirror: str | None, arch: str) -> tuple[str, str]:
-    if not re.match(r"^\d+\.\d+\.\d+$", version):
-        raise ImageError(f"alpine:{version}: give a full release version, e.g. alpine:3.20.3")
-    major_minor = ".".join(version.split(".")[:2])
-    base = (mirror or ALPINE_CDN).rstrip("/")
-    url = f"{base}/v{major_minor}/releases/{arch}/alpine-minirootfs-{version}-{arch}.tar.gz"
-    return url, url + ".sha256"
-
-
-def pull_alpine(store: ImageStore, ref: str, mirror: str | None = None) -> dict:
-    """Download the Alpine minirootfs, check its published SHA-256, import it."""
-    name, tag = parse_ref(ref)
-    if name != "alpine":
-        raise ImageError(f"only alpine images can be pulled (got {name!r}); "
-                         "use 'cantainer image import' for others")
-    if tag == "latest":
-        raise ImageError("name the release to pull, e.g. alpine:3.20.3")
-    arch = os.uname().machine
-    url, sha_url = alpine_urls(tag, mirror, arch)
-    with tempfile.TemporaryDirectory() as tmp:
-        tarball = os.path.join(tmp, "rootfs.tar.gz")
-        with open(tarball, "wb") as f:
-            _fetch(url, f)
-        sums = os.path.join(tmp, "sha256")
-        with open(sums, "wb") as f:
-            _fetch(sha_url, f)
-        with open(sums, errors="replace") as f:
-            published = f.read().split()
-        actual = file_sha256(tarball)
-        if not published or published[0].lower() != actual:
-            raise ImageError(f"{url}: SHA-256 {actual} does not match the published "
-                             f"{published[0] if published else '(empty)'}")
-        return store.import_tarball(ref, tarball, source=url, sha256=actual)

@@ -2,9 +2,10 @@
 
 ``OverlayKernel.reconcile(plans)`` is level-triggered and idempotent: it reads
 what the kernel has, works out the differences from the plans (one per VNI,
-see ``cantainer/actors/overlay.py``), and applies only those.
+see ``cantainer/projections/overlay.py``), and applies only those.
 ``differences(plans)`` returns the same list without applying it.  Devices
-are named ``ctbr<VNI>`` and ``ctvx<VNI>``; nothing else is touched.
+are named ``ctbr<VNI>`` and ``ctvx<VNI>`` (``kernel/names.py``); nothing else
+is touched.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import attrs
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from cantainer.kernel import names
+from cantainer.kernel.names import BRIDGE_PREFIX, VXLAN_PREFIX
 from cantainer.kernel.net import index_of, mtu_of
 
 VXLAN_PORT = 4789
 VXLAN_OVERHEAD = 50
 NUD_PERMANENT = 0x80
-BRIDGE_PREFIX, VXLAN_PREFIX = "ctbr", "ctvx"
 
 
 @attrs.define
@@ -181,12 +183,12 @@ class OverlayKernel:
         """Remove the network's devices, unless a container's veth is still in the
         bridge: the runtime actor, a few events ahead or behind, may have attached one
         (the next reconcile removes an empty bridge)."""
-        bridge = index_of(f"{BRIDGE_PREFIX}{vni}")
+        bridge = index_of(names.bridge(vni))
         if bridge is not None and any(link.get("IFLA_MASTER") == bridge and
-                                      (link.get("IFLA_IFNAME") or "").startswith("vh")
+                                      names.VETH_RE.match(link.get("IFLA_IFNAME") or "")
                                       for link in self.ipr.get_links()):
             return
-        for ifname in (f"{VXLAN_PREFIX}{vni}", f"{BRIDGE_PREFIX}{vni}"):
+        for ifname in (names.vxlan(vni), names.bridge(vni)):
             index = index_of(ifname)
             if index is not None:
                 self.ipr.link("del", index=index)

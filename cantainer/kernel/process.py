@@ -110,7 +110,8 @@ def _enter_root(root: str) -> None:
     os.chdir("/")
 
 
-def _drop_privileges() -> None:
+def drop_privileges() -> None:
+    """Docker's default capabilities (bounding set too), then ``no_new_privs``."""
     with open("/proc/sys/kernel/cap_last_cap") as f:
         last = int(f.read())
     for cap in range(last + 1):
@@ -139,7 +140,7 @@ def _child(spec: ProcessSpec, go: int, stdio: tuple[int, int, int]) -> None:
         root = _build_root(spec)
         socket.sethostname(spec.hostname)
         _enter_root(root)
-        _drop_privileges()
+        drop_privileges()
         os.closerange(3, 65536)
         for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)

@@ -3,7 +3,7 @@
 
 import pytest
 
-from cantainer.lab import Lab
+from lab import Lab
 
 
 @pytest.fixture

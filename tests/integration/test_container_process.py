@@ -14,6 +14,7 @@ import time
 import pytest
 
 from cantainer.kernel import netns
+from lab import plumbing
 from cantainer.kernel.cgroups import Cgroup
 from cantainer.kernel.images import ImageStore
 from tests.integration.helpers import wait_for
@@ -27,7 +28,7 @@ def box(tmp_path):
     """``box(cmd, **limits)`` runs a container to completion: (exit code, output)."""
     ns = f"ctproc{os.getpid() % 100000}"
     netns.create(ns)
-    netns.set_link_state(ns, "lo", True)
+    plumbing.set_link_state(ns, "lo", True)
     store = ImageStore(str(tmp_path / "data"))
     count = iter(range(1000))
 
@@ -38,7 +39,7 @@ def box(tmp_path):
                 "hostname": "box1", "command": command, "env": ["GREETING=hi"],
                 "netns": ns, **extra}
         (state / "spec.json").write_text(json.dumps(spec))
-        shim = subprocess.Popen([sys.executable, "-m", "cantainer.shim", str(state)],
+        shim = subprocess.Popen([sys.executable, "-m", "cantainer.kernel.shim", str(state)],
                                 stderr=subprocess.PIPE, text=True)
         return state, shim
 

@@ -91,7 +91,7 @@ def test_containers_reach_each_other_across_hosts_and_only_on_their_subnet(make_
     done = lab.cli(2, "exec", "client", "true", check=False)
     assert done.returncode == 125 and "is not running" in done.stderr
     busy = lab.cli(3, "rm", "srv", check=False)
-    assert busy.returncode == 1 and "is running" in busy.stderr
+    assert busy.returncode == 4 and "is running" in busy.stderr
     # sh as PID 1 ignores SIGTERM: SIGKILL after the timeout, so 128 + 9.
     asked = time.monotonic()
     assert lab.cli(3, "stop", "-t", "1", "srv").stdout == "srv\n"
@@ -118,7 +118,7 @@ def test_stop_sends_sigterm_first(make_lab):
     stops = [e for e in events(lab, 1) if e["type"] == "ContainerStopRequested"]
     assert [e["node"] for e in stops] == ["h2"] and stops[0]["data"]["timeout"] == 10
     missing = lab.cli(2, "stop", "nosuch", check=False)
-    assert missing.returncode == 1 and "no container 'nosuch'" in missing.stderr
+    assert missing.returncode == 3 and "no container 'nosuch'" in missing.stderr
 
 
 def test_run_errors_and_exit_codes(make_lab):
@@ -175,7 +175,7 @@ def test_node_leave_stops_its_containers_and_frees_their_addresses(make_lab):
     lab.cli(3, "run", "-d", "-n", NET, "--name", "leaver", "busybox", "sleep", "300")
     pid = json.loads(lab.cli(3, "inspect", "leaver").stdout)["pid"]
     refused = lab.cli(1, "node", "rm", "h3", check=False)
-    assert refused.returncode == 1 and "host h3 is alive" in refused.stderr
+    assert refused.returncode == 4 and "host h3 is alive" in refused.stderr
     own = lab.cli(3, "node", "rm", "h3", check=False)
     assert own.returncode == 1 and "use 'cantainer node leave'" in own.stderr
 
@@ -189,7 +189,7 @@ def test_node_leave_stops_its_containers_and_frees_their_addresses(make_lab):
     lab.cli(2, "run", "-d", "-n", NET, "--name", "next", "busybox", "sleep", "300")
     assert ps(lab, 1)["next"]["ip"] == "198.18.0.2"
     gone = lab.cli(1, "node", "rm", "h3", check=False)
-    assert gone.returncode == 1 and "no member named 'h3'" in gone.stderr
+    assert gone.returncode == 3 and "no member named 'h3'" in gone.stderr
 
 
 def test_interactive_runs_with_and_without_a_terminal(make_lab):

@@ -177,7 +177,7 @@ def test_partition_minority_fails_clearly_majority_goes_on_then_heals(make_lab, 
     majority_s = time.monotonic() - cut_at
     both.join(60)
     minority, minority_s = side["result"], side["s"]
-    assert minority.returncode == 1 and "no dqlite leader answered" in minority.stderr
+    assert minority.returncode == 5 and "no dqlite leader answered" in minority.stderr
     assert minority.stderr.count("\n") == 1 and minority_s < 30, minority_s
     lab.cli(b, "run", "-d", "-n", NET, "--name", "newcomer", "busybox", "sleep", "600")
     assert os.path.exists(f"/proc/{pid}"), "the minority's container keeps running"
@@ -256,7 +256,7 @@ def shims_of(lab, n, cid) -> list[int]:
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"cantainer.shim" in f.read() and os.readlink(f"/proc/{pid}/fd/1") == log:
+                if b"cantainer.kernel.shim" in f.read() and os.readlink(f"/proc/{pid}/fd/1") == log:
                     found.append(int(pid))
         except OSError:
             continue  # gone meanwhile

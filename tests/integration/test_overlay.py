@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from cantainer.actors.ipam import VNI_BASE
+from cantainer.projections.ipam import VNI_BASE
 from cantainer.kernel import netns
 from cantainer.kernel.overlay import OverlayKernel
 
@@ -139,14 +139,14 @@ def test_network_commands_report_verdicts(make_lab):
     lab.start_all()
     assert lab.cli(1, "network", "create", "198.18.0.0/24", "--name", "blue").stdout == "blue\n"
     assert lab.cli(2, "network", "create", "198.18.1.0/24").stdout == "198.18.1.0-24\n"
-    for args, message in [
-        (("198.18.2.0/24", "--name", "blue"), "network 'blue' already exists"),
-        (("198.18.0.128/25",), "overlaps network 'blue'"),
-        (("198.18.0.1/24",), "host bits set"),
-        (("not-a-cidr",), "is not a CIDR"),
+    for args, code, message in [  # 4: log order rejected it; 1: invalid input
+        (("198.18.2.0/24", "--name", "blue"), 4, "network 'blue' already exists"),
+        (("198.18.0.128/25",), 4, "overlaps network 'blue'"),
+        (("198.18.0.1/24",), 1, "host bits set"),
+        (("not-a-cidr",), 1, "is not a CIDR"),
     ]:
         result = lab.cli(3, "network", "create", *args, check=False)
-        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert result.returncode == code and message in result.stderr, result.stderr
         assert result.stderr.count("\n") == 1
     listed = json.loads(lab.cli(3, "network", "ls", "--json").stdout)
     assert [(n["name"], n["cidr"], n["vni"]) for n in listed] == [
@@ -156,13 +156,13 @@ def test_network_commands_report_verdicts(make_lab):
     # h2's runtime starts it (a shell with no input: it ends at once); let the log settle.
     wait_for(lambda: json.loads(lab.cli(3, "inspect", "web").stdout)["state"] == "exited")
     busy = lab.cli(2, "network", "rm", "blue", check=False)
-    assert busy.returncode == 1 and "still has containers: web" in busy.stderr
+    assert busy.returncode == 4 and "still has containers: web" in busy.stderr
     dup = lab.cli(1, "submit-event", "ContainerCreated", "container=" + "b" * 12, "name=web",
                   "host=h1", "network=blue", check=False)
-    assert dup.returncode == 1 and "container name 'web' is already in use" in dup.stderr
+    assert dup.returncode == 4 and "container name 'web' is already in use" in dup.stderr
     assert lab.cli(2, "network", "rm", "198.18.1.0-24").returncode == 0
     missing = lab.cli(2, "network", "rm", "nope", check=False)
-    assert missing.returncode == 1 and "no network named 'nope'" in missing.stderr
+    assert missing.returncode == 3 and "no network named 'nope'" in missing.stderr
 
     # replay from a file written by 'events --json' equals replay from the daemon.
     dump = lab.cli(3, "events", "--json").stdout

@@ -52,9 +52,10 @@ def test_corrupt_identity_is_refused(tmp_path):
 
 
 def test_the_defaults_are_the_readmes():
-    from cantainer.daemon import parse_config
+    from cantainer.daemon.main import parse
 
-    config = parse_config(["--address", "192.0.2.1", "--name", "h1"])
+    config, level = parse(["--address", "192.0.2.1", "--name", "h1"])
+    assert level == "info"
     assert (config.host, config.port, config.dqlite_address) == ("192.0.2.1", 9000,
                                                                  "192.0.2.1:9000")
     assert config.seeds == () and config.data_dir == "/var/lib/cantainer"

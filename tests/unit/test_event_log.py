@@ -10,8 +10,9 @@ import socket
 import pytest
 
 from cantainer.errors import InvalidEvent
-from cantainer.events import EventLog, NetworkCreated, NodeLeft
-from cantainer.events._dqlite import BOOTSTRAP_ID, DqliteNode
+from cantainer.events import NetworkCreated, NodeLeft
+from cantainer.events.engine import BOOTSTRAP_ID, DqliteNode
+from cantainer.events.log import EventLog
 
 
 def free_port() -> int:

@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from cantainer.errors import ImageError
+from cantainer.errors import ImageError, NotFound
 from cantainer.kernel.images import ImageStore, file_sha256, parse_ref
 
 
@@ -120,7 +120,7 @@ def test_unreadable_tarball_and_missing_image(tmp_path):
     junk.write_bytes(b"not a tarball")
     with pytest.raises(ImageError, match="is not a readable tar archive"):
         store.import_tarball("junk", str(junk))
-    with pytest.raises(ImageError, match="no image nope:latest on this host"):
+    with pytest.raises(NotFound, match="no image nope:latest on this host"):
         store.rootfs("nope")
-    with pytest.raises(ImageError, match="no image nope:latest"):
+    with pytest.raises(NotFound, match="no image nope:latest"):
         store.remove("nope")

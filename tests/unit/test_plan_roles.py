@@ -3,7 +3,7 @@
 from dqliteclient import NodeInfo
 from dqlitewire import NodeRole
 
-from cantainer.events import plan_roles
+from cantainer.events.raft import plan_roles
 
 V, S, P = NodeRole.VOTER, NodeRole.STANDBY, NodeRole.SPARE
 

@@ -6,10 +6,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cantainer import events as ev
-from cantainer.actors.ipam import VNI_BASE, AddressPool, Ipam, mac_of
-from cantainer.actors.membership import Membership
-from cantainer.actors.overlay import Overlay
-from cantainer.actors.replay import record_from_json, replay, view
+from cantainer.projections.ipam import VNI_BASE, AddressPool, mac_of
+from cantainer.projections.membership import Membership
+from cantainer.projections.overlay import plan
+from cantainer.projections.state import ClusterState
+from cantainer.projections.view import record_from_json, replay, view
 
 
 class Log:
@@ -120,8 +121,9 @@ def test_mac_is_0242_plus_the_address():
 
 
 def test_vni_addresses_and_freeing_follow_log_order():
-    ipam = Ipam()
-    log = Log(ipam)
+    state = ClusterState()
+    ipam = state.ipam
+    log = Log(state)
     joined(log, "h1", "h2")
     log(ev.NetworkCreated(name="blue", cidr="198.18.0.0/24"))
     log(ev.NetworkCreated(name="green", cidr="198.18.1.0/24"))
@@ -143,8 +145,9 @@ def test_vni_addresses_and_freeing_follow_log_order():
 
 
 def test_stop_requests_keep_the_shortest_timeout_until_the_exit():
-    ipam = Ipam()
-    log = Log(ipam)
+    state = ClusterState()
+    ipam = state.ipam
+    log = Log(state)
     joined(log, "h1")
     log(created("a", "c1", "h1", "198.18.0.0/24"))
     assert ipam.containers["a" * 12].stop_timeout is None
@@ -160,8 +163,9 @@ def test_stop_requests_keep_the_shortest_timeout_until_the_exit():
 
 
 def test_a_name_is_free_again_once_its_container_is_removed():
-    ipam = Ipam()
-    log = Log(ipam)
+    state = ClusterState()
+    ipam = state.ipam
+    log = Log(state)
     joined(log, "h1", "h2")
     log(created("a", "web", "h2", "198.18.0.0/24"))
     log(ev.ContainerRemoved(container="a" * 12))
@@ -175,8 +179,9 @@ def test_a_name_is_free_again_once_its_container_is_removed():
 
 
 def test_unknown_cidr_creates_the_network_implicitly():
-    ipam = Ipam()
-    log = Log(ipam)
+    state = ClusterState()
+    ipam = state.ipam
+    log = Log(state)
     joined(log, "h1")
     seq = log(created("a", "c1", "h1", "198.18.4.0/24"))
     assert ipam.verdict(seq) is None
@@ -186,8 +191,9 @@ def test_unknown_cidr_creates_the_network_implicitly():
 
 
 def test_conflicts_are_settled_by_log_order():
-    ipam = Ipam()
-    log = Log(ipam)
+    state = ClusterState()
+    ipam = state.ipam
+    log = Log(state)
     joined(log, "h1")
     log(ev.NetworkCreated(name="blue", cidr="198.18.0.0/24"))
     cases = [
@@ -212,8 +218,9 @@ def test_conflicts_are_settled_by_log_order():
 
 
 def test_a_full_subnet_rejects_the_next_container():
-    ipam = Ipam()
-    log = Log(ipam)
+    state = ClusterState()
+    ipam = state.ipam
+    log = Log(state)
     joined(log, "h1")
     log(ev.NetworkCreated(name="tiny", cidr="198.18.0.0/29"))  # 5 usable addresses
     for i in range(5):
@@ -222,8 +229,9 @@ def test_a_full_subnet_rejects_the_next_container():
 
 
 def test_container_lifecycle_states():
-    ipam = Ipam()
-    log = Log(ipam)
+    state = ClusterState()
+    ipam = state.ipam
+    log = Log(state)
     joined(log, "h1")
     log(created("a", "c1", "h1", "198.18.0.0/24"))
     log(ev.ContainerStarted(container="a" * 12, pid=42))
@@ -236,24 +244,24 @@ def test_container_lifecycle_states():
 # -- overlay plans --------------------------------------------------------------------------
 
 def test_overlay_plan_per_host():
-    ov = Overlay()
-    log = Log(ov)
+    state = ClusterState()
+    log = Log(state)
     joined(log, "h1", "h2", "h3")
     log(created("a", "c1", "h1", "198.18.0.0/24"))
     log(created("b", "c2", "h2", "198.18.0.0/24"))
     log(created("c", "c3", "h3", "198.18.1.0/24"))
-    p1 = ov.plan("h1")
+    p1 = plan(state, "h1")
     assert list(p1) == [VNI_BASE]
     assert p1[VNI_BASE].fdb == {"02:42:c6:12:00:03": "192.0.2.2"}
     assert p1[VNI_BASE].neigh == {"198.18.0.3": "02:42:c6:12:00:03"}
     assert p1[VNI_BASE].bridge == f"ctbr{VNI_BASE}" and p1[VNI_BASE].vxlan == f"ctvx{VNI_BASE}"
-    assert ov.plan("h2")[VNI_BASE].fdb == {"02:42:c6:12:00:02": "192.0.2.1"}
-    assert list(ov.plan("h3")) == [VNI_BASE + 1] and ov.plan("h3")[VNI_BASE + 1].fdb == {}
+    assert plan(state, "h2")[VNI_BASE].fdb == {"02:42:c6:12:00:02": "192.0.2.1"}
+    assert list(plan(state, "h3")) == [VNI_BASE + 1] and plan(state, "h3")[VNI_BASE + 1].fdb == {}
     log(ev.NodeLeft(name="h2"))
-    assert ov.plan("h1")[VNI_BASE].fdb == {}, "entries go when the host leaves"
-    assert ov.plan("h2") == {}
+    assert plan(state, "h1")[VNI_BASE].fdb == {}, "entries go when the host leaves"
+    assert plan(state, "h2") == {}
     log(ev.ContainerRemoved(container="a" * 12))
-    assert ov.plan("h1") == {}, "the network goes with the last local container"
+    assert plan(state, "h1") == {}, "the network goes with the last local container"
 
 
 def test_replay_from_json_records_applies_and_skips():

@@ -16,15 +16,15 @@ import sys
 from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
 
-from cantainer.actors.overlay import Overlay
-from cantainer.actors.replay import record_from_json, replay, view
-from cantainer.api import record_json
+from cantainer.projections.overlay import plan
+from cantainer.projections.state import ClusterState
+from cantainer.projections.view import record_from_json, record_json, replay, view
 from tests.unit.strategies import histories, records
 
 VNI_BASE = 4096  # the rule, written out: not imported from the code under test
 
 
-def state(ov: Overlay) -> dict:
+def state(ov: ClusterState) -> dict:
     """Everything the projection derives, without its position in the log."""
     v = view(ov)
     del v["applied"], v["rejected"]
@@ -44,7 +44,7 @@ def mac_by_definition(ip: str) -> str:
 @given(histories())
 @settings(max_examples=150)
 def test_every_step_follows_the_rules_of_the_log(events):
-    ov = Overlay()
+    ov = ClusterState()
     vnis_given: set[int] = set()
     for rec in records(events):
         before = state(ov)
@@ -70,7 +70,7 @@ def test_every_step_follows_the_rules_of_the_log(events):
         check_invariants(ov, after)
 
 
-def check_invariants(ov: Overlay, st_: dict) -> None:
+def check_invariants(ov: ClusterState, st_: dict) -> None:
     live = {m["name"]: m for m in st_["members"] if m["state"] != "left"}
     containers = st_["containers"]
     assert len({c["id"][:12] for c in containers}) == len(containers), \
@@ -90,11 +90,11 @@ def check_invariants(ov: Overlay, st_: dict) -> None:
     # The overlay plan of each host, by definition: a network where it has a container;
     # in it, each container of that network on another live host.
     for host in live:
-        plan = {p.vni: p for p in ov.plan(host).values()}
+        plans = plan(ov, host)
         mine = {c["network"] for c in containers if c["host"] == host}
-        assert {nets[n]["vni"] for n in mine} == set(plan)
+        assert {nets[n]["vni"] for n in mine} == set(plans)
         for name in mine:
-            p = plan[nets[name]["vni"]]
+            p = plans[nets[name]["vni"]]
             remote = [c for c in containers if c["network"] == name and c["host"] != host]
             assert p.fdb == {c["mac"]: live[c["host"]]["address"] for c in remote}
             assert p.neigh == {c["ip"]: c["mac"] for c in remote}
@@ -107,8 +107,8 @@ def check_invariants(ov: Overlay, st_: dict) -> None:
                 vni = nets[name]["vni"]
                 for c in containers:
                     if c["network"] == name and c["host"] == b:
-                        assert ov.plan(a)[vni].fdb[c["mac"]] == live[b]["address"]
-                        assert c["mac"] not in ov.plan(b)[vni].fdb, "not its own"
+                        assert plan(ov, a)[vni].fdb[c["mac"]] == live[b]["address"]
+                        assert c["mac"] not in plan(ov, b)[vni].fdb, "not its own"
 
 
 def test_the_histories_reach_busy_states():
@@ -116,7 +116,7 @@ def test_the_histories_reach_busy_states():
     network, running and exited ones, and a full network (else the properties above
     test little)."""
     def busy(events) -> bool:
-        ov = Overlay()
+        ov = ClusterState()
         ov.apply_all(records(events))
         containers = state(ov)["containers"]
         states = {c["state"] for c in containers}
@@ -125,7 +125,7 @@ def test_the_histories_reach_busy_states():
         return crowded >= 3 and {"running", "exited"} <= states
 
     def full(events) -> bool:
-        ov = Overlay()
+        ov = ClusterState()
         ov.apply_all(records(events))
         return any("is full" in r for r in ov.ipam.rejected.values())
 
@@ -140,19 +140,19 @@ def test_the_same_log_gives_the_same_state_however_it_is_delivered(events, data)
     """At once; in batches with records delivered again (as a restarted tailer does);
     and by a projection restarted at any point, which replays from seq 1."""
     recs = records(events)
-    whole = Overlay()
+    whole = ClusterState()
     whole.apply_all(recs)
 
-    batched, at = Overlay(), 0
+    batched, at = ClusterState(), 0
     while at < len(recs):
         start = data.draw(st.integers(max(0, at - 3), at))  # some again
         at = data.draw(st.integers(at + 1, len(recs)))
         batched.apply_all(recs[start:at])
 
     crash_at = data.draw(st.integers(0, len(recs)))
-    first = Overlay()
+    first = ClusterState()
     first.apply_all(recs[:crash_at])
-    restarted = Overlay()  # a crashed actor's replacement: a fresh projection
+    restarted = ClusterState()  # a crashed actor's replacement: a fresh projection
     restarted.apply_all(recs)
 
     assert view(batched) == view(whole) == view(restarted)
@@ -165,7 +165,7 @@ def test_replay_of_events_json_equals_the_live_projection(events):
     """``events --json`` then ``replay --file``: the same view as the projection that
     applied the records as the daemon does."""
     recs = records(events)
-    live = Overlay()
+    live = ClusterState()
     live.apply_all(recs)
     lines = [json.loads(json.dumps(record_json(r))) for r in recs]
     assert view(replay(record_from_json(x) for x in lines)) == view(live)
@@ -183,6 +183,6 @@ def test_two_processes_with_other_hash_seeds_reach_the_same_state(events):
                                 text=True, timeout=60, check=True)
         outputs.append(json.loads(result.stdout))
     assert outputs[0] == outputs[1]
-    here = Overlay()
+    here = ClusterState()
     here.apply_all(records(events))
     assert outputs[0] == json.loads(json.dumps(view(here)))

@@ -57,7 +57,8 @@ def test_deleted_entries_are_reported_with_their_device_and_key():
 def test_the_overlay_wants_back_only_what_its_plan_holds():
     from types import SimpleNamespace
 
-    from cantainer.actors.overlay import NetworkPlan, OverlayActor
+    from cantainer.actors.overlay import OverlayActor
+    from cantainer.projections.overlay import NetworkPlan
 
     plan = {4096: NetworkPlan("blue", 4096, fdb={"02:42:c6:12:00:05": "198.51.100.12"},
                               neigh={"198.18.0.5": "02:42:c6:12:00:05"})}

@@ -1,0 +1,100 @@
+"""The cluster: its members, this host's leaving, an operator's eviction, the kernel check.
+
+    {"op": "status"}                         -> {"status": {...}}   Raft roles, leader, seqs
+    {"op": "nodes"}                          -> {"nodes": [...]}    members from the log
+    {"op": "leave"}                          -> {"left": NAME, "seq": N}, then the daemon stops
+    {"op": "node_rm", "name": N, "force": bool} -> {"removed": N, "seq": N}
+    {"op": "check"}                          -> {"applied": N, "differences": ["...", ...]}
+"""
+
+from __future__ import annotations
+
+from cantainer.api import fields as f
+from cantainer.errors import Conflict, Invalid, NotFound
+from cantainer.events import NodeLeft
+from cantainer.projections.membership import LEFT, SUSPECTED
+
+
+def leave_id(name: str, joined: int) -> str:
+    """The id of a host's departure: the same for its own ``node leave`` and an
+    operator's ``node rm``, so one departure is recorded once."""
+    return f"NodeLeft-{name}-{joined}"
+
+
+async def status(h, req: dict, ex) -> None:
+    raft = await h.raft()
+    head = await h.head()
+    names = {n.dqlite_address: n.name for n in h.state.members.live().values()}
+    heard = h.heard()
+    heard[h.node] = {"applied": h.state.applied, "heard": 0.0}
+    await ex.send({"status": {
+        "node": h.node, "node_id": raft["node_id"], "address": raft["address"],
+        "leader": raft["leader"], "head": head, "applied": h.state.applied,
+        "members": [{**m, "name": names.get(m["address"], ""),
+                     "leader": m["address"] == raft["leader"],
+                     "applied": heard.get(names.get(m["address"], ""), {}).get("applied"),
+                     "heard": heard.get(names.get(m["address"], ""), {}).get("heard")}
+                    for m in raft["members"]],
+    }})
+
+
+async def nodes(h, req: dict, ex) -> None:
+    await h.wait_applied()
+    try:
+        roles = {m["address"]: m["role"] for m in (await h.raft())["members"]}
+    except Exception:  # roles are a courtesy; membership comes from the log
+        roles = {}
+    heard = h.heard()
+    await ex.send({"nodes": [
+        {"name": n.name, "address": n.address, "state": n.state,
+         "role": roles.get(n.dqlite_address, "-") if n.state != LEFT else "-",
+         "dqlite_address": n.dqlite_address, "since": n.since,
+         "heard": heard.get(n.name, {}).get("heard")}
+        for _, n in sorted(h.state.members.nodes.items())]})
+
+
+async def leave(h, req: dict, ex) -> None:
+    """This host leaves the cluster: NodeLeft, its containers stopped, the daemon
+    stopped.  A plain SIGTERM stops the daemon without leaving."""
+    await h.wait_applied()
+    me = h.state.members.live().get(h.node)
+    if me is None:
+        raise Conflict(f"{h.node} is not a member")
+    seq, = await h.append([NodeLeft(name=h.node)], [leave_id(h.node, me.joined)])
+    await h.acted_on(seq)  # its containers are stopped, its overlay gone
+    await ex.send({"left": h.node, "seq": seq})
+    h.stop()
+
+
+async def node_rm(h, req: dict, ex) -> None:
+    """An operator evicts a host that is gone: NodeLeft on its behalf."""
+    name = req["name"]
+    if name == h.node:
+        raise Invalid(f"{name} is this host: use 'cantainer node leave' on it")
+    await h.wait_applied()
+    node = h.state.members.live().get(name)
+    if node is None:
+        raise NotFound(f"no member named {name!r}")
+    if node.state != SUSPECTED and not req["force"]:
+        raise Conflict(f"host {name} is alive (state {node.state}): it should leave by "
+                       "itself ('node leave'), or use --force")
+    seq, = await h.append([NodeLeft(name=name)], [leave_id(name, node.joined)])
+    await ex.send({"removed": name, "seq": seq})
+
+
+async def check(h, req: dict, ex) -> None:
+    """This host's kernel against the log: every actor that keeps kernel state compares
+    it with its plan at the same seq (the log's head)."""
+    head = await h.head()
+    await h.wait_applied(head)
+    await h.acted_on(head)
+    await ex.send({"applied": head, "differences": await h.differences()})
+
+
+OPS = {
+    "status": (status, {}),
+    "nodes": (nodes, {}),
+    "leave": (leave, {}),
+    "node_rm": (node_rm, {"name": (f.text, f.REQUIRED), "force": (f.flag, False)}),
+    "check": (check, {}),
+}

@@ -1,0 +1,235 @@
+"""Containers, from any host.
+
+    {"op": "run", "image": I, "command": [...], "network": N, "name": N?, "env": [...],
+     "hostname": H?, "memory": B?, "pids_limit": N?, "cpus": X?, "attach": bool,
+     "follow": bool, "remove": bool, "id": ID?}
+        -> {"container": {...}} (with "attach": SOCKET for run -i/-t); with "follow":
+           then {"data": "..."} per chunk of output and {"exit_code": N}, after
+           removing it too with "remove" (a foreground run --rm, in one exchange)
+    {"op": "ps", "all": bool}                -> {"containers": [...]}
+    {"op": "inspect", "ref": R}              -> {"container": {...}}
+    {"op": "logs", "ref": R, "follow": bool} -> {"data": "..."} per chunk, then {"end": true}
+    {"op": "exec", "ref": R, "command": [...], "interactive": bool, "tty": bool,
+     "size": [ROWS, COLS]?}                  -> a session: see exec_session.py
+    {"op": "stop", "ref": R, "timeout": S}   -> {"stopped": NAME}   (ContainerStopRequested)
+    {"op": "rm", "ref": R, "force": bool}    -> {"removed": NAME}   (ContainerRemoved)
+
+A container runs on the host where ``run`` was typed.  ``stop`` and ``rm`` go
+through the log (the owner acts on them); ``logs`` and ``exec`` of a container
+of another host are forwarded to its owner's peer port (``forward.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from cantainer.api import exec_session, fields as f, forward
+from cantainer.errors import Conflict, Invalid, NotFound, Unavailable
+from cantainer.events import from_data, new_event_id
+from cantainer.kernel.statedir import StateDir
+from cantainer.projections.ipam import Container
+from cantainer.projections.view import container_detail, container_json
+
+STOP_GRACE = 15.0  # seconds after a stop's timeout for SIGKILL to be reported
+START_TIMEOUT = 60.0  # seconds for a container's process to start
+OUTPUT_POLL = 0.01  # seconds between looks at a followed container's output
+
+
+# -- finding a container ---------------------------------------------------------------
+
+async def container(h, ref: str) -> Container:
+    """A container by full id, name, or unique id prefix, as the log's head knows it."""
+    await h.wait_applied()
+    found = h.state.ipam.matching(ref)
+    if not found:
+        raise NotFound(f"no container {ref!r}")
+    if len(found) > 1:
+        raise Invalid(f"{ref!r} matches {len(found)} containers; give more of the id")
+    return found[0]
+
+
+async def owned(h, req: dict, ex, action: str) -> Container | None:
+    """The container, if this host runs it; else the request is forwarded to the
+    daemon that does, its answer relayed, and None returned."""
+    c = await container(h, req["ref"])
+    if c.host == h.node:
+        return c
+    if req["peer"]:  # forwarded here by a daemon with an older view of the log
+        raise Conflict(f"container {c.name} is not on host {h.node}")
+    address = h.peer(c.host)
+    if address is None:
+        raise Unavailable(f"cannot {action} container {c.name}: its host {c.host} has "
+                          "left the cluster")
+    forwarded = {k: v for k, v in req.items() if k != "peer"} | {"ref": c.id}
+    await forward.relay(address, forwarded, ex,
+                        f"cannot {action} container {c.name}: its host {c.host}")
+    return None
+
+
+def _live(h, cid: str) -> Container | None:
+    return h.state.ipam.containers.get(cid)
+
+
+# -- run ---------------------------------------------------------------------------------
+
+async def run(h, req: dict, ex) -> None:
+    await asyncio.to_thread(h.images.rootfs, req["image"])  # built or refused here
+    network = req["network"]
+    if not network:
+        raise Invalid("give the container a network: -n CIDR|NAME")
+    if "/" not in network and network not in h.state.ipam.networks:
+        await h.wait_applied()  # it may be newer than this host's state
+        if network not in h.state.ipam.networks:
+            raise NotFound(f"no network named {network!r}")
+    cid = os.urandom(32).hex()
+    fields = {"container": cid, "name": req["name"] or f"ct-{cid[:8]}", "host": h.node,
+              "network": network, "image": req["image"], "command": req["command"],
+              "env": req["env"], "hostname": req["hostname"], "memory": req["memory"],
+              "pids_limit": req["pids_limit"], "cpus": req["cpus"]}
+    event = from_data("ContainerCreated", {k: v for k, v in fields.items() if v is not None})
+    state = StateDir(h.data_dir, cid)
+    if req["attach"]:  # run -i/-t: the runtime actor's shim will wait for the CLI
+        state.mark_attach()
+    try:
+        await h.append([event], [req["id"] or new_event_id()])
+    except BaseException:
+        state.unmark_attach()
+        raise
+    name = fields["name"]
+    if req["attach"]:
+        await _poll(lambda: os.path.exists(state.attach_socket) or _state(h, cid) != "created",
+                    START_TIMEOUT, f"container {name} to start")
+        c = _live(h, cid)
+        await ex.send({"container": container_json(c), "attach": state.attach_socket})
+        return
+    await h.until(lambda: _state(h, cid) != "created", START_TIMEOUT,
+                  f"container {name} to start")
+    c = _live(h, cid)
+    await ex.send({"container": container_json(c)})
+    if req["follow"]:  # a foreground run: its output, its end, in one exchange
+        await stream_output(c, state, ex, follow=True)
+        await h.until(lambda: _state(h, cid) in ("exited", None), float("inf"),
+                      f"container {name} to end")
+        c = _live(h, cid)
+        if req["remove"] and c is not None:
+            await remove(h, c)
+        await ex.send({"exit_code": c.exit_code if c else None})
+
+
+def _state(h, cid: str) -> str | None:
+    c = _live(h, cid)
+    return None if c is None else c.state
+
+
+async def _poll(done, timeout: float, what: str) -> None:
+    """For conditions on files the shim writes: they change without the log."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not done():
+        if asyncio.get_running_loop().time() > deadline:
+            raise Unavailable(f"waited {timeout:g}s for {what}")
+        await asyncio.sleep(0.005)
+
+
+# -- looking -----------------------------------------------------------------------------
+
+async def ps(h, req: dict, ex) -> None:
+    await h.wait_applied()
+    found = [container_json(c) for c in h.state.ipam.containers.values()
+             if req["all"] or c.state != "exited"]
+    await ex.send({"containers": found})
+
+
+async def inspect(h, req: dict, ex) -> None:
+    await ex.send({"container": container_detail(await container(h, req["ref"]))})
+
+
+async def logs(h, req: dict, ex) -> None:
+    c = await owned(h, req, ex, "read the logs of")
+    if c is None:
+        return
+    await stream_output(c, StateDir(h.data_dir, c.id), ex, follow=req["follow"])
+    await ex.send({"end": True})
+
+
+async def stream_output(c: Container, state: StateDir, ex, follow: bool) -> None:
+    """Send the container's output as {"data"} lines; with ``follow``, until it ends."""
+    offset = 0
+    while True:
+        chunk = await asyncio.to_thread(state.read_output, offset)
+        if chunk:
+            offset += len(chunk)
+            await ex.send({"data": chunk.decode(errors="replace")})
+            continue
+        if not follow:
+            return
+        if state.ended():
+            if not await asyncio.to_thread(state.read_output, offset):
+                return
+            continue
+        await asyncio.sleep(OUTPUT_POLL)
+
+
+async def exec_(h, req: dict, ex) -> None:
+    c = await owned(h, req, ex, "exec in")
+    if c is None:
+        return
+    state = StateDir(h.data_dir, c.id)
+    pid = state.pid()
+    if pid is None or state.ended():
+        raise Conflict(f"container {c.name} is not running")
+    spec = {"id": c.id, "pid": pid, "command": req["command"],
+            "env": list(c.created.env)}
+    await exec_session.run(ex, spec, interactive=req["interactive"], tty=req["tty"],
+                           size=req["size"])
+
+
+# -- stopping and removing, through the log ---------------------------------------------
+
+async def stop(h, req: dict, ex) -> None:
+    c = await container(h, req["ref"])
+    event = from_data("ContainerStopRequested", {"container": c.id,
+                                                 "timeout": req["timeout"]})
+    if c.state != "exited":
+        await h.append([event], [req["id"] or new_event_id()])
+        await h.until(lambda: _state(h, c.id) in ("exited", None),
+                      event.timeout + STOP_GRACE, f"container {c.name} to stop")
+    await ex.send({"stopped": c.name})
+
+
+async def rm(h, req: dict, ex) -> None:
+    c = await container(h, req["ref"])
+    if c.state == "running" and not req["force"]:
+        raise Conflict(f"container {c.name} is running: stop it first, or rm -f")
+    await remove(h, c)
+    await ex.send({"removed": c.name})
+
+
+async def remove(h, c: Container) -> None:
+    event = from_data("ContainerRemoved", {"container": c.id})
+    await h.append([event], [f"ContainerRemoved-{c.id}"])
+
+
+def _timeout(name: str, value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise Invalid(f"field 'timeout': {value!r} must be an integer")
+    return value
+
+
+OPS = {
+    "run": (run, {"image": (f.text, "busybox"), "command": (f.command, ["/bin/sh"]),
+                  "network": (f.text, None), "name": (f.text, None), "env": (f.texts, []),
+                  "hostname": (f.text, None), "memory": (f.count, None),
+                  "pids_limit": (f.count, None), "cpus": (f.number, None),
+                  "attach": (f.flag, False), "follow": (f.flag, False),
+                  "remove": (f.flag, False), "id": (f.text, None)}),
+    "ps": (ps, {"all": (f.flag, False)}),
+    "inspect": (inspect, {"ref": (f.text, f.REQUIRED)}),
+    "logs": (logs, {"ref": (f.text, f.REQUIRED), "follow": (f.flag, False)}, True),
+    "exec": (exec_, {"ref": (f.text, f.REQUIRED), "command": (f.command, f.REQUIRED),
+                     "interactive": (f.flag, False), "tty": (f.flag, False),
+                     "size": (f.size, None)}, True),
+    "stop": (stop, {"ref": (f.text, f.REQUIRED), "timeout": (_timeout, 10),
+                    "id": (f.text, None)}),
+    "rm": (rm, {"ref": (f.text, f.REQUIRED), "force": (f.flag, False)}),
+}

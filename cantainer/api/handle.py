@@ -1,0 +1,60 @@
+"""What the API may ask of the daemon: the ``Handle``, and nothing else.
+
+The daemon gives the API server one object with these members
+(``daemon/handle.py``); the API imports nothing from the daemon, and its
+handlers can be tested against a fake handle (tests/unit/test_api.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from cantainer.events import Event, Recorded
+from cantainer.kernel.images import ImageStore
+from cantainer.projections.state import ClusterState
+
+
+class Handle(Protocol):
+    node: str              # this host's name
+    data_dir: str          # containers' state directories live under it
+    images: ImageStore     # this host's images
+    state: ClusterState    # what the log decides, as applied here: read it, never change it
+
+    async def append(self, events: Sequence[Event], ids: Sequence[str]) -> list[int]:
+        """Append as one batch and wait until this host has applied it; their seqs.
+        Raises ``Rejected`` when log order rejected one, ``LogUnavailable`` (naming
+        the ids to retry with) when no quorum answered."""
+
+    async def read(self, after: int, limit: int,
+                   types: Sequence[str] | None = None) -> list[Recorded]:
+        """Records after seq ``after``, from the replicated log."""
+
+    async def head(self) -> int:
+        """The seq of the log's last record."""
+
+    async def wait_applied(self, seq: int | None = None) -> None:
+        """Until the state has applied ``seq`` (the log's head when None)."""
+
+    async def until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
+        """Until ``done()`` (a question to the state) holds, asked again as records are
+        applied; ``Unavailable`` naming ``what`` after ``timeout`` seconds."""
+
+    async def acted_on(self, seq: int) -> None:
+        """Until every kernel actor of this host has acted on the state at ``seq``."""
+
+    async def differences(self) -> list[str]:
+        """How this host's kernel differs from the state (every actor's part)."""
+
+    def peer(self, host: str) -> tuple[str, int] | None:
+        """Where a live member serves its peers (logs, exec); None if it is no member."""
+
+    async def raft(self) -> dict:
+        """The Raft group as its leader sees it: {"node_id", "address", "leader",
+        "members": [{"id", "address", "role"}]}."""
+
+    def heard(self) -> dict[str, dict]:
+        """Heartbeats: member name -> {"applied": seq, "heard": seconds ago}."""
+
+    def stop(self) -> None:
+        """Stop the daemon (after the answer in flight)."""

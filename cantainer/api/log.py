@@ -1,0 +1,76 @@
+"""The log itself: ``submit`` raw events, read them with ``events``.
+
+    {"op": "submit", "events": [{"type": T, "data": {...}, "id": ID?}, ...]}
+        -> {"seqs": [N, ...]}            one atomic batch, in order, with this host's verdict
+    {"op": "events", "since": N, "follow": bool, "types": [T, ...]}
+        -> {"event": {...}} per record, then {"end": true} unless following
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from cantainer.api import fields as f
+from cantainer.errors import Invalid, InvalidEvent
+from cantainer.events import from_data, new_event_id
+from cantainer.projections.view import record_json
+
+MAX_BATCH = 1000  # events per append: one transaction, bounded (events/log.py: PAGE_CACHE)
+FOLLOW_POLL = 0.1  # seconds between reads of the log while following
+
+
+def _batch(name: str, value) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise InvalidEvent("submit needs a non-empty list of events")
+    if len(value) > MAX_BATCH:
+        raise InvalidEvent(f"a batch holds at most {MAX_BATCH} events, got {len(value)}")
+    return value
+
+
+def _types(name: str, value) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise Invalid("--type must name event types")
+    return value
+
+
+def _since(name: str, value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise Invalid(f"--since must be a seq >= 0, got {value!r}")
+    return value
+
+
+async def submit(h, req: dict, ex) -> None:
+    items = req["events"]
+    events, ids = [], []
+    for n, item in enumerate(items, 1):
+        where = f"event {n}: " if len(items) > 1 else ""
+        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+            raise InvalidEvent(f"{where}needs a type")
+        try:
+            events.append(from_data(item["type"], item.get("data", {})))
+        except InvalidEvent as exc:
+            raise InvalidEvent(f"{where}{exc}") from None
+        ids.append(item.get("id") or new_event_id())
+    await ex.send({"seqs": await h.append(events, ids)})
+
+
+async def events(h, req: dict, ex) -> None:
+    since, types = req["since"], req["types"] or None
+    while True:
+        batch = await h.read(since, 1000, types)
+        for rec in batch:
+            await ex.send({"event": record_json(rec)})
+        if batch:
+            since = batch[-1].seq
+            continue
+        if not req["follow"]:
+            await ex.send({"end": True})
+            return
+        await asyncio.sleep(FOLLOW_POLL)
+
+
+OPS = {
+    "submit": (submit, {"events": (_batch, f.REQUIRED)}),
+    "events": (events, {"since": (_since, 0), "follow": (f.flag, False),
+                        "types": (_types, [])}),
+}

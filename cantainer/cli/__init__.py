@@ -1,0 +1,33 @@
+"""``cantainer``: the command line, a thin client of the local API.
+
+    parser.py     the grammar: commands, arguments, their types
+    commands.py   each command: requests to the daemon, its answers printed
+    client.py     the API socket: one request, reply lines, errors with their kind
+    terminal.py   run -i/-t and exec: terminals relayed
+
+Start-up time counts: nothing here imports more than the standard library,
+``cantainer.errors`` and ``cantainer.config`` (a test checks ``sys.modules``).
+Exit codes: the error's kind (``errors.EXIT_CODES``); ``run`` and ``exec`` 125
+when the daemon refuses, else the command's own.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from cantainer.errors import CantainerError, exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cantainer.cli.parser import build_parser
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CantainerError as exc:
+        print(f"cantainer: error: {exc}", file=sys.stderr)
+        return exit_code(exc)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

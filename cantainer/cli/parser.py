@@ -1,0 +1,173 @@
+"""The command line's grammar: every command, its arguments and their types."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from cantainer.cli import commands
+from cantainer.config import DEFAULT_SOCKET
+
+
+_SIZES = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _size(value: str) -> int:
+    number, unit = value[:-1], value[-1].lower()
+    if unit.isdigit():
+        number, unit = value, ""
+    try:
+        return int(float(number) * _SIZES[unit])
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a size (e.g. 64m, 1g)") from None
+
+
+def _env(value: str) -> str:
+    if "=" not in value:
+        raise argparse.ArgumentTypeError(f"{value!r} is not KEY=VALUE")
+    return value
+
+
+def _since(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a seq number") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError("a seq is >= 0")
+    return number
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cantainer", description="Cantainer command line.")
+    parser.add_argument("--socket", default=os.environ.get("CANTAINER_SOCKET", DEFAULT_SOCKET),
+                        help=f"the daemon's API socket (default: $CANTAINER_SOCKET or "
+                             f"{DEFAULT_SOCKET})")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("submit-event", help="append a raw event to the log; prints its seq")
+    p.add_argument("type", nargs="?", metavar="TYPE", help="event type, e.g. NetworkCreated")
+    p.add_argument("fields", nargs="*", metavar="key=value")
+    p.add_argument("--data", metavar="JSON", help="the event's fields as a JSON object")
+    p.add_argument("--id", help="idempotency key: a retried submit with the same id appends once")
+    p.add_argument("--file", metavar="FILE",
+                   help="JSON Lines of {type, data, id} appended as one atomic batch ('-': stdin)")
+    p.set_defaults(func=commands.cmd_submit_event)
+
+    p = sub.add_parser("events", help="print the event log")
+    p.add_argument("--since", type=_since, default=0, metavar="SEQ",
+                   help="only events after this seq")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    p.add_argument("--type", action="append", metavar="T", help="only events of this type")
+    p.add_argument("--json", action="store_true", help="JSON Lines")
+    p.set_defaults(func=commands.cmd_events)
+
+    p = sub.add_parser("status", help="nodes, Raft roles, leader, log head, applied seqs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=commands.cmd_status)
+
+    p = sub.add_parser("nodes", help="cluster members: name, address, state, Raft role")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=commands.cmd_nodes)
+
+    node = sub.add_parser("node", help="this host's membership").add_subparsers(
+        dest="node_command", required=True, parser_class=_Parser)
+    p = node.add_parser("leave", help="leave the cluster: stop this host's containers, free "
+                                      "their addresses, stop its daemon")
+    p.set_defaults(func=commands.cmd_node_leave)
+    p = node.add_parser("rm", help="evict hosts that are gone (NodeLeft on their behalf)")
+    p.add_argument("--force", action="store_true", help="even if their heartbeat is live")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.set_defaults(func=commands.cmd_node_rm)
+
+    net = sub.add_parser("network", help="overlay networks").add_subparsers(
+        dest="network_command", required=True, parser_class=_Parser)
+    p = net.add_parser("create", help="create an overlay network; prints its name")
+    p.add_argument("cidr", metavar="CIDR", help="e.g. 198.18.0.0/24")
+    p.add_argument("--name", help="default: the CIDR with '-' for '/'")
+    p.set_defaults(func=commands.cmd_network_create)
+    p = net.add_parser("ls", help="list networks")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=commands.cmd_network_ls)
+    p = net.add_parser("rm", help="remove networks that have no containers")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.set_defaults(func=commands.cmd_network_rm)
+
+    p = sub.add_parser("run", help="run a container on this host")
+    p.add_argument("-d", "--detach", action="store_true", help="print the id and return")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached")
+    p.add_argument("-t", "--tty", action="store_true", help="give the container a terminal")
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument("--name")
+    p.add_argument("-n", "--network", metavar="CIDR|NAME")
+    p.add_argument("-e", "--env", action="append", type=_env, default=[], metavar="K=V")
+    p.add_argument("--hostname")
+    p.add_argument("--memory", type=_size, metavar="SIZE")
+    p.add_argument("--pids-limit", type=int, metavar="N")
+    p.add_argument("--cpus", type=float, metavar="X")
+    p.add_argument("image", nargs="?", default="busybox", metavar="IMAGE")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+    p.set_defaults(func=commands.cmd_run)
+    p = sub.add_parser("new", help="an interactive shell in a new container on a subnet")
+    p.add_argument("-n", "--network", required=True, metavar="CIDR|NAME")
+    p.set_defaults(func=commands.cmd_new)
+    p = sub.add_parser("exec", help="run a command in a running container (any host)")
+    p.add_argument("-i", "--interactive", action="store_true", help="pass stdin on")
+    p.add_argument("-t", "--tty", action="store_true", help="give the command a terminal")
+    p.add_argument("ref", metavar="NAME|ID")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+    p.set_defaults(func=commands.cmd_exec)
+    p = sub.add_parser("ps", help="containers of the whole cluster")
+    p.add_argument("-a", "--all", action="store_true", help="exited ones too")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=commands.cmd_ps)
+    p = sub.add_parser("inspect", help="a container, as JSON")
+    p.add_argument("ref", metavar="NAME|ID")
+    p.set_defaults(func=commands.cmd_inspect)
+    p = sub.add_parser("logs", help="a container's output (any host)")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("ref", metavar="NAME|ID")
+    p.set_defaults(func=commands.cmd_logs)
+    p = sub.add_parser("stop", help="SIGTERM, then SIGKILL after -t seconds (any host, "
+                                    "through the log)")
+    p.add_argument("-t", "--time", type=int, default=10, metavar="SECONDS")
+    p.add_argument("refs", nargs="+", metavar="NAME|ID")
+    p.set_defaults(func=commands.cmd_stop)
+    p = sub.add_parser("rm", help="remove containers (from any host, through the log)")
+    p.add_argument("-f", "--force", action="store_true", help="also running ones")
+    p.add_argument("refs", nargs="+", metavar="NAME|ID")
+    p.set_defaults(func=commands.cmd_rm)
+
+    img = sub.add_parser("image", help="this host's images").add_subparsers(
+        dest="image_command", required=True, parser_class=_Parser)
+    p = img.add_parser("ls", help="list images")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=commands.cmd_image_ls)
+    p = img.add_parser("import", help="import a root filesystem tarball as NAME[:TAG]")
+    p.add_argument("ref", metavar="NAME[:TAG]")
+    p.add_argument("file", metavar="FILE.tar[.gz]")
+    p.set_defaults(func=commands.cmd_image_import)
+    p = img.add_parser("pull", help="download the Alpine minirootfs (checks its SHA-256)")
+    p.add_argument("ref", metavar="alpine:X.Y.Z")
+    p.add_argument("--mirror", metavar="URL",
+                   help="base URL instead of https://dl-cdn.alpinelinux.org/alpine")
+    p.set_defaults(func=commands.cmd_image_pull)
+    p = img.add_parser("rm", help="remove images")
+    p.add_argument("refs", nargs="+", metavar="NAME[:TAG]")
+    p.set_defaults(func=commands.cmd_image_rm)
+
+    p = sub.add_parser("replay", help="what every host should look like, from the log alone")
+    p.add_argument("--until", type=_since, metavar="SEQ", help="stop after this seq")
+    p.add_argument("--node", metavar="NAME", help="only this host's overlay")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--file", metavar="FILE",
+                   help="read 'events --json' output instead of asking the daemon ('-': stdin)")
+    p.add_argument("--check", action="store_true",
+                   help="compare this host's kernel with the log; print every difference")
+    p.set_defaults(func=commands.cmd_replay)
+    return parser

@@ -1,0 +1,80 @@
+"""The daemon's configuration, its defaults, and every port it listens on.
+
+One host's daemon uses three ports, all derived from ``--address HOST:PORT``:
+
+    PORT       dqlite: Raft between the members and SQL from their clients (TCP)
+    PORT + 1   heartbeats and pokes between the daemons (UDP)
+    PORT + 2   the peer API: another daemon's forwarded ``logs`` and ``exec`` (TCP)
+
+and one unix socket, ``RUN_DIR/cantainerd.sock`` (mode 0600), for the CLI.
+The CLI imports this module for its default socket: it stays standard-library only.
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_PORT = 9000
+DEFAULT_DATA_DIR = "/var/lib/cantainer"
+DEFAULT_RUN_DIR = "/run/cantainer"
+SOCKET_NAME = "cantainerd.sock"
+DEFAULT_SOCKET = os.path.join(DEFAULT_RUN_DIR, SOCKET_NAME)
+
+# Raft's one-way latency estimate: heartbeats every 1.5x, elections after 15x.  60 ms
+# is etcd's LAN default (90 ms heartbeats, 900 ms elections); the leader's Raft thread
+# costs ~0.4 % of a core at 30 ms (bench.idle), half that here.
+NETWORK_LATENCY_MS = 60
+SUSPECT_AFTER = 10.0     # seconds of heartbeat silence before NodeSuspected
+IDLE_POLL = 2.0          # seconds between reads of a quiet log (pokes wake it)
+RECONCILE_EVERY = 10.0   # seconds between full kernel comparisons; 0: never
+
+
+def heartbeat_port(dqlite_port: int) -> int:
+    return dqlite_port + 1
+
+
+def peer_port(dqlite_port: int) -> int:
+    """Where a daemon serves its peers' forwarded requests (logs, exec)."""
+    return dqlite_port + 2
+
+
+class Config:
+    """What ``cantainerd`` was started with (``cantainer.daemon.main.parse`` builds it
+    from the command line)."""
+
+    def __init__(self, *, name: str, host: str, port: int = DEFAULT_PORT,
+                 seeds: tuple[str, ...] = (), data_dir: str = DEFAULT_DATA_DIR,
+                 run_dir: str = DEFAULT_RUN_DIR, voters: int = 3, standbys: int = 3,
+                 network_latency_ms: int = NETWORK_LATENCY_MS,
+                 suspect_after: float = SUSPECT_AFTER, idle_poll: float = IDLE_POLL,
+                 reconcile_every: float = RECONCILE_EVERY,
+                 fixed_poll: float | None = None) -> None:
+        self.name = name
+        self.host = host  # this host's underlay address
+        self.port = port
+        self.seeds = seeds
+        self.data_dir = data_dir
+        self.run_dir = run_dir
+        self.voters = voters
+        self.standbys = standbys
+        self.network_latency_ms = network_latency_ms
+        self.suspect_after = suspect_after
+        self.idle_poll = idle_poll
+        self.reconcile_every = reconcile_every
+        self.fixed_poll = fixed_poll  # benchmarks only: see bench/convergence.py
+
+    @property
+    def dqlite_address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def heartbeat_address(self) -> tuple[str, int]:
+        return self.host, heartbeat_port(self.port)
+
+    @property
+    def peer_address(self) -> tuple[str, int]:
+        return self.host, peer_port(self.port)
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.run_dir, SOCKET_NAME)

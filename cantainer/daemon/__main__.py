@@ -1,0 +1,5 @@
+import sys
+
+from cantainer.daemon.main import main
+
+sys.exit(main())

@@ -1,0 +1,248 @@
+"""``cantainerd``: one host's daemon, put together.
+
+Start order (``Daemon.run``), each step undone in reverse on the way out:
+
+    1. the kernel's neighbour table limits raised (nothing to undo)
+    2. the embedded dqlite node started; joined through the seeds if new  -> stopped
+    3. the runner: the state, the tailer, the kernel actors               -> stopped
+    4. this host announced (NodeJoined unless a member)    -> leadership and seat handed over
+    5. heartbeats sent and heard                                          -> closed
+    6. the API served (unix socket, peer port)                            -> closed
+    7. the loops: Raft roles, the leader's suspicion of silent hosts      -> cancelled
+
+Stopping is not leaving: after SIGTERM the host stays a member, its
+containers keep running under their shims, and the restarted daemon adopts
+them (Docker's live-restore; kubelet and Nomad behave alike).  The peers
+record ``NodeSuspected`` if it stays away.  Leaving is ``cantainer node
+leave`` (``api/cluster.py``): ``NodeLeft``, which stops this host's containers
+and frees their addresses, then the stop above.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+
+from cantainer.api.server import ApiServer
+from cantainer.config import Config, heartbeat_port
+from cantainer.daemon.handle import DaemonHandle
+from cantainer.daemon.heartbeat import INTERVAL as HEARTBEAT_INTERVAL
+from cantainer.daemon.heartbeat import Heartbeats, Suspicion
+from cantainer.daemon.runner import Runner
+from cantainer.errors import ConfigError
+from cantainer.events import Event, NodeJoined
+from cantainer.events.log import EventLog
+from cantainer.events.raft import RaftMember
+from cantainer.kernel.images import ImageStore
+from cantainer.kernel.net import ensure_neighbour_table, mtu_of
+from cantainer.projections.membership import LEFT
+from cantainer.projections.state import ClusterState
+
+log = logging.getLogger("cantainerd")
+
+ROLES_INTERVAL = 5.0  # seconds between checks of Raft voters and stand-bys
+ONLINE_WITHIN = 3.0   # a member heard from this recently counts as online for Raft roles
+HAND_OVER_TIMEOUT = 3.0  # seconds a stop waits to hand over leadership
+CATCH_UP_TIMEOUT = 300.0  # seconds a starting daemon may take to apply the log
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.raft = RaftMember(config.data_dir, config.dqlite_address, config.seeds,
+                               voters=config.voters, standbys=config.standbys,
+                               network_latency_ms=config.network_latency_ms)
+        # Three sessions, so a reader never waits behind a writer: appends, reads for
+        # the API, and the runner's tailer.
+        self.log = EventLog(self.raft.store, node=config.name)
+        self.reader = EventLog(self.raft.store, node=config.name)
+        self.runner = Runner(EventLog(self.raft.store, node=config.name), ClusterState(),
+                             node=config.name, address=config.host, data_dir=config.data_dir,
+                             report=self._append_soon, underlay_mtu=mtu_of(config.host),
+                             idle_poll=config.idle_poll, reconcile_every=config.reconcile_every,
+                             fixed_poll=config.fixed_poll)
+        self.heartbeats = Heartbeats(config.name, self._heartbeat_peers,
+                                     lambda: self.runner.state.applied,
+                                     on_poke=self.runner.wake)
+        self.suspicion = Suspicion(config.name, config.suspect_after)
+        self.api = ApiServer(DaemonHandle(config, self.log, self.reader, self.runner,
+                                          self.raft, self.heartbeats,
+                                          ImageStore(config.data_dir), self.appended,
+                                          self.stop), config.socket_path)
+        self._stopping = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loops: list[asyncio.Task] = []
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self._stopping.set)
+        steps = [  # (start, stop): started in this order, stopped in the reverse
+            (self._raise_neighbour_table, None),
+            (self.raft.start, self._stop_raft),
+            (self._start_runner, self.runner.stop),
+            (self._announce, self._hand_over),
+            (self._start_heartbeats, self.heartbeats.close),
+            (self._start_api, self.api.stop),
+            (self._start_loops, self._stop_loops),
+        ]
+        undo = []
+        try:
+            for start, stop in steps:
+                await _call(start)
+                undo.append(stop)
+            log.info("cantainerd %s ready: dqlite %s, node id %x, API %s", self.config.name,
+                     self.config.dqlite_address, self.raft.node_id, self.config.socket_path)
+            await self._stopping.wait()
+            log.info("stopping")
+        finally:
+            for stop in reversed(undo):
+                if stop is not None:
+                    await _call(stop)
+        log.info("stopped")
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # -- the steps ---------------------------------------------------------------------------
+
+    def _raise_neighbour_table(self) -> None:
+        try:
+            for change in ensure_neighbour_table():
+                log.info("raised the kernel's neighbour table: %s", change)
+        except OSError as exc:  # containers still work; many of them may not reach each other
+            log.warning("cannot raise the kernel's neighbour table limits: %s", exc)
+
+    async def _stop_raft(self) -> None:
+        for session in (self.log, self.reader, self.runner.log):
+            await session.close()
+        await self.raft.stop()
+
+    def _start_runner(self) -> None:
+        self.runner.start()
+
+    async def _announce(self) -> None:
+        """Append ``NodeJoined`` unless the log already has this host as a member.
+
+        The id names the node and the seq of its last ``NodeLeft`` (0 if none), so
+        a restart appends nothing and a rejoin after leaving appends once.
+        """
+        await self.runner.wait_applied(await self.reader.head(), timeout=CATCH_UP_TIMEOUT)
+        me = self.runner.state.members.nodes.get(self.config.name)
+        if me is not None and me.state != LEFT:
+            log.info("already a member since seq %d", me.joined)
+            return
+        event = NodeJoined(name=self.config.name, address=self.config.host,
+                           dqlite_address=self.config.dqlite_address)
+        seq, = await self.log.append(
+            [event], [f"NodeJoined-{self.raft.node_id:x}-{me.since if me else 0}"])
+        self.appended()
+        await self.runner.wait_applied(seq)
+        if (reason := self.runner.state.verdict(seq)) is not None:
+            raise ConfigError(f"this node cannot join: {reason}")
+        log.info("NodeJoined is at seq %d", seq)
+
+    async def _hand_over(self) -> None:
+        try:
+            async with asyncio.timeout(HAND_OVER_TIMEOUT):
+                await self.raft.hand_over()
+        except Exception as exc:
+            log.warning("hand-over incomplete: %s", exc)
+
+    async def _start_heartbeats(self) -> None:
+        await self.heartbeats.start(*self.config.heartbeat_address)
+
+    async def _start_api(self) -> None:
+        await self.api.start(self.config.peer_address)
+
+    def _start_loops(self) -> None:
+        self._loops = [asyncio.create_task(self._look_after_roles()),
+                       asyncio.create_task(self.heartbeats.run()),
+                       asyncio.create_task(self._judge_liveness())]
+
+    async def _stop_loops(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+
+    # -- appending from the actors and the loops --------------------------------------------
+
+    def _append_soon(self, event: Event, event_id: str) -> None:
+        """Append without waiting, from any thread (ids make repeats harmless)."""
+        future = asyncio.run_coroutine_threadsafe(self.log.append([event], [event_id]),
+                                                  self._loop)
+
+        def done(f) -> None:
+            if f.exception() is not None:
+                log.warning("append of %s failed: %s", type(event).__name__, f.exception())
+            else:
+                self._loop.call_soon_threadsafe(self.appended)
+
+        future.add_done_callback(done)
+
+    def appended(self) -> None:
+        """Something reached the log from here: read it now, and tell the peers to."""
+        self.runner.wake()
+        self.heartbeats.poke()
+
+    # -- liveness and roles ------------------------------------------------------------------
+
+    def _heartbeat_peers(self) -> list[tuple[str, int]]:
+        """Every live member the log names, but this host."""
+        peers = []
+        for node in self.runner.state.members.live().values():
+            host, _, port = node.dqlite_address.rpartition(":")
+            if node.name != self.config.name:
+                peers.append((host, heartbeat_port(int(port))))
+        return peers
+
+    async def _judge_liveness(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            members = self.runner.state.members
+            # Members the log names are worth asking for the leader, too.
+            await self.raft.store.learn(n.dqlite_address for n in members.live().values())
+            for event, event_id in self.suspicion.events(members, self.heartbeats.last_heard,
+                                                         self.raft.is_leader):
+                log.info("appending %s for %s", type(event).__name__, event.name)
+                self._append_soon(event, event_id)
+
+    async def _look_after_roles(self) -> None:
+        while True:
+            await asyncio.sleep(ROLES_INTERVAL)
+            try:
+                await self.raft.look_after(heard=self._heard_recently())
+            except Exception as exc:  # keep looking after roles whatever one round hit
+                log.info("role check skipped: %s", exc)
+
+    def _heard_recently(self) -> set[str]:
+        """dqlite addresses of the members whose heartbeat is fresh."""
+        fresh = {name for name, heard in self.heartbeats.last_heard.items()
+                 if time.monotonic() - heard < ONLINE_WITHIN}
+        return {n.dqlite_address for n in self.runner.state.members.live().values()
+                if n.name in fresh}
+
+
+async def _call(step) -> None:
+    result = step()
+    if asyncio.iscoroutine(result):
+        await result
+
+
+def data_dir_lock(data_dir: str) -> int:
+    """One daemon per data directory: an exclusive lock on ``DATA_DIR/lock``."""
+    import fcntl
+
+    try:
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(data_dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot use data directory {data_dir}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ConfigError(f"another cantainerd is using the data directory {data_dir}") from None
+    return fd

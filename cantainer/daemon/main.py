@@ -1,0 +1,116 @@
+"""``cantainerd``'s command line: flags into a ``Config``, then the daemon runs.
+
+``python -m cantainer.daemon`` and the ``cantainerd`` script both come here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import socket
+import sys
+
+from cantainer.config import (DEFAULT_DATA_DIR, DEFAULT_PORT, DEFAULT_RUN_DIR, IDLE_POLL,
+                              NETWORK_LATENCY_MS, RECONCILE_EVERY, SUSPECT_AFTER, Config)
+from cantainer.daemon.daemon import Daemon, data_dir_lock
+from cantainer.errors import CantainerError, ConfigError
+from cantainer.events.validate import NAME_RE
+from cantainer.kernel.net import default_address
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Actors, the tailer and the API hand work between threads many times a
+    # request; Python's default 5 ms GIL switch interval would add up to 5 ms
+    # to each hand-off.
+    sys.setswitchinterval(0.001)
+    try:
+        config, level = parse(argv)
+        logging.basicConfig(level=level.upper(),
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        if level != "debug":  # our own messages say what its retries were about
+            logging.getLogger("dqliteclient").setLevel(logging.ERROR)
+        lock = data_dir_lock(config.data_dir)
+        try:
+            asyncio.run(Daemon(config).run())
+        finally:
+            os.close(lock)
+    except CantainerError as exc:
+        print(f"cantainerd: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def parse(argv: list[str] | None = None) -> tuple[Config, str]:
+    """The configuration from ``cantainerd``'s command line, and the log level."""
+    parser = argparse.ArgumentParser(prog="cantainerd", description="Cantainer host daemon.")
+    parser.add_argument("--address", help="this host's underlay address, HOST[:PORT] "
+                        "(default: the default route's source address, port 9000)")
+    parser.add_argument("--seeds", default="", help="HOST:PORT[,...] of members to join through")
+    parser.add_argument("--name", default=socket.gethostname(), help="node name (default: hostname)")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR)
+    parser.add_argument("--voters", type=int, default=3, help=argparse.SUPPRESS)
+    parser.add_argument("--standbys", type=int, default=3, help=argparse.SUPPRESS)
+    parser.add_argument("--network-latency-ms", type=int, default=NETWORK_LATENCY_MS,
+                        metavar="MS",
+                        help="one-way latency dqlite plans for: Raft heartbeats every 1.5x, "
+                             f"elections after 15x (default: {NETWORK_LATENCY_MS}, a "
+                             f"{15 * NETWORK_LATENCY_MS} ms election timeout)")
+    parser.add_argument("--suspect-after", type=float, default=SUSPECT_AFTER, metavar="SECONDS",
+                        help="heartbeat silence after which the leader records NodeSuspected "
+                             "(default: 10)")
+    parser.add_argument("--idle-poll", type=float, default=IDLE_POLL, metavar="SECONDS",
+                        help="how often a quiet log is read (default: 2); appending hosts "
+                             "poke their peers to read at once")
+    parser.add_argument("--reconcile-every", type=float, default=RECONCILE_EVERY,
+                        metavar="SECONDS",
+                        help="full comparison of the kernel with the log (default: 10); 0: "
+                             "never (removals are still noticed at once through rtnetlink)")
+    parser.add_argument("--fixed-poll", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    if args.address is None:
+        found = default_address()
+        if found is None:
+            raise ConfigError("no default route to take an address from; pass --address")
+        args.address = found
+    host, port = _parse_address(args.address, "--address")
+    seeds = tuple(":".join(map(str, _parse_address(seed, "--seeds")))
+                  for seed in filter(None, (s.strip() for s in args.seeds.split(","))))
+    if not 1 <= args.voters <= 7 or not 0 <= args.standbys <= 7:
+        raise ConfigError("--voters must be 1..7 and --standbys 0..7")
+    if not 1.0 <= args.suspect_after <= 3600:
+        raise ConfigError("--suspect-after must be 1..3600 seconds")
+    if not 0.01 <= args.idle_poll <= 3600:
+        raise ConfigError("--idle-poll must be 0.01..3600 seconds")
+    if args.reconcile_every != 0 and not 1 <= args.reconcile_every <= 86400:
+        raise ConfigError("--reconcile-every must be 0 (never) or 1..86400 seconds")
+    if args.fixed_poll is not None and not 0.001 <= args.fixed_poll <= 60:
+        raise ConfigError("--fixed-poll must be 0.001..60 seconds")
+    if not 1 <= args.network_latency_ms <= 10_000:
+        raise ConfigError("--network-latency-ms must be 1..10000")
+    if not NAME_RE.match(args.name):
+        raise ConfigError(f"--name {args.name!r} is not a valid node name")
+    config = Config(name=args.name, host=host, port=port, seeds=seeds,
+                    data_dir=os.path.abspath(args.data_dir),
+                    run_dir=os.path.abspath(args.run_dir), voters=args.voters,
+                    standbys=args.standbys, network_latency_ms=args.network_latency_ms,
+                    suspect_after=args.suspect_after, idle_poll=args.idle_poll,
+                    reconcile_every=args.reconcile_every, fixed_poll=args.fixed_poll)
+    return config, args.log_level
+
+
+def _parse_address(value: str, flag: str) -> tuple[str, int]:
+    host, _, port = value.partition(":")
+    try:
+        ipaddress.IPv4Address(host)
+        number = int(port) if port else DEFAULT_PORT
+        if not 0 < number < 65536:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{flag} {value!r} is not IPV4[:PORT]") from None
+    return host, number

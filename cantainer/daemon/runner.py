@@ -1,0 +1,222 @@
+"""The runner: read the log in order, apply each record once, give the actors their plans.
+
+The one ``ClusterState`` of this host lives here, on the daemon's event loop:
+the tailer applies every record to it once, and the API reads it on the same
+loop (no locks, no copies).  After each read that reaches the log's head, each
+kernel actor is told its plan as of that seq (``Desired``), derived from the
+state by the actor's ``derive`` and frozen: no actor ever sees the state.
+"Wait until applied" (the state) and "wait until reconciled" (an actor's
+kernel) are the runner's own methods.
+
+The log sends no notifications: the tailer polls, quickly (``POLL_MIN``)
+while records arrive, backing off to ``idle_poll`` when the log is quiet, and
+wakes at once (``wake``) when this host appends or a peer pokes it.  Every
+``TICK`` seconds the runner restarts dead actors (a fresh one gets the current
+plan); every ``reconcile_every`` seconds (0: never) it nudges the live ones to
+compare the kernel with their plan.  Start order is ``actors``; stop order its
+reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+
+import pykka
+
+from cantainer.actors import ACTORS, ActorContext, Desired, KernelActor, Reconcile
+from cantainer.errors import LogUnavailable, Unavailable
+from cantainer.events import Event
+from cantainer.projections.state import ClusterState
+
+log = logging.getLogger(__name__)
+
+BATCH = 1000
+POLL_MIN = 0.01
+TICK = 2.0
+SLOW_READ = 0.5  # seconds: a read slower than this is logged
+RESTART_BACKOFF_MAX = 30.0
+HEALTHY_AFTER = 60.0  # seconds alive after which a restarted actor's backoff resets
+
+
+class Runner:
+    def __init__(self, log_, state: ClusterState, *, node: str, address: str, data_dir: str,
+                 report: Callable[[Event, str], None], underlay_mtu: int = 1500,
+                 actors: tuple[type[KernelActor], ...] = ACTORS, idle_poll: float = 2.0,
+                 reconcile_every: float = 10.0, fixed_poll: float | None = None) -> None:
+        self.log = log_
+        self.state = state
+        self.node = node
+        self._report = report
+        self.idle_poll = idle_poll
+        self.reconcile_every = reconcile_every
+        # The benchmarks' anchor: the original tool's design, a fixed poll and no wakes.
+        self.fixed_poll = fixed_poll
+        self.context = ActorContext(node=node, address=address, data_dir=data_dir,
+                                    listener=self, underlay_mtu=underlay_mtu)
+        self.classes = {cls.name: cls for cls in actors}
+        self.refs: dict[str, pykka.ActorRef] = {}
+        self.reconciled_seq: dict[str, int] = {}
+        self._published = 0
+        self._restart_at: dict[str, float] = {}
+        self._started_at: dict[str, float] = {}
+        self._backoff: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        self._progressed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for name in self.classes:
+            self._start(name)
+        self._tasks = [asyncio.create_task(self._tail()), asyncio.create_task(self._tick())]
+
+    def _start(self, name: str) -> None:
+        self.refs[name] = self.classes[name].start(self.context)
+        self._started_at[name] = time.monotonic()
+        self.reconciled_seq[name] = 0
+        if self._published:  # a restarted actor: its plan now
+            self._tell(name, Desired(self._published, self._derive(name)))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for name in reversed(list(self.refs)):
+            ref = self.refs.pop(name)
+            if ref.is_alive():
+                await asyncio.to_thread(lambda: ref.stop(block=True, timeout=10))
+
+    # -- the Listener of the actors (their threads) ------------------------------------------
+
+    def reconciled(self, actor: str, seq: int) -> None:
+        self._loop.call_soon_threadsafe(self._set_reconciled, actor, seq)
+
+    def _set_reconciled(self, actor: str, seq: int) -> None:
+        self.reconciled_seq[actor] = max(seq, self.reconciled_seq.get(actor, 0))
+        self._progressed.set()
+
+    def report(self, event: Event, event_id: str) -> None:
+        self._report(event, event_id)
+
+    # -- feeding --------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Read the log now: this host just appended, or a peer did."""
+        if self.fixed_poll is None:
+            self._wake.set()
+
+    async def _tail(self) -> None:
+        interval = POLL_MIN
+        while True:
+            self._wake.clear()  # before the read: a wake during it must not be lost
+            after = self.state.applied
+            started = time.monotonic()
+            try:
+                batch = await self.log.read(after=after, limit=BATCH)
+                if (took := time.monotonic() - started) > SLOW_READ:
+                    log.warning("tailer: reading the log after seq %d took %.2f s", after, took)
+            except LogUnavailable as exc:
+                log.warning("tailer: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            except Exception:  # never let this host stop reading the log
+                log.exception("tailer: reading the log failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            self.state.apply_all(batch)
+            if batch:
+                self._progressed.set()
+            if len(batch) == BATCH:
+                continue  # catch up first: plans follow once at the head
+            self._publish()
+            interval = POLL_MIN if batch else min(interval * 2, self.idle_poll)
+            if self.fixed_poll is not None:
+                interval = self.fixed_poll
+            try:
+                await asyncio.wait_for(self._wake.wait(), interval)
+            except TimeoutError:
+                pass
+
+    def _publish(self) -> None:
+        """Each actor's plan as of the state's seq, if the state moved since the last."""
+        if self.state.applied == self._published:
+            return
+        self._published = self.state.applied
+        for name in self.refs:
+            self._tell(name, Desired(self._published, self._derive(name)))
+
+    def _derive(self, name: str):
+        return self.classes[name].derive(self.state, self.node)
+
+    def _tell(self, name: str, message) -> None:
+        try:
+            self.refs[name].tell(message)
+        except pykka.ActorDeadError:
+            pass  # supervise() starts a fresh one, which gets the plan then
+
+    async def _tick(self) -> None:
+        ticks_per_reconcile = max(1, round(self.reconcile_every / TICK))
+        for n in itertools.count(1):
+            await asyncio.sleep(TICK)
+            self.supervise()
+            if not self.reconcile_every or n % ticks_per_reconcile:
+                continue
+            for name in self.refs:
+                self._tell(name, Reconcile(periodic=True))
+
+    def supervise(self) -> None:
+        """Start a fresh actor in place of a dead one, with backoff against crash loops."""
+        now = time.monotonic()
+        for name, ref in list(self.refs.items()):
+            if ref.is_alive():
+                if now - self._started_at[name] > HEALTHY_AFTER:
+                    self._backoff.pop(name, None)
+                continue
+            if name not in self._restart_at:
+                self._backoff[name] = min(self._backoff.get(name, 0.5) * 2, RESTART_BACKOFF_MAX)
+                self._restart_at[name] = now + self._backoff[name]
+                log.error("%s actor died; restarting it in %.0fs", name, self._backoff[name])
+            elif now >= self._restart_at[name]:
+                del self._restart_at[name]
+                self._start(name)
+
+    # -- waiting, for the API ---------------------------------------------------------------
+
+    async def wait_applied(self, seq: int, timeout: float = 10.0) -> None:
+        """Until the state has applied ``seq``."""
+        await self.until(lambda: self.state.applied >= seq, timeout,
+                         f"this host to apply seq {seq}")
+
+    async def wait_reconciled(self, actor: str, seq: int, timeout: float = 10.0) -> None:
+        """Until ``actor`` has made the kernel match its plan as of ``seq``."""
+        await self.until(lambda: self.reconciled_seq.get(actor, 0) >= seq, timeout,
+                         f"the {actor} actor to act on seq {seq}")
+
+    async def until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
+        """Until ``done()`` holds, asked again whenever records are applied or an actor
+        reports; ``Unavailable`` after ``timeout`` seconds."""
+        self.wake()
+        try:
+            async with asyncio.timeout(None if timeout == float("inf") else timeout):
+                while not done():
+                    self._progressed.clear()
+                    if done():
+                        break
+                    await self._progressed.wait()
+        except TimeoutError:
+            raise Unavailable(f"waited {timeout:g}s for {what}") from None
+
+    async def ask(self, actor: str, method: str, *args, timeout: float = 10.0):
+        """Call an actor's method and wait for the answer without blocking the loop."""
+        ref = self.refs.get(actor)
+        if ref is None or not ref.is_alive():
+            raise Unavailable(f"the {actor} actor is restarting; try again")
+        future = getattr(ref.proxy(), method)(*args)
+        return await asyncio.to_thread(lambda: future.get(timeout=timeout))

@@ -1,0 +1,137 @@
+"""The event catalogue: one frozen attrs class per fact the cluster records.
+
+Events are past tense and never change once written.  Each class has a
+``VERSION``; a change to a class's fields bumps it and teaches the codec to
+read the older form (see DESIGN.md, "Events").  The type name stored in the
+log is the class name.
+"""
+
+from typing import ClassVar
+
+import attrs
+
+from cantainer.events import validate as v
+
+
+@attrs.frozen
+class Event:
+    """Base of every event in the catalogue."""
+
+    VERSION: ClassVar[int] = 1
+
+    @classmethod
+    def type_name(cls) -> str:
+        return cls.__name__
+
+
+# -- membership -----------------------------------------------------------------
+
+
+@attrs.frozen
+class NodeJoined(Event):
+    """A host entered the cluster."""
+
+    name: str = attrs.field(validator=v.name)
+    address: str = attrs.field(validator=v.ipv4_address)  # underlay address (VTEP)
+    dqlite_address: str = attrs.field(validator=v.host_port)
+
+
+@attrs.frozen
+class NodeLeft(Event):
+    """A host left the cluster: gracefully, or evicted by an operator."""
+
+    name: str = attrs.field(validator=v.name)
+
+
+@attrs.frozen
+class NodeSuspected(Event):
+    """The leader stopped hearing a host's heartbeat."""
+
+    name: str = attrs.field(validator=v.name)
+
+
+@attrs.frozen
+class NodeRecovered(Event):
+    """A suspected host's heartbeat came back."""
+
+    name: str = attrs.field(validator=v.name)
+
+
+# -- networks -------------------------------------------------------------------
+
+
+@attrs.frozen
+class NetworkCreated(Event):
+    """An overlay subnet was created; its VNI follows from log order."""
+
+    name: str = attrs.field(validator=v.name)
+    cidr: str = attrs.field(validator=v.cidr)
+
+
+@attrs.frozen
+class NetworkRemoved(Event):
+    """An overlay subnet was removed."""
+
+    name: str = attrs.field(validator=v.name)
+
+
+# -- containers -----------------------------------------------------------------
+
+
+@attrs.frozen
+class ContainerCreated(Event):
+    """A container was requested on a host; its address follows from log order."""
+
+    container: str = attrs.field(validator=v.container_id)
+    name: str = attrs.field(validator=v.name)
+    host: str = attrs.field(validator=v.name)
+    network: str = attrs.field(validator=v.network_ref)
+    image: str = attrs.field(default="busybox", validator=v.image)
+    command: tuple[str, ...] = attrs.field(default=("/bin/sh",), converter=v.to_tuple,
+                                           validator=v.argv)
+    env: tuple[str, ...] = attrs.field(default=(), converter=v.to_tuple, validator=v.env)
+    hostname: str | None = attrs.field(default=None, validator=v.optional_name)
+    memory: int | None = attrs.field(default=None, validator=v.optional_in_range(4 << 20, 1 << 50))
+    pids_limit: int | None = attrs.field(default=None, validator=v.optional_in_range(1, 1 << 22))
+    cpus: float | None = attrs.field(default=None, validator=v.optional_cpus)
+
+
+@attrs.frozen
+class ContainerStarted(Event):
+    """The owning host reports the container's process running."""
+
+    container: str = attrs.field(validator=v.container_id)
+    pid: int = attrs.field(validator=v.in_range(1, 1 << 22))
+
+
+@attrs.frozen
+class ContainerStopRequested(Event):
+    """Someone asked the owning host to stop the container: SIGTERM, then SIGKILL
+    after ``timeout`` seconds.  Any host may append it; the owner acts on it."""
+
+    container: str = attrs.field(validator=v.container_id)
+    timeout: int = attrs.field(default=10, validator=v.in_range(0, 3600))  # seconds
+
+
+@attrs.frozen
+class ContainerExited(Event):
+    """The container's process ended with this code (128 + signal when killed)."""
+
+    container: str = attrs.field(validator=v.container_id)
+    exit_code: int = attrs.field(validator=v.in_range(0, 255))
+
+
+@attrs.frozen
+class ContainerRemoved(Event):
+    """The container and its address are gone."""
+
+    container: str = attrs.field(validator=v.container_id)
+
+
+CATALOGUE: dict[str, type[Event]] = {
+    cls.type_name(): cls
+    for cls in (NodeJoined, NodeLeft, NodeSuspected, NodeRecovered,
+                NetworkCreated, NetworkRemoved,
+                ContainerCreated, ContainerStarted, ContainerStopRequested, ContainerExited,
+                ContainerRemoved)
+}

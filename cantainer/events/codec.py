@@ -1,0 +1,163 @@
+"""Encoding events for the log, and decoding whatever the log holds.
+
+``encode`` turns an event into a msgpack map of its fields (type and version
+live in their own columns of the log).  ``decode`` never raises: a record of
+an unknown type, of a newer version than this build knows, or with a payload
+that does not decode becomes an :class:`UnknownEvent`, which projections skip.
+``from_data`` builds an event from user input (JSON or ``key=value`` strings)
+for ``submit-event``, with one-line errors that name the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+import uuid
+
+import attrs
+import msgpack
+
+from cantainer.errors import InvalidEvent, PayloadTooLarge
+from cantainer.events.catalogue import CATALOGUE, Event
+from cantainer.events.validate import shown
+
+MAX_PAYLOAD = 64 * 1024
+
+
+@attrs.frozen
+class UnknownEvent:
+    """A log record this build cannot apply; ``reason`` says why."""
+
+    type: str
+    version: int
+    reason: str
+
+
+@attrs.frozen
+class Recorded:
+    """An event as the log holds it: its position, identity and origin."""
+
+    seq: int
+    id: str
+    type: str
+    version: int
+    node: str
+    time: float
+    event: Event | UnknownEvent
+
+    def data(self) -> dict:
+        """The event's fields as JSON-ready values (empty for unknown events)."""
+        return to_data(self.event) if isinstance(self.event, Event) else {}
+
+
+def to_data(event: Event) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v
+            for k, v in attrs.asdict(event, recurse=False).items()}
+
+
+def encode(event: Event) -> bytes:
+    payload = msgpack.packb(to_data(event), use_bin_type=True)
+    if len(payload) > MAX_PAYLOAD:
+        raise PayloadTooLarge(
+            f"{event.type_name()} payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD}")
+    return payload
+
+
+def decode(type_name: object, version: object, payload: object) -> Event | UnknownEvent:
+    """The event a log record holds, or an :class:`UnknownEvent` saying why not."""
+    if isinstance(payload, bytes) and len(payload) > MAX_PAYLOAD:
+        return _unknown(type_name, version, f"payload of {len(payload)} bytes exceeds "
+                                            f"{MAX_PAYLOAD}")
+    if not isinstance(payload, bytes):
+        return _unknown(type_name, version, "payload is not bytes")
+    try:
+        data = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises many kinds on garbage
+        return _unknown(type_name, version, f"payload does not decode: {type(exc).__name__}")
+    return decode_fields(type_name, version, data)
+
+
+def decode_fields(type_name: object, version: object, data: object) -> Event | UnknownEvent:
+    """The event of this type and version with these fields, or an :class:`UnknownEvent`.
+
+    Used for decoded payloads and for records read back from ``events --json``.
+    """
+    cls = CATALOGUE.get(type_name) if isinstance(type_name, str) else None
+    if cls is None:
+        return _unknown(type_name, version, "unknown event type")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        return _unknown(type_name, version, f"invalid version {shown(version)}")
+    if version > cls.VERSION:
+        return _unknown(type_name, version, f"version {version} is newer than this "
+                                            f"build's {cls.VERSION}")
+    if not isinstance(data, dict):
+        return _unknown(type_name, version, "payload is not a map")
+    try:
+        return cls(**data)
+    except InvalidEvent as exc:
+        return _unknown(type_name, version, str(exc))
+    except (TypeError, ValueError) as exc:
+        return _unknown(type_name, version, f"fields do not match {cls.__name__}: {exc}")
+
+
+def _unknown(type_name: object, version: object, reason: str) -> UnknownEvent:
+    shown_type = type_name if isinstance(type_name, str) else repr(type_name)
+    shown_version = version if isinstance(version, int) and not isinstance(version, bool) else -1
+    return UnknownEvent(shown_type, shown_version, reason)
+
+
+def new_event_id() -> str:
+    """A fresh idempotency key, for an event whose submitter gave none."""
+    return uuid.uuid4().hex
+
+
+def event_class(type_name: str) -> type[Event]:
+    cls = CATALOGUE.get(type_name)
+    if cls is None:
+        known = ", ".join(sorted(CATALOGUE))
+        raise InvalidEvent(f"unknown event type {shown(type_name)} (known: {known})")
+    return cls
+
+
+def from_data(type_name: str, data: dict) -> Event:
+    """Build and validate an event from user data; values may be strings."""
+    cls = event_class(type_name)
+    if not isinstance(data, dict):
+        raise InvalidEvent("event data must be a JSON object")
+    fields = {f.name: f for f in attrs.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InvalidEvent(f"{type_name} has no field {shown(unknown[0])} "
+                           f"(fields: {', '.join(fields)})")
+    missing = [n for n, f in fields.items() if f.default is attrs.NOTHING and n not in data]
+    if missing:
+        raise InvalidEvent(f"{type_name} needs field {missing[0]!r}")
+    values = {k: _coerce(k, fields[k].type, v) for k, v in data.items()}
+    event = cls(**values)
+    encode(event)  # size check, so an oversized event fails before it reaches the log
+    return event
+
+
+def _coerce(name: str, annotation, value):
+    """Turn a ``key=value`` string into the field's type; other values pass as they are."""
+    if not isinstance(value, str):
+        return value
+    kinds = set(typing.get_args(annotation)) if isinstance(annotation, types.UnionType) \
+        else {annotation}
+    if type(None) in kinds and value in ("", "null", "none"):
+        return None
+    try:
+        if int in kinds:
+            return int(value)
+        if float in kinds:
+            return float(value)
+    except ValueError:
+        raise InvalidEvent(f"field {name!r}: {shown(value)} is not a number") from None
+    if typing.get_origin(annotation) is tuple:
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            raise InvalidEvent(f"field {name!r}: {shown(value)} is not a JSON list of strings") from None
+        return tuple(parsed) if isinstance(parsed, list) else parsed
+    return value

@@ -1,0 +1,210 @@
+"""The append-only event log: one table in a dqlite database.
+
+    events(seq INTEGER PRIMARY KEY,   -- Raft order, gap-free (rows are never deleted)
+           id TEXT UNIQUE,            -- the submitter's idempotency key
+           type, version, node, time, payload BLOB)
+
+``append`` writes a batch in one statement (one transaction for batches of
+more than ``CHUNK`` events) with ``INSERT OR IGNORE``.  When every row was
+new, the seqs follow from the last insert id; otherwise they are read back by
+id: a retried append after a timeout, a leader change or an ambiguous commit
+finds its rows already there and returns the original seqs.
+Every call retries transient failures (no leader yet, leader changed, lost
+connection) with bounded backoff, and raises :class:`LogUnavailable` when no
+leader answered within ``timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from dqliteclient import (
+    ClusterClient,
+    ClusterError,
+    ClusterPolicyError,
+    DqliteConnection,
+    DqliteConnectionError,
+    NodeStore,
+    OperationalError,
+)
+
+from cantainer.errors import InvalidEvent, LogUnavailable
+from cantainer.events.catalogue import Event
+from cantainer.events.codec import Recorded, decode, encode, new_event_id
+from cantainer.events.validate import event_id
+
+log = logging.getLogger(__name__)
+
+DATABASE = "cantainer"
+# Rows per INSERT statement: libdqlite 1.11 (Debian 12) takes at most 255
+# parameters in one statement (a one-byte count on the wire); 6 per row.
+MAX_PARAMS = 255
+CHUNK = MAX_PARAMS // 6
+SCHEMA = """CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    time REAL NOT NULL,
+    payload BLOB NOT NULL)"""
+_COLUMNS = "seq, id, type, version, node, time, payload"
+# libdqlite 1.11 breaks a transaction whose dirty pages spill out of SQLite's page
+# cache (default 2 MiB) before COMMIT: "disk I/O error" answers, a transaction kept
+# only in part, or an abort in vfsDatabaseTruncate (canonical/dqlite#163; LXD sets
+# the same band-aid).  Each session gets a cache no batch the API takes comes near.
+PAGE_CACHE = "PRAGMA cache_size = -65536"  # KiB: 64 MiB, allocated only as used
+
+# SQLite result codes that mean "try again, maybe elsewhere": BUSY and dqlite's
+# IOERR_NOT_LEADER / IOERR_LEADERSHIP_LOST family (primary code 10).
+_RETRY_PRIMARY_CODES = {5, 10}
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, ClusterPolicyError):
+        return False
+    if isinstance(exc, OperationalError):
+        return (exc.code & 0xFF) in _RETRY_PRIMARY_CODES
+    return isinstance(exc, (DqliteConnectionError, ClusterError, OSError, TimeoutError))
+
+
+class EventLog:
+    """Append to and read from the replicated log, from any member node.
+
+    ``nodes`` is where to look for the leader: the members this host knows
+    (``MemoryNodeStore([...addresses])`` will do).  One operation at a time
+    goes over the connection; create a second ``EventLog`` for a reader
+    that must not wait behind writers.
+    """
+
+    def __init__(self, nodes: NodeStore, *, node: str, timeout: float = 10.0,
+                 rpc_timeout: float = 2.0, clock: Callable[[], float] = time.time) -> None:
+        self.node = node
+        self.timeout = timeout
+        self._clock = clock
+        self._cluster = ClusterClient(nodes, timeout=rpc_timeout,
+                                      dial_timeout=min(rpc_timeout, 1.0))
+        self._conn: DqliteConnection | None = None
+        self._lock = asyncio.Lock()
+        self._schema_ready = False
+
+    # -- plumbing -------------------------------------------------------------------
+
+    async def _connection(self) -> DqliteConnection:
+        if self._conn is None or not self._conn.is_connected:
+            self._conn = await self._cluster.connect(DATABASE, max_attempts=1)
+            await self._conn.execute(PAGE_CACHE)
+            if not self._schema_ready:
+                await self._conn.execute(SCHEMA)
+                self._schema_ready = True
+        return self._conn
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
+
+    async def _retrying[T](self, what: str, op: Callable[[DqliteConnection], Awaitable[T]]) -> T:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        delay = 0.02
+        async with self._lock:
+            while True:
+                try:
+                    return await op(await self._connection())
+                except Exception as exc:
+                    await self._drop()  # never reuse a session left mid-transaction
+                    if not _transient(exc):
+                        raise
+                    if loop.time() + delay > deadline:
+                        raise LogUnavailable(
+                            f"{what}: no dqlite leader answered within {self.timeout:g}s "
+                            f"(last error: {exc})") from None
+                    log.debug("%s: retrying after %s", what, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    async def close(self) -> None:
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                await conn.close()
+
+    # -- the log --------------------------------------------------------------------
+
+    async def append(self, events: Sequence[Event], ids: Sequence[str] | None = None) -> list[int]:
+        """Append events in order, atomically; return their seqs.
+
+        ``ids`` are idempotency keys (fresh UUIDs when omitted): an id already
+        in the log is not appended again, and its original seq is returned.
+        """
+        if not events:
+            return []
+        if ids is None:
+            ids = [new_event_id() for _ in events]
+        if len(ids) != len(events):
+            raise InvalidEvent("append needs one id per event")
+        now = self._clock()
+        rows = [(event_id(i), e.type_name(), e.VERSION, self.node, now, encode(e))
+                for i, e in zip(ids, events, strict=True)]
+
+        async def write(conn: DqliteConnection) -> list[int]:
+            chunks = [rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK)]
+            if len(chunks) > 1:
+                await conn.execute("BEGIN")
+            seqs: list[int] | None = []
+            for chunk in chunks:
+                values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+                last, inserted = await conn.execute(
+                    f"INSERT OR IGNORE INTO events (id, type, version, node, time, payload) "
+                    f"VALUES {values}", [x for row in chunk for x in row])
+                if seqs is not None and inserted == len(chunk):
+                    # Every row is new: an INTEGER PRIMARY KEY gives one statement's
+                    # rows consecutive seqs, ending at the last insert id.
+                    seqs.extend(range(last - inserted + 1, last + 1))
+                else:
+                    seqs = None  # some ids were there already: ask for their seqs
+            if len(chunks) > 1:
+                await conn.execute("COMMIT")
+            return seqs if seqs is not None else await self._seqs_of(conn, list(ids))
+
+        return await self._retrying("append", write)
+
+    async def _seqs_of(self, conn: DqliteConnection, ids: list[str]) -> list[int]:
+        found: dict[str, int] = {}
+        unique = list(dict.fromkeys(ids))
+        for i in range(0, len(unique), MAX_PARAMS):
+            part = unique[i:i + MAX_PARAMS]
+            marks = ", ".join("?" * len(part))
+            for row_id, seq in await conn.fetchall(
+                    f"SELECT id, seq FROM events WHERE id IN ({marks})", part):
+                found[row_id] = seq
+        return [found[i] for i in ids]
+
+    async def read(self, after: int = 0, limit: int = 1000,
+                   types: Sequence[str] | None = None) -> list[Recorded]:
+        """Up to ``limit`` events with seq > ``after`` (of ``types`` only, if given)."""
+        where, params = "seq > ?", [after]
+        if types:
+            where += f" AND type IN ({', '.join('?' * len(types))})"
+            params += list(types)
+
+        async def query(conn: DqliteConnection) -> list[list]:
+            return await conn.fetchall(
+                f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?",
+                [*params, limit])
+
+        rows = await self._retrying("read", query)
+        return [Recorded(seq, rid, typ, ver, node, t, decode(typ, ver, payload))
+                for seq, rid, typ, ver, node, t, payload in rows]
+
+    async def head(self) -> int:
+        """The seq of the last event, 0 for an empty log."""
+
+        async def query(conn: DqliteConnection) -> int:
+            return await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events")
+
+        return await self._retrying("head", query)

@@ -1,0 +1,176 @@
+"""attrs validators for event fields: names, CIDRs, addresses, sizes.
+
+Each raises :class:`cantainer.errors.InvalidEvent` with a message that names
+the field and the offending value, so the CLI can print it as it is.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+
+from cantainer.errors import InvalidEvent
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+CONTAINER_ID_RE = re.compile(r"^[0-9a-f]{12,64}$")
+IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,127}(:[A-Za-z0-9._-]{1,64})?$")
+ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+EVENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+MAX_ARGS = 256
+MAX_ARG_LEN = 4096
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``repr`` of a value, cut short so an error stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
+
+
+def _fail(attribute, value, why: str) -> None:
+    raise InvalidEvent(f"field {attribute.name!r}: {shown(value)} {why}")
+
+
+def _check_str(attribute, value) -> None:
+    if not isinstance(value, str):
+        _fail(attribute, value, "must be a string")
+
+
+def name(_instance, attribute, value) -> None:
+    """A name of a node, network or container: DNS-label-ish, 1-63 chars."""
+    _check_str(attribute, value)
+    if not NAME_RE.match(value):
+        _fail(attribute, value, "is not a valid name (1-63 of A-Z a-z 0-9 _ . -, "
+                                "starting with a letter or digit)")
+
+
+def optional_name(instance, attribute, value) -> None:
+    if value is not None:
+        name(instance, attribute, value)
+
+
+def container_id(_instance, attribute, value) -> None:
+    _check_str(attribute, value)
+    if not CONTAINER_ID_RE.match(value):
+        _fail(attribute, value, "is not a container id (12-64 lowercase hex digits)")
+
+
+def event_id(value: object) -> str:
+    """Check an event's idempotency key; returns it."""
+    if not isinstance(value, str) or not EVENT_ID_RE.match(value):
+        raise InvalidEvent(f"event id {shown(value)} is not valid (1-128 of A-Z a-z 0-9 . _ : -, "
+                           "starting with a letter or digit)")
+    return value
+
+
+def parse_cidr(value: object) -> ipaddress.IPv4Network:
+    """An IPv4 network with no host bits set and room for at least two hosts."""
+    if not isinstance(value, str) or "/" not in value:
+        raise InvalidEvent(f"{shown(value)} is not a CIDR (expected e.g. 198.18.0.0/24)")
+    try:
+        net = ipaddress.IPv4Network(value, strict=True)
+    except ValueError as exc:
+        raise InvalidEvent(f"{shown(value)} is not a valid IPv4 CIDR: {exc}") from None
+    if not 8 <= net.prefixlen <= 29:
+        raise InvalidEvent(f"{value!r}: prefix length must be between /8 and /29")
+    return net
+
+
+def cidr(_instance, attribute, value) -> None:
+    _check_str(attribute, value)
+    try:
+        parse_cidr(value)
+    except InvalidEvent as exc:
+        raise InvalidEvent(f"field {attribute.name!r}: {exc}") from None
+
+
+def network_ref(_instance, attribute, value) -> None:
+    """A network given by name or by CIDR."""
+    _check_str(attribute, value)
+    if "/" in value:
+        cidr(_instance, attribute, value)
+    else:
+        name(_instance, attribute, value)
+
+
+def ipv4_address(_instance, attribute, value) -> None:
+    _check_str(attribute, value)
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        _fail(attribute, value, "is not an IPv4 address")
+
+
+def host_port(_instance, attribute, value) -> None:
+    """``IPV4:PORT`` as dqlite addresses are written."""
+    _check_str(attribute, value)
+    host, sep, port = value.rpartition(":")
+    try:
+        ipaddress.IPv4Address(host)
+        ok = bool(sep) and port.isdigit() and 0 < int(port) < 65536
+    except ValueError:
+        ok = False
+    if not ok:
+        _fail(attribute, value, "is not an address of the form IPV4:PORT")
+
+
+def image(_instance, attribute, value) -> None:
+    _check_str(attribute, value)
+    if not IMAGE_RE.match(value):
+        _fail(attribute, value, "is not an image name (e.g. busybox or alpine:3.20)")
+
+
+def _int_in(attribute, value, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        _fail(attribute, value, "must be an integer")
+    if not low <= value <= high:
+        _fail(attribute, value, f"is out of range ({low}..{high})")
+
+
+def in_range(low: int, high: int):
+    def check(_instance, attribute, value) -> None:
+        _int_in(attribute, value, low, high)
+    return check
+
+
+def optional_in_range(low: int, high: int):
+    def check(_instance, attribute, value) -> None:
+        if value is not None:
+            _int_in(attribute, value, low, high)
+    return check
+
+
+def optional_cpus(_instance, attribute, value) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        _fail(attribute, value, "must be a number")
+    if not 0.01 <= value <= 1024:
+        _fail(attribute, value, "is out of range (0.01..1024)")
+
+
+def _check_strings(attribute, value, limit: int) -> None:
+    if not isinstance(value, tuple):
+        _fail(attribute, value, "must be a list of strings")
+    if len(value) > limit:
+        _fail(attribute, value, f"has more than {limit} items")
+    for item in value:
+        if not isinstance(item, str) or len(item) > MAX_ARG_LEN or "\x00" in item:
+            _fail(attribute, item, f"must be a string without NUL, at most {MAX_ARG_LEN} chars")
+
+
+def argv(_instance, attribute, value) -> None:
+    _check_strings(attribute, value, MAX_ARGS)
+
+
+def env(_instance, attribute, value) -> None:
+    _check_strings(attribute, value, MAX_ARGS)
+    for item in value:
+        if not ENV_RE.match(item):
+            _fail(attribute, item, "is not an environment entry KEY=VALUE")
+
+
+def to_tuple(value):
+    """Converter: lists (as msgpack and JSON give them) become tuples."""
+    return tuple(value) if isinstance(value, list) else value

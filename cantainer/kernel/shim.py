@@ -1,0 +1,140 @@
+"""The small process that supervises one container: ``python -m cantainer.kernel.shim STATE_DIR``.
+
+(``STATE_DIR`` may be ``-``: the shim starts ahead of its container, its imports
+done, and reads the directory from stdin — see ``kernel/supervise.py``.  Python's
+start-up is then off the container's start path.)
+
+It reads the spec of its state directory (``kernel/statedir.py``), puts the
+container's limits in a cgroup, starts the container's first process
+(``kernel/process.py``) with its output going to ``output.log``, and records
+its ``pid`` and, when it ends, its ``exit_code`` (128 + signal when killed).
+
+When the spec asks for ``attach``, the shim first listens on
+``attach.sock`` for the CLI of ``run -i``/``-t``, which sends the
+container's stdin, stdout and stderr as file descriptors (SCM_RIGHTS) and
+``{"tty": bool}``; the exit code goes back on that connection.
+
+It forwards SIGTERM and SIGINT to the container and outlives the daemon that
+started it (its own session), so a restarted daemon finds the container
+running, or finds how it ended, in these files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+
+from cantainer.kernel import process
+from cantainer.kernel.cgroups import Cgroup
+from cantainer.kernel.statedir import StateDir
+
+
+def run(path: str) -> int:
+    state = StateDir.at(path)
+    raw = state.spec()
+    spec = process.ProcessSpec(lower=raw["lower"], state_dir=state.path,
+                               hostname=raw["hostname"], command=tuple(raw["command"]),
+                               env=tuple(raw.get("env", ())), netns=raw.get("netns"))
+    cgroup = Cgroup(raw["id"])
+    cgroup.create(raw.get("memory"), raw.get("pids_limit"), raw.get("cpus"))
+    try:
+        code, client = _run_container(spec, state, raw, cgroup)
+    finally:
+        cgroup.remove()
+    if client is not None:
+        try:
+            client.sendall(json.dumps({"exit_code": code}).encode() + b"\n")
+        except OSError:
+            pass  # the CLI went away; the exit code is in the state directory
+        client.close()
+    return 0
+
+
+def _run_container(spec, state: StateDir, raw: dict, cgroup: Cgroup):
+    """Start the container, wait for it, record its exit; (code, attached client)."""
+    attached = _attach(state) if raw.get("attach") else None
+    if attached is not None:
+        client, stdio, tty = attached
+        spec = spec._replace(tty=tty)
+    else:
+        client = None
+        log = os.open(state.output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        stdio = (os.open(os.devnull, os.O_RDONLY), log, log)
+    try:
+        pid = process.start(spec, stdio, before_exec=cgroup.add)
+    finally:
+        for fd in set(stdio):
+            os.close(fd)
+    state.write_pid(pid)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda s, _f: os.kill(pid, s))
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except ChildProcessError:
+            status = 255 << 8
+            break
+        except InterruptedError:
+            continue
+    code = process.exit_code(status)
+    if code != 137 and cgroup.oom_killed():
+        code = 137
+    state.write_exit_code(code)
+    return code, client
+
+
+def _attach(state: StateDir, timeout: float = 30.0):
+    """Wait for the CLI's stdio; ``None`` if it never comes (then: no terminal, a log)."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        os.chdir(state.path)  # a relative name: the full path may pass AF_UNIX's 108 bytes
+        server.bind(StateDir.ATTACH)
+    finally:
+        os.umask(old)
+    server.listen(1)
+    server.settimeout(timeout)
+    try:
+        client, _ = server.accept()
+        client.settimeout(timeout)
+        message, fds, _, _ = socket.recv_fds(client, 4096, 3)
+        client.settimeout(None)
+        if len(fds) != 3:
+            raise OSError("expected three file descriptors")
+        return client, tuple(fds), bool(json.loads(message or b"{}").get("tty"))
+    except (OSError, ValueError):
+        return None
+    finally:
+        server.close()
+        os.unlink(state.attach_socket)
+
+
+def main() -> int:
+    if len(sys.argv) != 2:
+        print("usage: python -m cantainer.kernel.shim STATE_DIR|-", file=sys.stderr)
+        return 2
+    if sys.argv[1] != "-":
+        return run(sys.argv[1])
+    # A warm shim: started ahead of its container, it reads the state directory
+    # from stdin (nothing: the daemon no longer needs it), then lets go of the
+    # daemon's pipe and logs to STATE_DIR/shim.log.
+    state_dir = sys.stdin.readline().strip()
+    if not state_dir:
+        return 0
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    log = os.open(os.path.join(state_dir, StateDir.SHIM_LOG),
+                  os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    return run(state_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

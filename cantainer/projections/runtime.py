@@ -1,0 +1,50 @@
+"""The runtime's plan: the containers the log places on a host, and all their start needs.
+
+A frozen ``ContainerPlan`` per container, so the runtime actor holds a copy of
+its part of the state, never the state: the address, MAC and VNI the log
+decided, what to run, its limits, and what the log has recorded of its life
+(created, running with a pid, exited with a code; a stop asked for).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from cantainer.projections.state import ClusterState
+
+
+@attrs.frozen
+class ContainerPlan:
+    id: str
+    name: str
+    image: str
+    command: tuple[str, ...]
+    env: tuple[str, ...]
+    hostname: str            # the container's host name (its name unless one was given)
+    memory: int | None
+    pids_limit: int | None
+    cpus: float | None
+    ip: str
+    prefixlen: int
+    mac: str
+    vni: int
+    state: str               # created | running | exited
+    pid: int | None
+    exit_code: int | None
+    stop_timeout: int | None  # seconds, once a stop was asked for
+
+
+def plan(state: ClusterState, host: str) -> dict[str, ContainerPlan]:
+    """Container id -> plan of every container the log places on ``host``."""
+    networks = state.ipam.networks
+    out = {}
+    for c in state.ipam.containers.values():
+        if c.host != host:
+            continue
+        e, net = c.created, networks[c.network]
+        out[c.id] = ContainerPlan(
+            id=c.id, name=c.name, image=e.image, command=e.command, env=e.env,
+            hostname=e.hostname or c.name, memory=e.memory, pids_limit=e.pids_limit,
+            cpus=e.cpus, ip=str(c.ip), prefixlen=net.cidr.prefixlen, mac=c.mac, vni=net.vni,
+            state=c.state, pid=c.pid, exit_code=c.exit_code, stop_timeout=c.stop_timeout)
+    return out

@@ -1,0 +1,53 @@
+"""The cluster's state as the log decides it: every projection, each record applied once.
+
+    ClusterState
+      ├── members: Membership   who is in the cluster (projections/membership.py)
+      └── ipam: Ipam            networks, VNIs, containers, addresses (projections/ipam.py)
+
+On a host, the daemon's runner (``daemon/runner.py``) owns the one
+``ClusterState``: it applies each record once, on the daemon's event loop, and
+gives the kernel actors frozen plans derived from it (``overlay.plan``,
+``runtime.plan``), never the state itself.  ``cantainer replay`` builds one
+from a log it reads (``projections/view.py``).
+"""
+
+from __future__ import annotations
+
+from cantainer.errors import Rejected
+from cantainer.events import Recorded
+from cantainer.projections.ipam import Ipam
+from cantainer.projections.membership import Membership
+
+
+class ClusterState:
+    def __init__(self) -> None:
+        self.members = Membership()
+        self.ipam = Ipam(self.members)
+        self.applied = 0
+
+    def apply(self, rec: Recorded) -> None:
+        """Apply one record in seq order (one at or below ``applied`` changes nothing);
+        membership first: IPAM reads it."""
+        if rec.seq <= self.applied:
+            return
+        self.members.apply(rec)
+        self.ipam.apply(rec)
+        self.applied = rec.seq
+
+    def apply_all(self, records) -> None:
+        for rec in records:
+            self.apply(rec)
+
+    def verdict(self, seq: int) -> str | None:
+        """Why log order rejected the event at ``seq``, or ``None`` if it was accepted."""
+        return self.members.verdict(seq) or self.ipam.verdict(seq)
+
+    def rejected(self) -> dict[int, str]:
+        return {**self.members.rejected, **self.ipam.rejected}
+
+    def rejection(self, seqs) -> Rejected | None:
+        """The error for the first of these (applied) seqs that log order rejected."""
+        for seq in seqs:
+            if (reason := self.verdict(seq)) is not None:
+                return Rejected(f"seq {seq} was appended but rejected: {reason}")
+        return None

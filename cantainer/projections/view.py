@@ -1,0 +1,110 @@
+"""What the state looks like to a user: the JSON forms ``ps``, ``inspect``,
+``network ls``, ``events`` and ``replay`` print, and ``replay`` itself.
+
+``replay`` runs the projections over a log (the daemon's, or a file written by
+``cantainer events --json``) without touching the kernel: what every host
+*should* look like at that point of the log.  Pure: no root, no netlink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from cantainer.errors import Invalid, NotFound
+from cantainer.events import Recorded, UnknownEvent, decode_fields
+from cantainer.projections import overlay
+from cantainer.projections.ipam import Container, Network
+from cantainer.projections.state import ClusterState
+
+
+# -- records --------------------------------------------------------------------------
+
+def record_json(rec: Recorded) -> dict:
+    """A log record as ``events --json`` prints it (and ``record_from_json`` reads it)."""
+    out = {"seq": rec.seq, "id": rec.id, "type": rec.type, "version": rec.version,
+           "node": rec.node, "time": rec.time, "data": rec.data()}
+    if isinstance(rec.event, UnknownEvent):
+        out["unknown"] = rec.event.reason
+    return out
+
+
+def record_from_json(obj: dict) -> Recorded:
+    """A record as ``events --json`` prints it."""
+    try:
+        return Recorded(int(obj["seq"]), str(obj["id"]), str(obj["type"]), obj["version"],
+                        str(obj["node"]), float(obj["time"]),
+                        decode_fields(obj["type"], obj["version"], obj.get("data")))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise Invalid(f"not an event record: {exc}") from None
+
+
+# -- networks and containers ------------------------------------------------------------
+
+def network_json(net: Network) -> dict:
+    return {"name": net.name, "cidr": str(net.cidr), "vni": net.vni, "seq": net.seq,
+            "containers": net.containers}
+
+
+def container_json(c: Container) -> dict:
+    return {"id": c.id, "name": c.name, "host": c.host, "network": c.network,
+            "ip": str(c.ip), "mac": c.mac, "state": c.state, "seq": c.seq,
+            "image": c.created.image}
+
+
+def container_detail(c: Container) -> dict:
+    """``inspect``: all the log says of one container."""
+    created = c.created
+    return {**container_json(c), "command": list(created.command), "env": list(created.env),
+            "hostname": created.hostname, "pid": c.pid, "exit_code": c.exit_code,
+            "memory": created.memory, "pids_limit": created.pids_limit, "cpus": created.cpus}
+
+
+# -- replay -----------------------------------------------------------------------------
+
+def replay(records: Iterable[Recorded], until: int | None = None) -> ClusterState:
+    state = ClusterState()
+    for rec in records:
+        if until is not None and rec.seq > until:
+            break
+        state.apply(rec)
+    return state
+
+
+def view(state: ClusterState, node: str | None = None) -> dict:
+    members = state.members.nodes
+    if node is not None and node not in members:
+        raise NotFound(f"no host named {node!r} in the log")
+    hosts = [node] if node else sorted(state.members.live())
+    return {
+        "applied": state.applied,
+        "members": [{"name": n.name, "address": n.address, "state": n.state, "since": n.since}
+                    for n in members.values()],
+        "networks": [network_json(net) for net in state.ipam.networks.values()],
+        "containers": [container_json(c) for c in state.ipam.containers.values()],
+        "hosts": {h: [p.to_json() for p in overlay.plan(state, h).values()] for h in hosts},
+        "rejected": [{"seq": seq, "reason": reason}
+                     for seq, reason in sorted(state.rejected().items())],
+    }
+
+
+def render(v: dict) -> str:
+    out = [f"at seq {v['applied']}", "", "members:"]
+    out += [f"  {m['name']:<14} {m['address']:<16} {m['state']}" for m in v["members"]]
+    out += ["", "networks:"]
+    out += [f"  {n['name']:<16} {n['cidr']:<18} vni {n['vni']:<6} {n['containers']} containers"
+            for n in v["networks"]] or ["  (none)"]
+    out += ["", "containers:"]
+    out += [f"  {c['name']:<16} {c['host']:<10} {c['network']:<16} {c['ip']:<15} {c['mac']}"
+            f"  {c['state']}" for c in v["containers"]] or ["  (none)"]
+    for host, plans in v["hosts"].items():
+        out += ["", f"host {host}:"]
+        if not plans:
+            out.append("  no overlay network")
+        for p in plans:
+            out.append(f"  {p['bridge']} + {p['vxlan']} (vni {p['vni']}, network {p['name']})")
+            out += [f"    fdb   {mac} dst {dst}" for mac, dst in p["fdb"].items()]
+            out += [f"    neigh {ip} lladdr {mac}" for ip, mac in p["neigh"].items()]
+    if v["rejected"]:
+        out += ["", "rejected:"]
+        out += [f"  seq {r['seq']}: {r['reason']}" for r in v["rejected"]]
+    return "\n".join(out)

@@ -1,0 +1,233 @@
+"""The runner applies the log once, in order, gives each actor its plan, and restarts a
+crashed actor with the current plan; the actor base class keeps removals cheap."""
+
+import asyncio
+
+import pykka
+import pytest
+
+from cantainer.actors.base import ActorContext, Desired, KernelActor, Reconcile, Vanished
+from cantainer.daemon import runner as runner_module
+from cantainer.daemon.runner import Runner
+from cantainer.events import NodeJoined, NodeLeft, Recorded
+from cantainer.projections.state import ClusterState
+
+
+class MemoryLog:
+    """Stands in for the EventLog: the runner only reads."""
+
+    def __init__(self, events):
+        self.records = []
+        self.reads = 0
+        for e in events:
+            self.add(e)
+
+    def add(self, event):
+        seq = len(self.records) + 1
+        self.records.append(Recorded(seq, f"id{seq}", event.type_name(), 1, "t", 0.0, event))
+
+    async def read(self, after=0, limit=1000, types=None):
+        self.reads += 1
+        return [r for r in self.records if r.seq > after][:limit]
+
+
+def members(state, host):
+    """A plan: the names of the live members."""
+    return tuple(sorted(state.members.live()))
+
+
+class Recording(KernelActor):
+    name = "recording"
+    derive = staticmethod(members)
+    plans = []
+
+    def reconcile(self, changed_only=False):
+        Recording.plans.append((self.seq, self.plan, changed_only))
+
+
+class CrashesOnce(KernelActor):
+    name = "crashy"
+    derive = staticmethod(members)
+    crashed = []
+    plans = []
+
+    def reconcile(self, changed_only=False):
+        if "h2" in self.plan and not CrashesOnce.crashed:
+            CrashesOnce.crashed.append(self.seq)
+            raise RuntimeError("kernel said no")
+        CrashesOnce.plans.append((self.seq, self.plan, changed_only))
+
+
+def joined(name, i):
+    return NodeJoined(name=name, address=f"192.0.2.{i}", dqlite_address=f"192.0.2.{i}:9000")
+
+
+@pytest.fixture(autouse=True)
+def fast_ticks(monkeypatch):
+    monkeypatch.setattr(runner_module, "TICK", 0.05)
+    Recording.plans, CrashesOnce.plans, CrashesOnce.crashed = [], [], []
+
+
+def start(log, actors, **kwargs):
+    r = Runner(log, ClusterState(), node="h1", address="192.0.2.1", data_dir="/nonexistent",
+               report=lambda e, i: None, actors=actors, **{"idle_poll": 0.02, **kwargs})
+    r.start()
+    return r
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+def test_each_record_is_applied_once_in_order_and_plans_follow():
+    log = MemoryLog([joined("h1", 1), joined("h2", 2)])
+
+    async def go():
+        r = start(log, (Recording,))
+        try:
+            await r.wait_reconciled("recording", 2)
+            assert r.state.applied == 2
+            log.add(NodeLeft(name="h2"))
+            r.wake()
+            await r.wait_applied(3)
+            await r.wait_reconciled("recording", 3)
+        finally:
+            await r.stop()
+
+    run(go())
+    assert Recording.plans == [(2, ("h1", "h2"), False), (3, ("h1",), True)], \
+        "the first plan compared in full, then only what changed"
+
+
+def test_a_long_log_is_caught_up_before_any_plan(monkeypatch):
+    monkeypatch.setattr(runner_module, "BATCH", 2)
+    log = MemoryLog([joined(f"h{i}", i) for i in range(1, 8)])
+
+    async def go():
+        r = start(log, (Recording,))
+        try:
+            await r.wait_reconciled("recording", 7)
+        finally:
+            await r.stop()
+
+    run(go())
+    assert [seq for seq, _, _ in Recording.plans] == [7], "no plan of a half-read log"
+
+
+def test_a_crashed_actor_is_restarted_with_the_current_plan():
+    log = MemoryLog([joined("h1", 1), joined("h2", 2)])
+
+    async def go():
+        r = start(log, (CrashesOnce, Recording))
+        try:
+            first = r.refs["crashy"]
+            while first.is_alive():
+                await asyncio.sleep(0.01)
+            log.add(NodeLeft(name="h2"))  # while it waits for its restart
+            r.wake()
+            await r.wait_applied(3)
+            assert r.refs["recording"].is_alive(), "one actor's crash leaves the others alone"
+            while r.refs["crashy"] is first or not r.refs["crashy"].is_alive():
+                await asyncio.sleep(0.02)
+            await r.wait_reconciled("crashy", 3)
+        finally:
+            await r.stop()
+
+    run(go())
+    assert CrashesOnce.crashed == [2]
+    assert CrashesOnce.plans == [(3, ("h1",), False)], "a fresh actor, the plan of now, in full"
+
+
+def test_a_quiet_log_is_read_within_the_idle_poll_and_at_once_when_woken():
+    """A lost poke costs at most the idle poll; a wake costs nothing.  (Waiting here
+    polls the state: the runner's own waits wake the tailer.)"""
+    log = MemoryLog([joined("h1", 1)])
+
+    async def applied(r, seq, timeout=5):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while r.state.applied < seq:
+            assert loop.time() < deadline, f"seq {seq} not applied in {timeout}s"
+            await asyncio.sleep(0.001)
+
+    async def go():
+        r = start(log, (Recording,), idle_poll=0.5)
+        loop = asyncio.get_running_loop()
+        try:
+            await applied(r, 1)
+            await asyncio.sleep(2)  # quiet: the tailer's wait has grown to the idle poll
+            log.add(NodeLeft(name="h1"))
+            started = loop.time()
+            await applied(r, 2)
+            unwoken = loop.time() - started
+            await asyncio.sleep(2)
+            log.add(joined("h1", 1))
+            started = loop.time()
+            r.wake()
+            await applied(r, 3)
+            woken = loop.time() - started
+        finally:
+            await r.stop()
+        return unwoken, woken
+
+    unwoken, woken = run(go())
+    assert 0.05 < unwoken <= 0.5 + 0.2, unwoken
+    assert woken < 0.05, woken
+
+
+class Counting(KernelActor):
+    """Counts full comparisons with the kernel (no kernel: a unit of the base class)."""
+
+    name = "counting"
+    derive = staticmethod(members)
+    full = []
+
+    def reconcile(self, changed_only=False):
+        if not changed_only:
+            Counting.full.append(self.seq)
+
+    def on_receive(self, message):
+        if isinstance(message, _Block):
+            message.future.get(timeout=5)
+        else:
+            super().on_receive(message)
+
+
+class _Block:
+    """Holds the actor's thread until ``future`` is set."""
+
+    def __init__(self, future):
+        self.future = future
+
+
+class _Quiet:
+    def reconciled(self, actor, seq):
+        pass
+
+    def report(self, event, event_id):
+        pass
+
+
+def test_a_burst_of_removals_costs_one_full_comparison():
+    Counting.full = []
+    ref = Counting.start(ActorContext(node="h1", address="192.0.2.1", data_dir="/x",
+                                      listener=_Quiet()))
+    try:
+        ping = lambda: ref.ask(Reconcile(full=False), timeout=5)  # noqa: E731 - a round trip
+        ref.tell(Desired(1, ("h1",)))  # the first look: in full
+        ping()
+        assert Counting.full == [1]
+        # Twenty removals reported while the actor is busy: all sent before the one full
+        # comparison that the first of them starts, so the other nineteen are moot.
+        busy = pykka.ThreadingFuture()
+        ref.tell(_Block(busy))
+        for _ in range(20):
+            ref.tell(Vanished((("link", "ctbr4096"),)))
+        busy.set(None)
+        ping()
+        assert Counting.full == [1, 1]
+        ref.tell(Reconcile())  # sent after it: a new comparison
+        ping()
+        assert Counting.full == [1, 1, 1]
+    finally:
+        ref.stop()

@@ -1,0 +1,55 @@
+"""A container's state directory: the one owner of its files."""
+
+import os
+import stat
+
+from cantainer.kernel.statedir import StateDir
+
+
+def test_files_are_written_whole_and_read_back(tmp_path):
+    state = StateDir(str(tmp_path), "c0ffee")
+    assert StateDir.ids(str(tmp_path)) == [] and not state.exists()
+    assert (state.pid(), state.exit_code(), state.has_spec(), state.ended()) == \
+        (None, None, False, False)
+    state.create()
+    assert stat.S_IMODE(os.stat(state.path).st_mode) == 0o700
+    state.write_spec({"id": "c0ffee", "command": ["sh"]})
+    state.write_pid(4242)
+    assert state.spec() == {"id": "c0ffee", "command": ["sh"]} and state.pid() == 4242
+    assert not state.ended()
+    state.write_exit_code(137)
+    assert state.ended() and state.exit_code() == 137
+    assert not [f for f in os.listdir(state.path) if f.endswith(".tmp")], "renamed into place"
+    assert StateDir.ids(str(tmp_path)) == ["c0ffee"]
+    assert StateDir.at(state.path).path == state.path
+
+
+def test_a_number_that_does_not_read_is_none(tmp_path):
+    state = StateDir(str(tmp_path), "c0ffee")
+    state.create()
+    for name, text in ((StateDir.PID, "abc"), (StateDir.EXIT_CODE, "")):
+        with open(state.file(name), "w") as f:
+            f.write(text)
+    assert (state.pid(), state.exit_code()) == (None, None)
+
+
+def test_output_is_read_from_an_offset(tmp_path):
+    state = StateDir(str(tmp_path), "c0ffee")
+    assert state.read_output(0) == b"", "no output yet"
+    state.create()
+    state.say("cantainer: cannot start the container: no image")
+    assert state.read_output(0) == b"cantainer: cannot start the container: no image\n"
+    assert state.read_output(10, limit=5) == b" cann"
+
+
+def test_the_attach_mark_lives_outside_and_goes_with_the_state(tmp_path):
+    state = StateDir(str(tmp_path), "c0ffee")
+    state.mark_attach()  # before the container's directory exists
+    assert state.attach_marked() and not state.exists()
+    assert os.path.exists(tmp_path / "attach" / "c0ffee")
+    state.create()
+    state.write_pid(1)
+    state.remove()
+    assert not state.exists() and not state.attach_marked()
+    assert StateDir.ids(str(tmp_path)) == []
+    state.remove()  # twice is no error
