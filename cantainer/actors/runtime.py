@@ -65,6 +65,7 @@ class RuntimeActor(KernelActor):
         self._kill_at: dict[str, float] = {}  # container -> when SIGTERM turns to SIGKILL
         self._watched: set[str] = set()  # containers whose end a thread waits for
         self._removing: set[str] = set()  # containers a thread is removing
+        self._removals_running: list[threading.Thread] = []
         self._warm = supervise.WarmShim()
         self._removals: Removals | None = None
 
@@ -78,6 +79,8 @@ class RuntimeActor(KernelActor):
             self._removals.close()
             self._removals = None
         self._warm.close()
+        for thread in self._removals_running:  # a leaving host's last removals finish
+            thread.join(timeout=REMOVE_WAIT + 1)
 
     def on_failure(self, exception_type, exception_value, traceback) -> None:
         super().on_failure(exception_type, exception_value, traceback)
@@ -179,7 +182,9 @@ class RuntimeActor(KernelActor):
         pid = state.pid()
         if pid is not None and not state.ended():
             supervise.kill(pid)
-        threading.Thread(target=self._finish_removal, args=(state, pid), daemon=True).start()
+        thread = threading.Thread(target=self._finish_removal, args=(state, pid), daemon=True)
+        thread.start()
+        self._removals_running = [t for t in self._removals_running if t.is_alive()] + [thread]
 
     def _finish_removal(self, state: StateDir, pid: int | None) -> None:
         if pid is not None:  # the shim records the end and frees the cgroup

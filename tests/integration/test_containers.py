@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from cantainer.kernel import names
 from tests.integration.helpers import events, ps, wait_for
 from tests.unit.test_images import alpine_like
 
@@ -173,7 +174,8 @@ def test_node_leave_stops_its_containers_and_frees_their_addresses(make_lab):
     lab = make_lab(3)
     lab.start_all()
     lab.cli(3, "run", "-d", "-n", NET, "--name", "leaver", "busybox", "sleep", "300")
-    pid = json.loads(lab.cli(3, "inspect", "leaver").stdout)["pid"]
+    leaver = json.loads(lab.cli(3, "inspect", "leaver").stdout)
+    pid = leaver["pid"]
     refused = lab.cli(1, "node", "rm", "h3", check=False)
     assert refused.returncode == 4 and "host h3 is alive" in refused.stderr
     own = lab.cli(3, "node", "rm", "h3", check=False)
@@ -182,6 +184,8 @@ def test_node_leave_stops_its_containers_and_frees_their_addresses(make_lab):
     assert "h3 left the cluster" in lab.cli(3, "node", "leave").stdout
     assert lab.host(3).proc.wait(30) == 0, "its daemon stopped"
     assert not os.path.exists(f"/proc/{pid}"), "its container was stopped"
+    assert not os.path.exists(f"/run/netns/{names.netns(leaver['id'])}"), "and removed whole"
+    assert not os.path.exists(os.path.join(lab.host(3).data_dir, "containers", leaver["id"]))
     assert "leaver" not in ps(lab, 1)
     states = {n["name"]: n["state"] for n in json.loads(lab.cli(1, "nodes", "--json").stdout)}
     assert states == {"h1": "joined", "h2": "joined", "h3": "left"}
