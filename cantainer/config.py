@@ -2,9 +2,10 @@
 
 One host's daemon uses three ports, all derived from ``--address HOST:PORT``:
 
-    PORT       dqlite: Raft between the members and SQL from their clients (TCP)
-    PORT + 1   heartbeats and pokes between the daemons (UDP)
-    PORT + 2   the peer API: another daemon's forwarded ``logs`` and ``exec`` (TCP)
+    PORT       dqlite: Raft between the members and SQL from their clients (TLS)
+    PORT + 1   heartbeats and pokes between the daemons (UDP, each datagram MACed)
+    PORT + 2   the peer API: another daemon's forwarded ``logs`` and ``exec``, and
+               what a joiner asks (TLS)
 
 and one unix socket, ``RUN_DIR/cantainerd.sock`` (mode 0600), for the CLI.
 The CLI imports this module for its default socket: it stays standard-library only.
@@ -47,7 +48,7 @@ class Config:
                  run_dir: str = DEFAULT_RUN_DIR, voters: int = 3, standbys: int = 3,
                  network_latency_ms: int = NETWORK_LATENCY_MS,
                  suspect_after: float = SUSPECT_AFTER, idle_poll: float = IDLE_POLL,
-                 reconcile_every: float = RECONCILE_EVERY,
+                 reconcile_every: float = RECONCILE_EVERY, join_token: str | None = None,
                  fixed_poll: float | None = None) -> None:
         self.name = name
         self.host = host  # this host's underlay address
@@ -61,6 +62,7 @@ class Config:
         self.suspect_after = suspect_after
         self.idle_poll = idle_poll
         self.reconcile_every = reconcile_every
+        self.join_token = join_token  # how a new member proves it may join
         self.fixed_poll = fixed_poll  # benchmarks only: see bench/convergence.py
 
     @property

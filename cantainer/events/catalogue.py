@@ -29,11 +29,17 @@ class Event:
 
 @attrs.frozen
 class NodeJoined(Event):
-    """A host entered the cluster."""
+    """A host entered the cluster, with the certificate it is known by on every channel
+    and the X25519 public key its heartbeats are keyed with.  Version 2 added both; a
+    version 1 record (from before cluster trust) names a host no channel accepts."""
+
+    VERSION: ClassVar[int] = 2
 
     name: str = attrs.field(validator=v.name)
     address: str = attrs.field(validator=v.ipv4_address)  # underlay address (VTEP)
     dqlite_address: str = attrs.field(validator=v.host_port)
+    certificate: str | None = attrs.field(default=None, validator=v.optional_certificate)
+    kx: str | None = attrs.field(default=None, validator=v.optional_hex32)
 
 
 @attrs.frozen

@@ -1,8 +1,11 @@
 """A ctypes binding to Canonical's libdqlite: one embedded dqlite node.
 
-Only the handful of calls a node's life needs: create, bind address, start,
-stop, destroy, error message and node-id generation.  The node runs its own
-libuv thread inside libdqlite; ``start`` returns once it accepts connections.
+Only the handful of calls a node's life needs: create, bind address, the
+connect function, start, stop, destroy, error message and node-id generation.
+The node runs its own libuv thread inside libdqlite; ``start`` returns once it
+accepts connections.  With a ``connect`` function (``trust/dqlite.py``) the
+node binds where it is told (an abstract unix socket) and dials its peers
+through that function: libdqlite itself has no TLS.
 """
 
 from __future__ import annotations
@@ -15,6 +18,11 @@ from cantainer.errors import DqliteError
 
 #: Raft node id of the node that bootstraps a new cluster (see dqlite.h).
 BOOTSTRAP_ID = 1
+RAFT_NOCONNECTION = 16  # what a connect function returns when it cannot connect
+
+#: int (*)(void *arg, const char *address, int *fd): 0 and *fd set, or an error
+CONNECT_FUNC = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p,
+                                ctypes.POINTER(ctypes.c_int))
 
 _LIBRARY = "libdqlite.so.0"
 _lib: ctypes.CDLL | None = None
@@ -36,6 +44,8 @@ def _load() -> ctypes.CDLL:
     lib.dqlite_node_create.restype = ctypes.c_int
     lib.dqlite_node_set_bind_address.argtypes = [node_p, ctypes.c_char_p]
     lib.dqlite_node_set_bind_address.restype = ctypes.c_int
+    lib.dqlite_node_set_connect_func.argtypes = [node_p, CONNECT_FUNC, ctypes.c_void_p]
+    lib.dqlite_node_set_connect_func.restype = ctypes.c_int
     lib.dqlite_node_set_network_latency_ms.argtypes = [node_p, ctypes.c_uint]
     lib.dqlite_node_set_network_latency_ms.restype = ctypes.c_int
     lib.dqlite_node_start.argtypes = [node_p]
@@ -65,10 +75,15 @@ def generate_node_id(address: str) -> int:
 
 
 class DqliteNode:
-    """One dqlite node: ``DqliteNode(id, "host:port", data_dir).start()``."""
+    """One dqlite node: ``DqliteNode(id, "host:port", data_dir).start()``.
+
+    ``bind_address`` (default: ``address``, the one its peers know) is where it
+    listens; ``connect(address) -> fd`` dials its peers (on a libuv worker
+    thread: it must not block for long, and it must not raise: it is wrapped)."""
 
     def __init__(self, node_id: int, address: str, data_dir: str,
-                 network_latency_ms: int | None = None) -> None:
+                 network_latency_ms: int | None = None, bind_address: str | None = None,
+                 connect=None) -> None:
         lib = _load()
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
         self.node_id = node_id
@@ -76,14 +91,28 @@ class DqliteNode:
         self._lib = lib
         self._node = ctypes.c_void_p()
         self._started = False
+        self._connect_thunk = None
         rc = lib.dqlite_node_create(node_id, address.encode(), data_dir.encode(),
                                     ctypes.byref(self._node))
         if rc != 0:
             message = self._errmsg()
             self.close()
             raise DqliteError(f"dqlite node {address}: create failed: {message} (rc={rc})")
-        self._check(lib.dqlite_node_set_bind_address(self._node, address.encode()),
-                    "bind address")
+        self._check(lib.dqlite_node_set_bind_address(
+            self._node, (bind_address or address).encode()), "bind address")
+        if connect is not None:
+            def thunk(_arg, peer, fd_out) -> int:
+                # An exception here would be printed and 0 ("connected") returned with
+                # *fd unset: libdqlite would write to whatever fd that is.
+                try:
+                    fd_out[0] = connect(peer.decode())
+                    return 0
+                except BaseException:  # noqa: BLE001 - never cross into C
+                    return RAFT_NOCONNECTION
+            # Referenced until destroy: libdqlite keeps only the bare function pointer.
+            self._connect_thunk = CONNECT_FUNC(thunk)
+            self._check(lib.dqlite_node_set_connect_func(self._node, self._connect_thunk,
+                                                         None), "connect function")
         if network_latency_ms is not None:
             self._check(lib.dqlite_node_set_network_latency_ms(self._node, network_latency_ms),
                         "network latency")

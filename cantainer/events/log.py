@@ -52,6 +52,11 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS events (
     time REAL NOT NULL,
     payload BLOB NOT NULL)"""
 _COLUMNS = "seq, id, type, version, node, time, payload"
+# Beside the log, the few secrets of the cluster (the CA's key, the join secret): they
+# are no events — they change, and they must not be kept forever in its history.
+SECRETS = """CREATE TABLE IF NOT EXISTS secrets (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL)"""
 # libdqlite 1.11 breaks a transaction whose dirty pages spill out of SQLite's page
 # cache (default 2 MiB) before COMMIT: "disk I/O error" answers, a transaction kept
 # only in part, or an abort in vfsDatabaseTruncate (canonical/dqlite#163; LXD sets
@@ -81,12 +86,16 @@ class EventLog:
     """
 
     def __init__(self, nodes: NodeStore, *, node: str, timeout: float = 10.0,
-                 rpc_timeout: float = 2.0, clock: Callable[[], float] = time.time) -> None:
+                 rpc_timeout: float = 2.0, clock: Callable[[], float] = time.time,
+                 dial=None) -> None:
         self.node = node
         self.timeout = timeout
         self._clock = clock
+        # ``dial``: how to reach a member (trust/dqlite.py: TLS); the library's plain
+        # TCP when None (a one-node log on loopback, in tests).  Its timeout covers a
+        # TLS handshake too.
         self._cluster = ClusterClient(nodes, timeout=rpc_timeout,
-                                      dial_timeout=min(rpc_timeout, 1.0))
+                                      dial_timeout=min(rpc_timeout, 1.5), dial_func=dial)
         self._conn: DqliteConnection | None = None
         self._lock = asyncio.Lock()
         self._schema_ready = False
@@ -99,6 +108,7 @@ class EventLog:
             await self._conn.execute(PAGE_CACHE)
             if not self._schema_ready:
                 await self._conn.execute(SCHEMA)
+                await self._conn.execute(SECRETS)
                 self._schema_ready = True
         return self._conn
 
@@ -141,8 +151,14 @@ class EventLog:
         ``ids`` are idempotency keys (fresh UUIDs when omitted): an id already
         in the log is not appended again, and its original seq is returned.
         """
+        return (await self.append_recorded(events, ids))[0]
+
+    async def append_recorded(self, events: Sequence[Event], ids: Sequence[str] | None = None
+                              ) -> tuple[list[int], list[Recorded] | None]:
+        """``append``, and the records as the log now holds them when every one was new
+        (None when some id was there already: then what the log holds is its own)."""
         if not events:
-            return []
+            return [], None
         if ids is None:
             ids = [new_event_id() for _ in events]
         if len(ids) != len(events):
@@ -151,7 +167,7 @@ class EventLog:
         rows = [(event_id(i), e.type_name(), e.VERSION, self.node, now, encode(e))
                 for i, e in zip(ids, events, strict=True)]
 
-        async def write(conn: DqliteConnection) -> list[int]:
+        async def write(conn: DqliteConnection):
             chunks = [rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK)]
             if len(chunks) > 1:
                 await conn.execute("BEGIN")
@@ -169,7 +185,10 @@ class EventLog:
                     seqs = None  # some ids were there already: ask for their seqs
             if len(chunks) > 1:
                 await conn.execute("COMMIT")
-            return seqs if seqs is not None else await self._seqs_of(conn, list(ids))
+            if seqs is None:
+                return await self._seqs_of(conn, list(ids)), None
+            return seqs, [Recorded(seq, row[0], row[1], row[2], row[3], row[4], event)
+                          for seq, row, event in zip(seqs, rows, events, strict=True)]
 
         return await self._retrying("append", write)
 
@@ -200,6 +219,22 @@ class EventLog:
         rows = await self._retrying("read", query)
         return [Recorded(seq, rid, typ, ver, node, t, decode(typ, ver, payload))
                 for seq, rid, typ, ver, node, t, payload in rows]
+
+    async def secret(self, name: str) -> str | None:
+        async def query(conn: DqliteConnection) -> str | None:
+            return await conn.fetchval("SELECT value FROM secrets WHERE name = ?", [name])
+
+        return await self._retrying("read a secret", query)
+
+    async def set_secret(self, name: str, value: str, *, replace: bool) -> str:
+        """Store a secret (``replace=False``: only if it has none yet); the value it holds."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+
+        async def write(conn: DqliteConnection) -> str:
+            await conn.execute(f"{verb} INTO secrets (name, value) VALUES (?, ?)", [name, value])
+            return await conn.fetchval("SELECT value FROM secrets WHERE name = ?", [name])
+
+        return await self._retrying("write a secret", write)
 
     async def head(self) -> int:
         """The seq of the last event, 0 for an empty log."""

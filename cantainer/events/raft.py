@@ -106,7 +106,7 @@ class RaftMember:
 
     def __init__(self, data_dir: str, address: str, seeds: Sequence[str] = (), *,
                  voters: int = 3, standbys: int = 3, join_timeout: float = 60.0,
-                 network_latency_ms: int | None = None) -> None:
+                 network_latency_ms: int | None = None, transport=None) -> None:
         self.address = address
         self.seeds = [s for s in seeds if s != address]
         self.voters = voters
@@ -119,7 +119,12 @@ class RaftMember:
         self.is_leader = False
         self._node: DqliteNode | None = None
         self.store = MemberStore(os.path.join(data_dir, "cluster.json"), [address, *self.seeds])
-        self._admin = ClusterClient(self.store, timeout=2.0, dial_timeout=1.0)
+        # ``transport`` (trust/dqlite.py): where the node binds, how it and the
+        # clients here reach the members (TLS); plain TCP when None.
+        self.transport = transport
+        self.dial = transport.dial if transport is not None else None
+        self._admin = ClusterClient(self.store, timeout=2.0, dial_timeout=1.5,
+                                    dial_func=self.dial)
 
     # -- identity -----------------------------------------------------------------
 
@@ -154,8 +159,11 @@ class RaftMember:
 
     async def start(self) -> None:
         """Start the node; join the cluster through the seeds if not yet a member."""
+        t = self.transport
         self._node = DqliteNode(self.node_id, self.address, self._dqlite_dir,
-                                network_latency_ms=self.network_latency_ms)
+                                network_latency_ms=self.network_latency_ms,
+                                bind_address=t.bind_address if t else None,
+                                connect=t.connect if t else None)
         try:
             await asyncio.to_thread(self._node.start)
         except DqliteError as exc:
@@ -163,13 +171,20 @@ class RaftMember:
                 raise  # not the Raft state's fault: a busy address, say
             raise DqliteError(f"{exc}: the Raft state in {self._dqlite_dir} is unreadable "
                               "or damaged") from None
+        if t is not None:
+            try:
+                t.start()  # the listener on the public address, in front of the node
+            except OSError as exc:
+                await self.stop()
+                raise DqliteError(f"cannot listen on {self.address}: {exc.strerror}") from None
         if not self._joined:
             await self._join()
             self._save_identity(self.node_id, joined=True)
             self._joined = True
 
     async def _join(self) -> None:
-        seeds = ClusterClient(MemoryNodeStore(self.seeds), timeout=2.0, dial_timeout=1.0)
+        seeds = ClusterClient(MemoryNodeStore(self.seeds), timeout=2.0, dial_timeout=1.5,
+                              dial_func=self.dial)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.join_timeout
         last: Exception | None = None
@@ -192,7 +207,13 @@ class RaftMember:
                              f"within {self.join_timeout:g}s (last error: {last})")
 
     async def stop(self) -> None:
+        """The node stops serving (its relays see the end), then the transport's
+        listener and relays close, then the node goes."""
         node, self._node = self._node, None
+        if node is not None:
+            await asyncio.to_thread(node.stop)
+        if self.transport is not None:
+            await asyncio.to_thread(self.transport.close)
         if node is not None:
             await asyncio.to_thread(node.close)
 

@@ -6,6 +6,9 @@ the field and the offending value, so the CLI can print it as it is.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import ipaddress
 import math
 import re
@@ -17,6 +20,9 @@ CONTAINER_ID_RE = re.compile(r"^[0-9a-f]{12,64}$")
 IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,127}(:[A-Za-z0-9._-]{1,64})?$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 EVENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+PEM_RE = re.compile(r"^-----BEGIN CERTIFICATE-----\n([A-Za-z0-9+/=\n]{64,4096})"
+                    r"-----END CERTIFICATE-----\n?$")
+HEX32_RE = re.compile(r"^[0-9a-f]{64}$")
 
 MAX_ARGS = 256
 MAX_ARG_LEN = 4096
@@ -174,3 +180,32 @@ def env(_instance, attribute, value) -> None:
 def to_tuple(value):
     """Converter: lists (as msgpack and JSON give them) become tuples."""
     return tuple(value) if isinstance(value, list) else value
+
+
+def fingerprint(pem: str) -> str:
+    """The SHA-256 of a PEM certificate's DER bytes, hex: how a member is named on the
+    wire (its TLS certificate) and in the log (its NodeJoined)."""
+    found = PEM_RE.match(pem) if isinstance(pem, str) else None
+    if found is None:
+        raise InvalidEvent(f"{shown(pem)} is not a PEM certificate")
+    try:
+        der = base64.b64decode(found.group(1).replace("\n", ""), validate=True)
+    except binascii.Error:
+        raise InvalidEvent(f"{shown(pem)} is not a PEM certificate") from None
+    return hashlib.sha256(der).hexdigest()
+
+
+def optional_certificate(_instance, attribute, value) -> None:
+    if value is not None:
+        _check_str(attribute, value)
+        try:
+            fingerprint(value)
+        except InvalidEvent:
+            _fail(attribute, value, "is not a PEM certificate")
+
+
+def optional_hex32(_instance, attribute, value) -> None:
+    if value is not None:
+        _check_str(attribute, value)
+        if not HEX32_RE.match(value):
+            _fail(attribute, value, "is not 64 lowercase hex digits")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import attrs
 
 from cantainer.events import NodeJoined, NodeLeft, NodeRecovered, NodeSuspected
+from cantainer.events.validate import fingerprint
 from cantainer.projections.base import Projection
 
 JOINED, SUSPECTED, LEFT = "joined", "suspected", "left"
@@ -25,6 +26,9 @@ class Node:
     state: str
     since: int  # seq of the event that put it in this state
     joined: int = 0  # seq of its NodeJoined
+    certificate: str | None = None  # what it is known by on every channel (None: nothing)
+    fingerprint: str | None = None  # its SHA-256
+    kx: str | None = None  # its X25519 public key (heartbeats)
 
 
 class Membership(Projection):
@@ -33,18 +37,34 @@ class Membership(Projection):
     def __init__(self) -> None:
         super().__init__()
         self.nodes: dict[str, Node] = {}
+        self.left_fingerprints: set[str] = set()
 
     def live(self) -> dict[str, Node]:
         """Members that have not left (joined or suspected)."""
         return {n: node for n, node in self.nodes.items() if node.state != LEFT}
 
+    def trusted(self) -> frozenset[str]:
+        """The certificate fingerprints of the live members: who may connect."""
+        return frozenset(n.fingerprint for n in self.live().values() if n.fingerprint)
+
+    def revoked(self) -> frozenset[str]:
+        """Those of the members that left (a host that joins again has a new one):
+        refused everywhere, even when dialed."""
+        return frozenset(self.left_fingerprints)
+
     def on_NodeJoined(self, e: NodeJoined, seq: int) -> str | None:
+        cert = fingerprint(e.certificate) if e.certificate else None
         for other in self.live().values():
             if other.name == e.name:
                 return f"node name {e.name!r} is taken by the member at {other.dqlite_address}"
             if other.dqlite_address == e.dqlite_address:
                 return f"address {e.dqlite_address} belongs to member {other.name!r}"
-        self.nodes[e.name] = Node(e.name, e.address, e.dqlite_address, JOINED, seq, seq)
+            if cert is not None and other.fingerprint == cert:
+                return f"that certificate is already member {other.name}'s"
+        if cert is not None and cert in self.left_fingerprints:
+            return "that certificate was revoked when its member left"
+        self.nodes[e.name] = Node(e.name, e.address, e.dqlite_address, JOINED, seq, seq,
+                                  e.certificate, cert, e.kx)
         return None
 
     def on_NodeLeft(self, e: NodeLeft, seq: int) -> str | None:
@@ -52,6 +72,8 @@ class Membership(Projection):
         if node is None:
             return f"no member named {e.name!r}"
         node.state, node.since = LEFT, seq
+        if node.fingerprint:
+            self.left_fingerprints.add(node.fingerprint)
         return None
 
     def on_NodeSuspected(self, e: NodeSuspected, seq: int) -> str | None:
