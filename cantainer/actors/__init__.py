@@ -3,6 +3,7 @@
     base.py      KernelActor: plans in, the kernel made to match, Listener upward
     overlay.py   bridges, VXLAN devices, FDB and neighbour entries
     runtime.py   containers: namespaces, veths, shims, stops, removals
+    firewall.py  the nftables table: VXLAN from the live members only
 
 Actors hold frozen plans derived from the state (``cantainer/projections/``)
 and touch the OS only through ``cantainer/kernel/``.  The daemon's runner
@@ -11,10 +12,11 @@ crashed one with the current plan.
 """
 
 from cantainer.actors.base import ActorContext, Desired, KernelActor, Listener, Reconcile
+from cantainer.actors.firewall import FirewallActor
 from cantainer.actors.overlay import OverlayActor
 from cantainer.actors.runtime import RuntimeActor
 
-ACTORS: tuple[type[KernelActor], ...] = (OverlayActor, RuntimeActor)
+ACTORS: tuple[type[KernelActor], ...] = (FirewallActor, OverlayActor, RuntimeActor)
 
-__all__ = ["ACTORS", "ActorContext", "Desired", "KernelActor", "Listener", "OverlayActor",
-           "Reconcile", "RuntimeActor"]
+__all__ = ["ACTORS", "ActorContext", "Desired", "FirewallActor", "KernelActor", "Listener",
+           "OverlayActor", "Reconcile", "RuntimeActor"]

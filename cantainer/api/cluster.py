@@ -30,6 +30,7 @@ async def status(h, req: dict, ex) -> None:
     await ex.send({"status": {
         "node": h.node, "node_id": raft["node_id"], "address": raft["address"],
         "leader": raft["leader"], "head": head, "applied": h.state.applied,
+        "heartbeats_refused": h.heartbeats_refused(),
         "members": [{**m, "name": names.get(m["address"], ""),
                      "leader": m["address"] == raft["leader"],
                      "applied": heard.get(names.get(m["address"], ""), {}).get("applied"),
@@ -56,6 +57,8 @@ async def nodes(h, req: dict, ex) -> None:
 async def leave(h, req: dict, ex) -> None:
     """This host leaves the cluster: NodeLeft, its containers stopped, the daemon
     stopped.  A plain SIGTERM stops the daemon without leaving."""
+    # Caught up first: the moment the members apply NodeLeft they refuse this host, so it
+    # must apply NodeLeft itself from what it appended, next in order (not read back).
     await h.wait_applied()
     me = h.state.members.live().get(h.node)
     if me is None:

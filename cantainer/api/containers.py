@@ -61,9 +61,10 @@ async def owned(h, req: dict, ex, action: str) -> Container | None:
     if address is None:
         raise Unavailable(f"cannot {action} container {c.name}: its host {c.host} has "
                           "left the cluster")
-    forwarded = {k: v for k, v in req.items() if k != "peer"} | {"ref": c.id}
+    forwarded = {k: v for k, v in req.items() if k not in ("peer", "fingerprint")} | \
+        {"ref": c.id}
     await forward.relay(address, forwarded, ex,
-                        f"cannot {action} container {c.name}: its host {c.host}")
+                        f"cannot {action} container {c.name}: its host {c.host}", h.peer_tls)
     return None
 
 
@@ -225,10 +226,10 @@ OPS = {
                   "remove": (f.flag, False), "id": (f.text, None)}),
     "ps": (ps, {"all": (f.flag, False)}),
     "inspect": (inspect, {"ref": (f.text, f.REQUIRED)}),
-    "logs": (logs, {"ref": (f.text, f.REQUIRED), "follow": (f.flag, False)}, True),
+    "logs": (logs, {"ref": (f.text, f.REQUIRED), "follow": (f.flag, False)}, "member"),
     "exec": (exec_, {"ref": (f.text, f.REQUIRED), "command": (f.command, f.REQUIRED),
                      "interactive": (f.flag, False), "tty": (f.flag, False),
-                     "size": (f.size, None)}, True),
+                     "size": (f.size, None)}, "member"),
     "stop": (stop, {"ref": (f.text, f.REQUIRED), "timeout": (_timeout, 10),
                     "id": (f.text, None)}),
     "rm": (rm, {"ref": (f.text, f.REQUIRED), "force": (f.flag, False)}),

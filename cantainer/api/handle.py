@@ -7,12 +7,14 @@ handlers can be tested against a fake handle (tests/unit/test_api.py).
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from cantainer.events import Event, Recorded
 from cantainer.kernel.images import ImageStore
 from cantainer.projections.state import ClusterState
+from cantainer.trust.tls import Gate
 
 
 class Handle(Protocol):
@@ -20,6 +22,9 @@ class Handle(Protocol):
     data_dir: str          # containers' state directories live under it
     images: ImageStore     # this host's images
     state: ClusterState    # what the log decides, as applied here: read it, never change it
+    ca: str                # the cluster CA's certificate (PEM)
+    gate: Gate             # who may connect: the live members' certificates
+    peer_tls: ssl.SSLContext  # how this member dials another's peer port
 
     async def append(self, events: Sequence[Event], ids: Sequence[str]) -> list[int]:
         """Append as one batch and wait until this host has applied it; their seqs.
@@ -46,6 +51,13 @@ class Handle(Protocol):
     async def differences(self) -> list[str]:
         """How this host's kernel differs from the state (every actor's part)."""
 
+    async def secret(self, name: str) -> str | None:
+        """One of the cluster's secrets (the CA's key, the join secret), from the log's
+        database."""
+
+    async def set_secret(self, name: str, value: str, *, replace: bool) -> str:
+        """Store a secret (``replace=False``: only if there is none); the value held."""
+
     def peer(self, host: str) -> tuple[str, int] | None:
         """Where a live member serves its peers (logs, exec); None if it is no member."""
 
@@ -55,6 +67,9 @@ class Handle(Protocol):
 
     def heard(self) -> dict[str, dict]:
         """Heartbeats: member name -> {"applied": seq, "heard": seconds ago}."""
+
+    def heartbeats_refused(self) -> int:
+        """Datagrams on the heartbeat port that failed a check (forged, replayed, stale)."""
 
     def stop(self) -> None:
         """Stop the daemon (after the answer in flight)."""

@@ -10,9 +10,12 @@ Every request passes one filter (``normalise``) before its handler: the
 fields its operation takes are checked and given their defaults, others are
 dropped, so a handler reads ``req["ref"]`` knowing it is a non-empty string.
 
-The peer listener (dqlite port + 2) serves only the operations marked
-``peer``, for the containers of this host: another daemon forwards ``logs``
-and ``exec`` there when its user names a container of this host.
+The peer listener (dqlite port + 2) is TLS with the cluster's certificates.
+It serves the operations marked ``peer``: "member" ones (``logs`` and ``exec``
+of this host's containers, which another daemon forwards) to a client whose
+certificate the log records for a live member; "anyone" ones (``ca``,
+``join``, ``whoami``: what a joiner asks) to any client.  A member's open
+exchanges are cut when it leaves.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
-from cantainer.api import cluster, containers, images, log as log_ops, networks
+from cantainer.api import cluster, containers, images, log as log_ops, networks, trust
 from cantainer.api.fields import REQUIRED
 from cantainer.api.handle import Handle
 from cantainer.errors import CantainerError, Internal, Invalid, Unavailable
+from cantainer.trust.tls import peer_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -63,20 +67,25 @@ class Exchange:
 class Op(NamedTuple):
     handler: Callable[[Handle, dict, Exchange], Awaitable[None]]
     fields: dict  # name -> (check, default); default REQUIRED: the request must give it
-    peer: bool = False  # also served on the peer port
+    peer: str | None = None  # on the peer port too: to a "member", or to "anyone"
 
 
 OPS: dict[str, Op] = {name: Op(*spec) for module in (log_ops, cluster, networks, containers,
-                                                      images)
+                                                      images, trust)
                       for name, spec in module.OPS.items()}
 
 
-def normalise(op: str, request: dict, peer: bool) -> dict:
-    """The request with each of its operation's fields checked and defaulted."""
+def normalise(op: str, request: dict, peer: str | None = None,
+              fingerprint: str | None = None) -> dict:
+    """The request with each of its operation's fields checked and defaulted.  ``peer``:
+    it came to the peer port from a "member" or a "stranger" (its certificate, if any:
+    ``fingerprint``); None: the local socket."""
     spec = OPS.get(op) if isinstance(op, str) else None
-    if spec is None or (peer and not spec.peer):
+    if spec is None or (peer is not None and spec.peer is None):
         raise Invalid(f"unknown request {op!r}")
-    out = {"op": op, "peer": peer}
+    if peer == "stranger" and spec.peer == "member":
+        raise Invalid(f"request {op!r} is for members: this certificate is no live member's")
+    out = {"op": op, "peer": peer is not None, "fingerprint": fingerprint}
     for name, (check, default) in spec.fields.items():
         value = request.get(name)
         if value is None and default is not REQUIRED:
@@ -92,7 +101,8 @@ class ApiServer:
         self.path = path
         self._servers: list[asyncio.Server] = []
 
-    async def start(self, peer_address: tuple[str, int] | None = None) -> None:
+    async def start(self, peer_address: tuple[str, int] | None = None,
+                    peer_tls=None) -> None:
         _claim_socket(self.path)
         old = os.umask(0o177)
         try:
@@ -105,7 +115,8 @@ class ApiServer:
             try:
                 self._servers.append(await asyncio.start_server(
                     lambda r, w: self._serve(r, w, peer=True), *peer_address,
-                    limit=MAX_REQUEST, reuse_address=True))
+                    limit=MAX_REQUEST, reuse_address=True, ssl=peer_tls,
+                    ssl_handshake_timeout=5.0))
             except OSError as exc:
                 await self.stop()
                 raise Unavailable(f"cannot serve peers on {peer_address[0]}:"
@@ -134,7 +145,17 @@ class ApiServer:
                     raise ValueError("not an object")
             except ValueError as exc:  # includes over-long lines and bad JSON
                 raise Invalid(f"bad request: {exc}") from None
-            request = normalise(request.get("op"), request, peer)
+            fingerprint = None
+            if peer:
+                tls = writer.get_extra_info("ssl_object")
+                fingerprint = peer_fingerprint(tls) if tls is not None else None
+                member = self.handle.gate.admits(fingerprint)
+                request = normalise(request.get("op"), request,
+                                    "member" if member else "stranger", fingerprint)
+                if member:  # cut when it leaves
+                    self.handle.gate.track(ex, fingerprint, True, writer.close)
+            else:
+                request = normalise(request.get("op"), request)
             await OPS[request["op"]].handler(self.handle, request, ex)
         except CantainerError as exc:
             await _quietly(ex.send({"error": str(exc), "kind": exc.kind}))
@@ -145,6 +166,8 @@ class ApiServer:
             error = Internal(f"internal error: {type(exc).__name__}: {exc}")
             await _quietly(ex.send({"error": str(error), "kind": error.kind}))
         finally:
+            if peer:
+                self.handle.gate.untrack(ex)
             writer.close()
 
 

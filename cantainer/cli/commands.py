@@ -289,6 +289,11 @@ def cmd_stop(args) -> int:
     return 0
 
 
+def cmd_join_token(args) -> int:
+    print(call(args.socket, {"op": "join_token", "rotate": args.rotate})["token"])
+    return 0
+
+
 def cmd_node_leave(args) -> int:
     reply = call(args.socket, {"op": "leave"})
     print(f"{reply['left']} left the cluster at seq {reply['seq']}; its daemon is stopping")

@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=commands.cmd_nodes)
 
+    p = sub.add_parser("join-token", help="print the token a new host joins with "
+                                          "(cantainerd --seeds HOST:PORT --join-token TOKEN)")
+    p.add_argument("--rotate", action="store_true",
+                   help="a new token: the old one no longer lets anyone join "
+                        "(members stay members)")
+    p.set_defaults(func=commands.cmd_join_token)
+
     node = sub.add_parser("node", help="this host's membership").add_subparsers(
         dest="node_command", required=True, parser_class=_Parser)
     p = node.add_parser("leave", help="leave the cluster: stop this host's containers, free "

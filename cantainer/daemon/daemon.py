@@ -27,7 +27,9 @@ import signal
 import time
 
 from cantainer.api.server import ApiServer
+from cantainer.api.trust import CA_KEY, JOIN_SECRET
 from cantainer.config import Config, heartbeat_port
+from cantainer.daemon import credentials
 from cantainer.daemon.handle import DaemonHandle
 from cantainer.daemon.heartbeat import INTERVAL as HEARTBEAT_INTERVAL
 from cantainer.daemon.heartbeat import Heartbeats, Suspicion
@@ -40,6 +42,10 @@ from cantainer.kernel.images import ImageStore
 from cantainer.kernel.net import ensure_neighbour_table, mtu_of
 from cantainer.projections.membership import LEFT
 from cantainer.projections.state import ClusterState
+from cantainer.trust.dqlite import DqliteTls
+from cantainer.trust.files import Credentials, load_trusted, save_trusted
+from cantainer.trust.pki import kx_public, new_secret, pair_key
+from cantainer.trust.tls import Gate, client_context, server_context
 
 log = logging.getLogger("cantainerd")
 
@@ -50,28 +56,36 @@ CATCH_UP_TIMEOUT = 300.0  # seconds a starting daemon may take to apply the log
 
 
 class Daemon:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, creds: Credentials, ca_key: str | None = None) -> None:
         self.config = config
+        self.creds = creds
+        self._ca_key = ca_key  # this host made the cluster's CA: it goes into the secrets
+        self.gate = Gate(creds.fingerprint)
+        self.gate.update(load_trusted(creds), frozenset())
+        transport = DqliteTls(config.dqlite_address, server_context(creds),
+                              client_context(creds, creds.ca), self.gate)
         self.raft = RaftMember(config.data_dir, config.dqlite_address, config.seeds,
                                voters=config.voters, standbys=config.standbys,
-                               network_latency_ms=config.network_latency_ms)
+                               network_latency_ms=config.network_latency_ms,
+                               transport=transport)
         # Three sessions, so a reader never waits behind a writer: appends, reads for
         # the API, and the runner's tailer.
-        self.log = EventLog(self.raft.store, node=config.name)
-        self.reader = EventLog(self.raft.store, node=config.name)
-        self.runner = Runner(EventLog(self.raft.store, node=config.name), ClusterState(),
-                             node=config.name, address=config.host, data_dir=config.data_dir,
-                             report=self._append_soon, underlay_mtu=mtu_of(config.host),
-                             idle_poll=config.idle_poll, reconcile_every=config.reconcile_every,
-                             fixed_poll=config.fixed_poll)
+        self.log, self.reader, tail = (EventLog(self.raft.store, node=config.name,
+                                                dial=transport.dial) for _ in range(3))
+        self.runner = Runner(tail, ClusterState(), node=config.name, address=config.host,
+                             data_dir=config.data_dir, report=self._append_soon,
+                             underlay_mtu=mtu_of(config.host), idle_poll=config.idle_poll,
+                             reconcile_every=config.reconcile_every,
+                             fixed_poll=config.fixed_poll, on_state=self._state_moved)
         self.heartbeats = Heartbeats(config.name, self._heartbeat_peers,
                                      lambda: self.runner.state.applied,
-                                     on_poke=self.runner.wake)
+                                     on_poke=self.runner.wake, keys=self._pair_key)
         self.suspicion = Suspicion(config.name, config.suspect_after)
+        self._pair_keys: dict[str, tuple[str, bytes]] = {}
         self.api = ApiServer(DaemonHandle(config, self.log, self.reader, self.runner,
                                           self.raft, self.heartbeats,
-                                          ImageStore(config.data_dir), self.appended,
-                                          self.stop), config.socket_path)
+                                          ImageStore(config.data_dir), creds, self.gate,
+                                          self.appended, self.stop), config.socket_path)
         self._stopping = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loops: list[asyncio.Task] = []
@@ -102,6 +116,10 @@ class Daemon:
             for stop in reversed(undo):
                 if stop is not None:
                     await _call(stop)
+        me = self.runner.state.members.nodes.get(self.config.name)
+        if me is not None and me.state == LEFT and me.fingerprint == self.creds.fingerprint:
+            self.creds.remove()  # revoked everywhere: coming back takes a new token
+            log.info("left the cluster: this host's credentials are removed")
         log.info("stopped")
 
     def stop(self) -> None:
@@ -130,15 +148,20 @@ class Daemon:
         The id names the node and the seq of its last ``NodeLeft`` (0 if none), so
         a restart appends nothing and a rejoin after leaving appends once.
         """
+        if self._ca_key is not None:  # this host made the cluster's CA
+            await self.log.set_secret(CA_KEY, self._ca_key, replace=False)
+            await self.log.set_secret(JOIN_SECRET, new_secret(), replace=False)
+            credentials.stored(self.creds)
+            self._ca_key = None
         await self.runner.wait_applied(await self.reader.head(), timeout=CATCH_UP_TIMEOUT)
         me = self.runner.state.members.nodes.get(self.config.name)
         if me is not None and me.state != LEFT:
             log.info("already a member since seq %d", me.joined)
             return
         event = NodeJoined(name=self.config.name, address=self.config.host,
-                           dqlite_address=self.config.dqlite_address)
-        seq, = await self.log.append(
-            [event], [f"NodeJoined-{self.raft.node_id:x}-{me.since if me else 0}"])
+                           dqlite_address=self.config.dqlite_address,
+                           certificate=self.creds.cert, kx=kx_public(self.creds.kx))
+        seq, = await self.log.append([event], [f"NodeJoined-{self.creds.fingerprint[:32]}"])
         self.appended()
         await self.runner.wait_applied(seq)
         if (reason := self.runner.state.verdict(seq)) is not None:
@@ -156,7 +179,8 @@ class Daemon:
         await self.heartbeats.start(*self.config.heartbeat_address)
 
     async def _start_api(self) -> None:
-        await self.api.start(self.config.peer_address)
+        await self.api.start(self.config.peer_address,
+                             server_context(self.creds, require_client_cert=False))
 
     def _start_loops(self) -> None:
         self._loops = [asyncio.create_task(self._look_after_roles()),
@@ -172,16 +196,16 @@ class Daemon:
 
     def _append_soon(self, event: Event, event_id: str) -> None:
         """Append without waiting, from any thread (ids make repeats harmless)."""
-        future = asyncio.run_coroutine_threadsafe(self.log.append([event], [event_id]),
-                                                  self._loop)
+        async def append() -> None:
+            try:
+                _, records = await self.log.append_recorded([event], [event_id])
+            except Exception as exc:  # an actor reports again at its next look
+                log.warning("append of %s failed: %s", type(event).__name__, exc)
+                return
+            self.runner.offer(records)
+            self.appended()
 
-        def done(f) -> None:
-            if f.exception() is not None:
-                log.warning("append of %s failed: %s", type(event).__name__, f.exception())
-            else:
-                self._loop.call_soon_threadsafe(self.appended)
-
-        future.add_done_callback(done)
+        asyncio.run_coroutine_threadsafe(append(), self._loop)
 
     def appended(self) -> None:
         """Something reached the log from here: read it now, and tell the peers to."""
@@ -190,14 +214,31 @@ class Daemon:
 
     # -- liveness and roles ------------------------------------------------------------------
 
-    def _heartbeat_peers(self) -> list[tuple[str, int]]:
-        """Every live member the log names, but this host."""
+    def _heartbeat_peers(self) -> list[tuple[str, tuple[str, int]]]:
+        """Every live member the log names, but this host: (name, heartbeat address)."""
         peers = []
         for node in self.runner.state.members.live().values():
             host, _, port = node.dqlite_address.rpartition(":")
             if node.name != self.config.name:
-                peers.append((host, heartbeat_port(int(port))))
+                peers.append((node.name, (host, heartbeat_port(int(port)))))
         return peers
+
+    def _pair_key(self, name: str) -> bytes | None:
+        """The key this host shares with live member ``name`` (heartbeats, pokes)."""
+        node = self.runner.state.members.live().get(name)
+        if node is None or node.kx is None:
+            return None
+        cached = self._pair_keys.get(name)
+        if cached is None or cached[0] != node.kx:
+            cached = self._pair_keys[name] = (node.kx, pair_key(self.creds.kx, node.kx))
+        return cached[1]
+
+    def _state_moved(self, state: ClusterState) -> None:
+        """After every batch the runner applied: who may connect now."""
+        trusted, revoked = state.members.trusted(), state.members.revoked()
+        if trusted != self.gate.trusted - {self.gate.own} or revoked != self.gate.revoked:
+            self.gate.update(trusted, revoked)
+            save_trusted(self.creds, self.gate.trusted)
 
     async def _judge_liveness(self) -> None:
         while True:

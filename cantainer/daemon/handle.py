@@ -12,16 +12,22 @@ from cantainer.events.raft import RaftMember
 from cantainer.kernel.images import ImageStore
 from cantainer.daemon.heartbeat import Heartbeats
 from cantainer.daemon.runner import Runner
+from cantainer.trust.files import Credentials
+from cantainer.trust.tls import Gate, client_context
 
 
 class DaemonHandle:
     def __init__(self, config: Config, log: EventLog, reader: EventLog, runner: Runner,
                  raft: RaftMember, heartbeats: Heartbeats, images: ImageStore,
-                 appended: Callable[[], None], stop: Callable[[], None]) -> None:
+                 creds: Credentials, gate: Gate, appended: Callable[[], None],
+                 stop: Callable[[], None]) -> None:
         self.node = config.name
         self.data_dir = config.data_dir
         self.images = images
         self.state = runner.state
+        self.ca = creds.ca
+        self.gate = gate
+        self.peer_tls = client_context(creds, creds.ca)
         self._config = config
         self._log, self._reader = log, reader
         self._runner, self._raft, self._heartbeats = runner, raft, heartbeats
@@ -29,13 +35,14 @@ class DaemonHandle:
 
     async def append(self, events: Sequence[Event], ids: Sequence[str]) -> list[int]:
         try:
-            seqs = await self._log.append(events, ids)
+            seqs, records = await self._log.append_recorded(events, ids)
         except LogUnavailable as exc:
             # Raft may still commit what the old leader holds: only a retry with the
             # same id is safe, so say which id that is.
             again = f"--id {ids[0]}" if len(ids) == 1 else "the same ids"
             raise LogUnavailable(f"{exc}; the event may still be appended later: retry "
                                  f"with {again} to append it at most once") from None
+        self._runner.offer(records)  # the next ones in order: applied without a read
         self._appended()
         await self._runner.wait_applied(max(seqs))
         if (rejected := self.state.rejection(seqs)) is not None:
@@ -65,6 +72,12 @@ class DaemonHandle:
             found += await self._runner.ask(actor, "differences")
         return found
 
+    async def secret(self, name: str) -> str | None:
+        return await self._reader.secret(name)
+
+    async def set_secret(self, name: str, value: str, *, replace: bool) -> str:
+        return await self._log.set_secret(name, value, replace=replace)
+
     def peer(self, host: str) -> tuple[str, int] | None:
         node = self.state.members.live().get(host)
         if node is None:
@@ -81,6 +94,9 @@ class DaemonHandle:
 
     def heard(self) -> dict[str, dict]:
         return self._heartbeats.seen()
+
+    def heartbeats_refused(self) -> int:
+        return self._heartbeats.refused
 
     def stop(self) -> None:
         self._stop()

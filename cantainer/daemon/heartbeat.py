@@ -9,12 +9,16 @@ applied seq.
 
 The same socket carries pokes, ``{"n": name, "poke": 1}``: a daemon that has
 just appended tells its peers to read the log now, so they need not poll
-it often.  A lost poke costs latency only: the tailer still polls.
+it often.  A lost poke costs latency only: the tailer still polls.  Both are
+authenticated and not replayable (``Heartbeats``): a forged or replayed
+datagram neither keeps a dead host alive nor wakes anyone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -27,17 +31,35 @@ log = logging.getLogger(__name__)
 
 INTERVAL = 1.0
 MAX_DATAGRAM = 512
+MAGIC = b"CTH1"
+MAC_SIZE = 16  # bytes of HMAC-SHA256 kept
+FRESH_NS = 30 * 10**9  # a datagram's time within 30 s of the receiver's clock
 
 
 class Heartbeats(asyncio.DatagramProtocol):
-    def __init__(self, name: str, peers: Callable[[], list[tuple[str, int]]],
-                 applied: Callable[[], int], on_poke: Callable[[], None]) -> None:
+    """The datagrams, authenticated and not replayable.
+
+    Each one is ``MAGIC + JSON + HMAC-SHA256`` keyed with the key the sender shares
+    with that receiver alone (X25519 of the one's private key and the other's public
+    key in the log, ``trust/pki.pair_key``): no one else can make one, not even
+    another member, and a member that left is no one's partner any more.  The JSON
+    carries the sender's wall clock in nanoseconds; a receiver takes only a time
+    later than the last it took from that sender, and within ``FRESH`` of its own
+    clock: a recorded datagram replayed is dropped (hosts' clocks must agree within
+    that).  ``keys(name)`` gives the key shared with member ``name`` (None: none)."""
+
+    def __init__(self, name: str, peers: Callable[[], list[tuple[str, tuple[str, int]]]],
+                 applied: Callable[[], int], on_poke: Callable[[], None],
+                 keys: Callable[[str], bytes | None]) -> None:
         self.name = name
         self.peers = peers
         self.applied = applied
         self.on_poke = on_poke
+        self.keys = keys
         self.last_heard: dict[str, float] = {}
         self.peer_applied: dict[str, int] = {}
+        self.refused = 0  # datagrams that failed a check: forged, replayed, stale, garbage
+        self._last_time: dict[str, int] = {}
         self._transport: asyncio.DatagramTransport | None = None
 
     async def start(self, host: str, port: int) -> None:
@@ -50,39 +72,63 @@ class Heartbeats(asyncio.DatagramProtocol):
             self._transport.close()
 
     def datagram_received(self, data: bytes, addr) -> None:
-        try:
-            beat = json.loads(data[:MAX_DATAGRAM])
-            name, applied = beat["n"], beat.get("a")
-            if not isinstance(name, str) or len(name) > 63 or \
-                    not isinstance(applied, int | None):
-                raise ValueError
-        except (ValueError, KeyError, TypeError, AttributeError):
-            log.debug("ignoring a malformed heartbeat from %s", addr)
+        beat = self._open(data)
+        if beat is None:
+            self.refused += 1
+            log.debug("ignoring a heartbeat from %s that does not verify", addr)
             return
+        name = beat["n"]
         self.last_heard[name] = time.monotonic()
-        if applied is not None:
-            self.peer_applied[name] = applied
+        if isinstance(beat.get("a"), int):
+            self.peer_applied[name] = beat["a"]
         if beat.get("poke"):
             self.on_poke()
 
+    def _open(self, data: bytes) -> dict | None:
+        """The datagram's content if it is authentic and fresh, else None."""
+        if len(data) > MAX_DATAGRAM or not data.startswith(MAGIC) or \
+                len(data) < len(MAGIC) + MAC_SIZE:
+            return None
+        body, mac = data[:-MAC_SIZE], data[-MAC_SIZE:]
+        try:
+            beat = json.loads(body[len(MAGIC):])
+            name, sent = beat["n"], beat["t"]
+            if not isinstance(name, str) or not isinstance(sent, int):
+                return None
+        except (ValueError, KeyError, TypeError):
+            return None
+        key = self.keys(name) if name != self.name else None
+        if key is None or not hmac.compare_digest(
+                mac, hmac.new(key, body, hashlib.sha256).digest()[:MAC_SIZE]):
+            return None
+        if sent <= self._last_time.get(name, 0) or abs(time.time_ns() - sent) > FRESH_NS:
+            return None  # replayed, or recorded long ago
+        self._last_time[name] = sent
+        return beat
+
     def _send_all(self, message: dict) -> None:
-        datagram = json.dumps(message).encode()
-        for peer in self.peers():
+        message = {**message, "n": self.name, "t": time.time_ns()}
+        body = MAGIC + json.dumps(message, separators=(",", ":")).encode()
+        for peer, address in self.peers():
+            key = self.keys(peer)
+            if key is None:
+                continue  # not a member we share a key with (yet)
+            datagram = body + hmac.new(key, body, hashlib.sha256).digest()[:MAC_SIZE]
             try:
-                self._transport.sendto(datagram, peer)
+                self._transport.sendto(datagram, address)
             except OSError as exc:  # an unreachable peer is what heartbeats measure
-                log.debug("heartbeat to %s: %s", peer, exc)
+                log.debug("heartbeat to %s: %s", address, exc)
 
     def poke(self) -> None:
         """Tell every peer to read the log now."""
         if self._transport is not None:
-            self._send_all({"n": self.name, "poke": 1})
+            self._send_all({"poke": 1})
 
     async def run(self) -> None:
         while True:
             self.last_heard[self.name] = time.monotonic()  # a host hears itself
             self.peer_applied[self.name] = self.applied()
-            self._send_all({"n": self.name, "a": self.applied()})
+            self._send_all({"a": self.applied()})
             await asyncio.sleep(INTERVAL)
 
     def seen(self) -> dict[str, dict]:
@@ -95,23 +141,27 @@ class Suspicion:
     """What the Raft leader appends about silent members: ``NodeSuspected`` after
     ``suspect_after`` seconds without a heartbeat, ``NodeRecovered`` once one comes.
 
-    A member never heard from counts as silent since this daemon first saw it in
-    the log, so a slow joiner is not suspected for the time it took.
+    A member is silent since its last heartbeat, or, if none came since this daemon
+    first saw it in the log (this time: a host that joins again is new), since
+    then: a slow joiner is not suspected for the time it took.
     """
 
-    def __init__(self, node: str, suspect_after: float) -> None:
+    def __init__(self, node: str, suspect_after: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.node = node
         self.suspect_after = suspect_after
-        self._first_seen: dict[str, float] = {}
+        self._clock = clock
+        self._first_seen: dict[tuple[str, int], float] = {}  # (name, its NodeJoined's seq)
 
     def events(self, members: Membership, last_heard: dict[str, float],
                is_leader: bool) -> list[tuple[Event, str]]:
-        now = time.monotonic()
+        now = self._clock()
         live = members.live()
-        for name in live:
-            self._first_seen.setdefault(name, now)
+        first = {name: self._first_seen.setdefault((name, node.joined), now)
+                 for name, node in live.items()}
         if not is_leader:
             return []
-        silent = {name: now - last_heard.get(name, self._first_seen[name]) for name in live}
+        silent = {name: now - max(last_heard.get(name, first[name]), first[name])
+                  for name in live}
         silent[self.node] = 0.0
         return list(members.liveness_events(silent, self.suspect_after))

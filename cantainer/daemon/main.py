@@ -15,10 +15,12 @@ import sys
 
 from cantainer.config import (DEFAULT_DATA_DIR, DEFAULT_PORT, DEFAULT_RUN_DIR, IDLE_POLL,
                               NETWORK_LATENCY_MS, RECONCILE_EVERY, SUSPECT_AFTER, Config)
+from cantainer.daemon import credentials
 from cantainer.daemon.daemon import Daemon, data_dir_lock
 from cantainer.errors import CantainerError, ConfigError
 from cantainer.events.validate import NAME_RE
 from cantainer.kernel.net import default_address
+from cantainer.trust.pki import parse_token
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("dqliteclient").setLevel(logging.ERROR)
         lock = data_dir_lock(config.data_dir)
         try:
-            asyncio.run(Daemon(config).run())
+            creds, ca_key = asyncio.run(credentials.obtain(config))
+            daemon = Daemon(config, creds, ca_key)  # outside a running loop (pyroute2)
+            asyncio.run(daemon.run())
         finally:
             os.close(lock)
     except CantainerError as exc:
@@ -49,6 +53,9 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
     parser.add_argument("--address", help="this host's underlay address, HOST[:PORT] "
                         "(default: the default route's source address, port 9000)")
     parser.add_argument("--seeds", default="", help="HOST:PORT[,...] of members to join through")
+    parser.add_argument("--join-token", metavar="TOKEN",
+                        help="what a new member joins with ('cantainer join-token' on a "
+                             "member prints it); a member that restarts needs none")
     parser.add_argument("--name", default=socket.gethostname(), help="node name (default: hostname)")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR)
@@ -93,6 +100,8 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
         raise ConfigError("--fixed-poll must be 0.001..60 seconds")
     if not 1 <= args.network_latency_ms <= 10_000:
         raise ConfigError("--network-latency-ms must be 1..10000")
+    if args.join_token is not None:
+        parse_token(args.join_token)  # a malformed one says so here, in one line
     if not NAME_RE.match(args.name):
         raise ConfigError(f"--name {args.name!r} is not a valid node name")
     config = Config(name=args.name, host=host, port=port, seeds=seeds,
@@ -100,7 +109,8 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
                     run_dir=os.path.abspath(args.run_dir), voters=args.voters,
                     standbys=args.standbys, network_latency_ms=args.network_latency_ms,
                     suspect_after=args.suspect_after, idle_poll=args.idle_poll,
-                    reconcile_every=args.reconcile_every, fixed_poll=args.fixed_poll)
+                    reconcile_every=args.reconcile_every, join_token=args.join_token,
+                    fixed_poll=args.fixed_poll)
     return config, args.log_level
 
 

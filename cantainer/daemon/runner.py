@@ -46,7 +46,8 @@ class Runner:
     def __init__(self, log_, state: ClusterState, *, node: str, address: str, data_dir: str,
                  report: Callable[[Event, str], None], underlay_mtu: int = 1500,
                  actors: tuple[type[KernelActor], ...] = ACTORS, idle_poll: float = 2.0,
-                 reconcile_every: float = 10.0, fixed_poll: float | None = None) -> None:
+                 reconcile_every: float = 10.0, fixed_poll: float | None = None,
+                 on_state: Callable[[ClusterState], None] = lambda state: None) -> None:
         self.log = log_
         self.state = state
         self.node = node
@@ -55,6 +56,7 @@ class Runner:
         self.reconcile_every = reconcile_every
         # The benchmarks' anchor: the original tool's design, a fixed poll and no wakes.
         self.fixed_poll = fixed_poll
+        self._on_state = on_state  # after each publish, on the loop: the daemon's own use
         self.context = ActorContext(node=node, address=address, data_dir=data_dir,
                                     listener=self, underlay_mtu=underlay_mtu)
         self.classes = {cls.name: cls for cls in actors}
@@ -144,6 +146,14 @@ class Runner:
             except TimeoutError:
                 pass
 
+    def offer(self, records) -> None:
+        """Records this host has just appended: when they are the next ones in order,
+        they are applied here and now, not read back from the leader."""
+        if records and records[0].seq == self.state.applied + 1:
+            self.state.apply_all(records)
+            self._progressed.set()
+            self._publish()
+
     def _publish(self) -> None:
         """Each actor's plan as of the state's seq, if the state moved since the last."""
         if self.state.applied == self._published:
@@ -151,6 +161,7 @@ class Runner:
         self._published = self.state.applied
         for name in self.refs:
             self._tell(name, Desired(self._published, self._derive(name)))
+        self._on_state(self.state)
 
     def _derive(self, name: str):
         return self.classes[name].derive(self.state, self.node)

@@ -1,0 +1,176 @@
+"""How this host comes by its credentials (``trust/files.py``), before its dqlite node starts.
+
+    a new cluster      (no --seeds, a new data directory): a new CA, and this member's
+                       key and certificate signed by it; the CA's key goes into the
+                       cluster's secrets once the log is up (``ca.key`` waits in
+                       DATA_DIR/tls until then)
+    a new member       (--seeds and --join-token): the CA certificate fetched from a seed
+                       and checked against the token (another CA: refused, whatever the
+                       seed says), a key made here, a certificate signed by the member
+                       that checked the token's secret — which appends this host's
+                       NodeJoined
+    a member again     (its credentials on disk): they are used, no token needed; but if
+                       a member says this certificate was revoked (the host left or was
+                       evicted), it must join again, with a new token
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+
+from cantainer.config import Config, peer_port
+from cantainer.errors import ConfigError, Unavailable
+from cantainer.events.validate import fingerprint
+from cantainer.trust import pki
+from cantainer.trust.files import Credentials, save_trusted
+from cantainer.trust.tls import client_context
+
+log = logging.getLogger("cantainerd")
+
+ASK_TIMEOUT = 5.0
+JOIN_ATTEMPTS = 20  # seeds tried in turn, a second apart: a seed may be starting
+
+
+async def obtain(config: Config) -> tuple[Credentials, str | None]:
+    """This member's credentials, and the CA's key when this host bootstraps a cluster."""
+    creds = Credentials(config.data_dir)
+    identity = os.path.join(config.data_dir, "node.json")
+    if creds.exist():
+        creds.load()
+        verdict = await whoami(config, creds)
+        if verdict in ("revoked", "unknown"):
+            if not config.join_token:
+                raise ConfigError(
+                    f"this host's certificate is {verdict} (it left the cluster or was "
+                    "evicted): start it with a new --join-token to join again")
+            log.info("this host's certificate is %s: joining again with the token", verdict)
+            creds.remove()
+            return await join(config, creds), None
+        if config.join_token:
+            log.info("already a member: --join-token is not needed and not used")
+        return creds, _pending_ca_key(creds)
+    if os.path.exists(identity) and not os.path.isdir(creds.dir):
+        raise ConfigError(f"{config.data_dir} is from before cluster trust (no certificates "
+                          "in it): move it aside and join the cluster again with a "
+                          "--join-token, or start a new cluster with a new --data-dir")
+    if config.seeds:
+        if not config.join_token:
+            raise ConfigError("joining a cluster needs --join-token TOKEN (run 'cantainer "
+                              "join-token' on a member)")
+        return await join(config, creds), None
+    if os.path.exists(identity):
+        raise ConfigError("this host left its cluster: start it with --seeds and a "
+                          "--join-token to join again")
+    return bootstrap(config, creds)
+
+
+def bootstrap(config: Config, creds: Credentials) -> tuple[Credentials, str]:
+    ca_key, ca = pki.new_ca()
+    key = pki.new_key()
+    cert = pki.sign(ca_key, ca, pki.csr(key, config.name), config.name, config.host)
+    creds.save(ca, key, cert, pki.new_kx_key())
+    _write_private(creds.path("ca.key"), ca_key)
+    log.info("a new cluster CA, %s", fingerprint(ca)[:16])
+    return creds, ca_key
+
+
+def _pending_ca_key(creds: Credentials) -> str | None:
+    """A bootstrapped CA's key not yet in the cluster's secrets (a start cut short)."""
+    try:
+        with open(creds.path("ca.key")) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def stored(creds: Credentials) -> None:
+    """The CA's key is in the cluster's secrets: no copy stays on this disk."""
+    try:
+        os.unlink(creds.path("ca.key"))
+    except FileNotFoundError:
+        pass
+
+
+async def join(config: Config, creds: Credentials) -> Credentials:
+    ca_fingerprint, secret = pki.parse_token(config.join_token)
+    last: Exception | None = None
+    for attempt in range(JOIN_ATTEMPTS):
+        seed = config.seeds[attempt % len(config.seeds)]
+        host, port = seed.rsplit(":", 1)
+        address = (host, peer_port(int(port)))
+        try:
+            ca = (await ask(address, client_context(None, None), {"op": "ca"}))["ca"]
+            if fingerprint(ca) != ca_fingerprint:
+                raise ConfigError(f"seed {seed} presents another CA than the join token's: "
+                                  "refusing to join through it (a wrong token, or someone "
+                                  "in between)")
+            key, kx = pki.new_key(), pki.new_kx_key()
+            reply = await ask(address, client_context(None, ca), {
+                "op": "join", "secret": secret, "csr": pki.csr(key, config.name),
+                "name": config.name, "address": config.host,
+                "dqlite_address": config.dqlite_address, "kx": pki.kx_public(kx)})
+        except Unavailable as exc:
+            last = exc
+            await asyncio.sleep(1.0)
+            continue
+        if "error" in reply:
+            raise ConfigError(f"{seed} refused this host: {reply['error']}")
+        certificate = reply["certificate"]
+        if not pki.issued_by(certificate, ca):
+            raise ConfigError(f"{seed} answered with a certificate the CA did not sign")
+        log.info("joined through %s: certificate %s", seed, fingerprint(certificate)[:16])
+        creds.save(ca, key, certificate, kx)
+        save_trusted(creds, frozenset(reply.get("trusted", ())))
+        return creds
+    raise ConfigError(f"could not join through {', '.join(config.seeds)}: {last}")
+
+
+async def whoami(config: Config, creds: Credentials) -> str | None:
+    """What a member says of this host's certificate: "member", "revoked", "unknown";
+    None when no other member answers (they may all be starting, as this one is)."""
+    try:
+        with open(os.path.join(config.data_dir, "cluster.json")) as f:
+            known = [a for a in json.load(f) if a != config.dqlite_address]
+    except (OSError, ValueError):
+        known = []
+    tls = client_context(creds, creds.ca)
+    for member in [*config.seeds, *known]:
+        host, port = member.rsplit(":", 1)
+        try:
+            reply = await ask((host, peer_port(int(port))), tls, {"op": "whoami"},
+                              timeout=2.0)
+        except Unavailable:
+            continue
+        if "member" in reply:
+            return "member"
+        return "revoked" if reply.get("kind") == "conflict" else "unknown"
+    return None
+
+
+async def ask(address: tuple[str, int], tls, message: dict, timeout: float = ASK_TIMEOUT) -> dict:
+    """One request to a member's peer port over TLS; its first answer (an error too)."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(*address, ssl=tls,
+                                                           server_hostname=None)
+            try:
+                writer.write(json.dumps(message).encode() + b"\n")
+                line = await reader.readline()
+            finally:
+                writer.close()
+    except (OSError, TimeoutError) as exc:
+        raise Unavailable(f"{address[0]}:{address[1]} does not answer ({exc or 'timed out'})") \
+            from None
+    try:
+        return json.loads(line)
+    except ValueError:
+        raise Unavailable(f"{address[0]}:{address[1]} gave no answer") from None
+
+
+def _write_private(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
