@@ -22,6 +22,7 @@ import itertools
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,8 @@ from cantainer.errors import CantainerError
 from cantainer.kernel import netns, supervise
 from cantainer.kernel.net import ensure_neighbour_table
 from cantainer.kernel.statedir import StateDir
+from cantainer.trust.files import Credentials
+from cantainer.trust.tls import client_context
 from lab import plumbing
 
 _counter = itertools.count(1)
@@ -99,6 +102,19 @@ class Lab:
                                    h.address, self.prefixlen)
             os.makedirs(h.run_dir, exist_ok=True)
 
+    def outsider(self, address: str | None = None) -> str:
+        """A machine on the underlay that is no member (no credentials): a namespace
+        plugged into the underlay bridge; its name.  Removed with the lab."""
+        name = f"{self.prefix}out"
+        if not netns.exists(name):
+            net = ipaddress.IPv4Network(f"{self.hosts[0].address}/{self.prefixlen}",
+                                        strict=False)
+            address = address or str(net.network_address + 66)
+            netns.create(name)
+            plumbing.ensure_uplink(self.underlay, "ul0", "pout", name, "eth0", address,
+                                   self.prefixlen)
+        return name
+
     def cut(self, number: int) -> None:
         """Unplug a host's underlay link (a partition)."""
         plumbing.set_link_state(self.underlay, f"p{number}", up=False)
@@ -109,17 +125,22 @@ class Lab:
     # -- daemons --------------------------------------------------------------------
 
     def start(self, number: int, seeds: list[int] | None = None, wait: bool = True,
-              extra: tuple[str, ...] = ()) -> LabHost:
-        """Start ``cantainerd`` on a host; it joins through ``seeds`` (default: host 1)."""
+              extra: tuple[str, ...] = (), token: str | None = None) -> LabHost:
+        """Start ``cantainerd`` on a host; it joins through ``seeds`` (default: host 1).
+        A host without credentials gets the seed's join token, or ``token`` ("": none)."""
         h = self.host(number)
         if h.running:
             raise CantainerError(f"{h.name} is already running")
         if seeds is None:
             seeds = [] if number == 1 else [1]
         seed_arg = ",".join(self.host(s).dqlite_address for s in seeds)
+        if token is None and seeds and not Credentials(h.data_dir).exist():
+            token = self.join_token(seeds[0])  # a new member's; a member needs none
+        token = ["--join-token", token] if token else []
         cmd = [sys.executable, "-m", "cantainer.daemon", "--address", h.dqlite_address,
                "--name", h.name, "--data-dir", h.data_dir, "--run-dir", h.run_dir,
-               *(["--seeds", seed_arg] if seed_arg else []), *self.daemon_args, *extra]
+               *(["--seeds", seed_arg] if seed_arg else []), *token, *self.daemon_args,
+               *extra]
         log = open(h.log_path, "ab")
         h.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                   preexec_fn=lambda: netns.enter(h.netns))
@@ -129,13 +150,24 @@ class Lab:
         return h
 
     def start_all(self) -> None:
-        for h in self.hosts:
+        """Host 1 bootstraps the cluster; the others join through it, at once."""
+        self.start(1)
+        for h in self.hosts[1:]:
             self.start(h.number, wait=False)
-        for h in self.hosts:
+        for h in self.hosts[1:]:
             self.wait_ready(h.number)
         self.wait_formed()
 
-    def wait_formed(self, timeout: float = 30.0) -> None:
+    def join_token(self, number: int = 1) -> str:
+        """The cluster's join token, as host ``number`` prints it."""
+        return self.cli(number, "join-token").stdout.strip()
+
+    def tls(self, number: int) -> ssl.SSLContext:
+        """A client context with host ``number``'s member credentials."""
+        creds = Credentials(self.host(number).data_dir).load()
+        return client_context(creds, creds.ca)
+
+    def wait_formed(self, timeout: float = 30.0, hosts: int | None = None) -> None:
         """Wait until the Raft group has its voters (up to 3) and stand-bys, as every
         running node itself sees them.
 
@@ -143,8 +175,8 @@ class Lab:
         hears of it a moment later, and until then would not stand for election: a
         test that kills the leader must kill it in a group every member knows.
         """
-        want = sorted(["voter"] * min(3, len(self.hosts)) +
-                      ["standby"] * min(3, max(0, len(self.hosts) - 3)))
+        count = hosts or len(self.hosts)
+        want = sorted(["voter"] * min(3, count) + ["standby"] * min(3, max(0, count - 3)))
 
         def formed() -> bool:
             views = [self._roles_seen_by(h) for h in self.hosts if h.running]
@@ -165,8 +197,19 @@ class Lab:
 
         from dqliteclient import ClusterClient, MemoryNodeStore
 
+        try:
+            tls = self.tls(h.number)
+        except OSError:
+            return []  # no credentials yet: not joined yet
+
+        async def dial(address: str):
+            host, port = address.rsplit(":", 1)
+            return await asyncio.open_connection(host, int(port), ssl=tls,
+                                                 server_hostname=None)
+
         async def ask() -> list[str]:
-            client = ClusterClient(MemoryNodeStore([h.dqlite_address]), timeout=1.0)
+            client = ClusterClient(MemoryNodeStore([h.dqlite_address]), timeout=1.0,
+                                   dial_func=dial)
             async with client.open_admin_connection(h.dqlite_address) as p:
                 return [n.role.name.lower() for n in await p.cluster()]
 

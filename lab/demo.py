@@ -66,15 +66,44 @@ def show_kernel(lab: Lab, host: int) -> None:
             print(f"    neigh {ip} lladdr {mac} PERMANENT")
 
 
+def outsider(lab: Lab) -> None:
+    """Tried from a namespace on the underlay that is no member."""
+    import asyncio
+
+    from dqliteclient import connect
+
+    async def write() -> str:
+        try:
+            conn = await asyncio.wait_for(connect(lab.host(1).dqlite_address,
+                                                  database="cantainer", timeout=2), 5)
+        except Exception as exc:  # noqa: BLE001 - what it gets is what we show
+            return f"refused: {type(exc).__name__}: {exc}"
+        await conn.close()
+        return "connected (this should not happen)"
+
+    name = lab.outsider()
+    print(f"[outsider]$ dqlite-client INSERT into {lab.host(1).dqlite_address}")
+    print("    " + netns.run_in(name, lambda: asyncio.run(write())))
+
+
 def main() -> int:
     try:
         with Lab(3) as lab:
             say(f"three hosts: {', '.join(f'{h.name}={h.address}' for h in lab.hosts)} "
                 f"(namespaces {lab.prefix}*)")
-            say("h1 bootstraps the cluster; h2 and h3 join with --seeds "
-                f"{lab.host(1).dqlite_address}")
-            lab.start_all()
+            say("h1 bootstraps the cluster and its CA; h2 and h3 join with --seeds "
+                f"{lab.host(1).dqlite_address} and the join token h1 prints")
+            lab.start(1)
+            token = run(lab, 1, "join-token").strip()
+            lab.start(2, token=token, wait=False)
+            lab.start(3, token=token, wait=False)
+            lab.wait_ready(2)
+            lab.wait_ready(3)
+            lab.wait_formed()
             run(lab, 2, "status")
+            say("an outsider on the underlay, with no certificate, cannot reach the log "
+                "(tests/integration/test_trust.py tries every door)")
+            outsider(lab)
 
             say("events appended on different hosts")
             run(lab, 1, "submit-event", "NetworkCreated", "name=blue", "cidr=198.18.0.0/24")

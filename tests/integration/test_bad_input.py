@@ -205,8 +205,14 @@ def test_unknown_types_newer_versions_and_garbage_in_the_log_are_skipped(lab):
     """Rows another build (or a bug) wrote: every host skips them and goes on."""
     from dqliteclient import connect
 
+    tls = lab.tls(1)  # a member's credentials: only members reach the log
+
+    async def dial(address):
+        host, port = address.rsplit(":", 1)
+        return await asyncio.open_connection(host, int(port), ssl=tls, server_hostname=None)
+
     async def insert() -> None:
-        conn = await connect(lab.host(1).dqlite_address, database="cantainer")
+        conn = await connect(lab.host(1).dqlite_address, database="cantainer", dial_func=dial)
         try:
             for rid, typ, version, payload in [
                     ("future-1", "Teleported", 1, b"\x80"),

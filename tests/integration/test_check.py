@@ -1,4 +1,5 @@
-"""``cantainer replay --check``: this host's kernel against the log, every actor's part.
+"""``cantainer replay --check``: this host's kernel against the log, every actor's part
+(the firewall's, the overlay's, the runtime's).
 
 The daemons run with ``--reconcile-every 0`` (no periodic comparison), so a
 change that rtnetlink does not report as a removal stays until a restart, and
@@ -70,6 +71,14 @@ def test_check_names_every_kind_of_difference(make_lab):
         ("a state directory of no container",
          lambda: os.mkdir(stray_state),
          "remove the state of container 0000000000ab (not in the log)"),
+        ("a member's address taken out of the VXLAN table",
+         lambda: sh(lab, 1, "nft", "delete", "element", "inet", "cantainer", "members",
+                    f"{{ {lab.host(2).address} }}"),
+         f"allow VXLAN from {lab.host(2).address}"),
+        ("an outsider's address put in it",
+         lambda: sh(lab, 1, "nft", "add", "element", "inet", "cantainer", "members",
+                    "{ 198.51.100.99 }"),
+         "refuse VXLAN from 198.51.100.99"),
     ]
     for what, change, expected in cases:
         change()

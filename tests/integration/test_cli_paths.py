@@ -137,11 +137,13 @@ def test_the_peer_port_serves_only_logs_and_exec(lab):
     lab.cli(1, "run", "-d", "-n", NET, "--name", "peer-target", "busybox", "sleep", "300")
     head = json.loads(lab.cli(1, "status", "--json").stdout)["head"]
 
+    tls = lab.tls(2)  # h2's member certificate: the peer port is TLS
+
     def exchange(payload: bytes) -> bytes:
         def talk():
-            with socket.create_connection((h.address, 9002), timeout=10) as sock:
+            raw = socket.create_connection((h.address, 9002), timeout=10)
+            with tls.wrap_socket(raw) as sock:
                 sock.sendall(payload)
-                sock.shutdown(socket.SHUT_WR)
                 chunks = []
                 while chunk := sock.recv(65536):
                     chunks.append(chunk)
@@ -149,7 +151,8 @@ def test_the_peer_port_serves_only_logs_and_exec(lab):
         from cantainer.kernel import netns
         return netns.run_in(lab.host(2).netns, talk)
 
-    for op in ("submit", "run", "rm", "stop", "leave", "node_rm", "status", "ps"):
+    for op in ("submit", "run", "rm", "stop", "leave", "node_rm", "status", "ps",
+               "join_token", "check"):
         reply = json.loads(exchange(json.dumps({"op": op, "ref": "peer-target",
                                                 "events": [], "name": "h3"}).encode() + b"\n"))
         assert reply == {"error": f"unknown request {op!r}", "kind": "invalid"}, (op, reply)

@@ -80,6 +80,9 @@ class FakeHandle:
     def heard(self):
         return {"h2": {"applied": 3, "heard": 0.4}}
 
+    def heartbeats_refused(self):
+        return 0
+
     def stop(self):
         self.stopped = True
 
@@ -94,7 +97,7 @@ class Sink:
         self.sent.append(msg)
 
 
-def call(h, request: dict, peer: bool = False) -> list[dict]:
+def call(h, request: dict, peer: str | None = None) -> list[dict]:
     req = server.normalise(request.get("op"), request, peer)
     sink = Sink()
     asyncio.run(server.OPS[req["op"]].handler(h, req, sink))
@@ -137,15 +140,22 @@ def test_bad_requests_are_refused_by_the_filter(h, request_, error, message):
     assert len(h.records) == 3, "nothing appended"
 
 
-def test_the_peer_port_serves_logs_and_exec_only(h):
-    for op in ("submit", "run", "rm", "stop", "leave", "node_rm", "status", "check"):
-        with pytest.raises(Invalid, match=f"unknown request {op!r}"):
-            server.normalise(op, {"op": op}, peer=True)
-    assert server.normalise("logs", {"op": "logs", "ref": "x"}, peer=True)["peer"] is True
+def test_the_peer_port_serves_members_logs_and_exec_and_anyone_the_joining(h):
+    for op in ("submit", "run", "rm", "stop", "leave", "node_rm", "status", "check",
+               "join_token"):
+        for who in ("member", "stranger"):
+            with pytest.raises(Invalid, match=f"unknown request {op!r}"):
+                server.normalise(op, {"op": op}, peer=who)
+    for op in ("logs", "exec"):
+        with pytest.raises(Invalid, match=f"request {op!r} is for members"):
+            server.normalise(op, {"op": op, "ref": "x", "command": ["true"]}, peer="stranger")
+    assert server.normalise("logs", {"op": "logs", "ref": "x"}, peer="member")["peer"] is True
+    for op in ("ca", "whoami"):
+        assert server.normalise(op, {"op": op}, peer="stranger")["op"] == op
 
 
 def test_defaults_are_filled_and_other_fields_dropped(h):
-    req = server.normalise("run", {"op": "run", "network": "n", "sneaky": 1}, peer=False)
+    req = server.normalise("run", {"op": "run", "network": "n", "sneaky": 1})
     assert req["image"] == "busybox" and req["command"] == ["/bin/sh"] and req["env"] == []
     assert "sneaky" not in req and req["attach"] is False
 
@@ -225,7 +235,7 @@ def test_exec_and_logs_of_another_hosts_container_forwarded_here_are_refused(h):
     """A peer that forwards to the wrong host (an older view of the log)."""
     created(h, "far", host="h2", state="running")
     with pytest.raises(Conflict, match="container far is not on host h1"):
-        call(h, {"op": "logs", "ref": "far"}, peer=True)
+        call(h, {"op": "logs", "ref": "far"}, peer="member")
 
 
 def test_exec_needs_a_running_container(h, tmp_path):

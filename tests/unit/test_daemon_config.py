@@ -29,9 +29,45 @@ def test_bad_flags(args, message, tmp_path):
     assert message in result.stderr and result.stderr.count("\n") == 1
 
 
+def member_credentials(data, address="192.0.2.7"):
+    """DATA_DIR/tls as a member has it (a data directory made after cluster trust)."""
+    from cantainer.trust import pki
+    from cantainer.trust.files import Credentials
+
+    ca_key, ca = pki.new_ca()
+    key = pki.new_key()
+    Credentials(str(data)).save(ca, key, pki.sign(ca_key, ca, pki.csr(key, "h"), "h", address),
+                                pki.new_kx_key())
+
+
+def test_a_data_dir_from_before_cluster_trust_is_refused_with_what_to_do(tmp_path):
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "node.json").write_text(json.dumps(
+        {"id": 1, "address": "192.0.2.8:9000", "joined": True}))
+    result = daemon("--address", "192.0.2.8", "--data-dir", str(data),
+                    "--run-dir", str(tmp_path / "r"))
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "is from before cluster trust (no certificates in it): move it aside and join " \
+           "the cluster again with a --join-token" in result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--seeds", "192.0.2.9"), "joining a cluster needs --join-token TOKEN"),
+    (("--seeds", "192.0.2.9", "--join-token", "CTN1-abc"), "is not a Cantainer join token"),
+])
+def test_joining_without_a_proper_token_is_refused(tmp_path, args, message):
+    result = daemon("--address", "192.0.2.8", "--data-dir", str(tmp_path / "d"),
+                    "--run-dir", str(tmp_path / "r"), *args)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert message in result.stderr
+    assert not (tmp_path / "d" / "tls" / "node.crt").exists(), "no credentials made"
+
+
 def test_data_dir_of_another_address_is_refused(tmp_path):
     data = tmp_path / "d"
     data.mkdir()
+    member_credentials(data)
     (data / "node.json").write_text(json.dumps(
         {"id": 1, "address": "192.0.2.7:9000", "joined": True}))
     result = daemon("--address", "192.0.2.8", "--data-dir", str(data),
@@ -43,6 +79,7 @@ def test_data_dir_of_another_address_is_refused(tmp_path):
 def test_corrupt_identity_is_refused(tmp_path):
     data = tmp_path / "d"
     data.mkdir()
+    member_credentials(data, "192.0.2.8")
     (data / "node.json").write_text("{not json")
     result = daemon("--address", "192.0.2.8", "--data-dir", str(data),
                     "--run-dir", str(tmp_path / "r"))

@@ -20,9 +20,11 @@ ALLOWED = {
     "events": {"errors"},
     "projections": {"errors", "events", "kernel.names"},
     "pull": {"errors", "kernel"},
+    "trust": {"errors", "events"},
     "actors": {"errors", "events", "kernel", "projections"},
-    "api": {"errors", "config", "events", "kernel", "projections", "pull"},
-    "daemon": {"errors", "config", "events", "kernel", "projections", "actors", "api"},
+    "api": {"errors", "config", "events", "kernel", "projections", "pull", "trust"},
+    "daemon": {"errors", "config", "events", "kernel", "projections", "actors", "api",
+               "trust"},
     "cli": {"errors", "config", "projections.view"},  # view: replay --file, when it runs
 }
 

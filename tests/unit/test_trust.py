@@ -1,0 +1,193 @@
+"""Trust's parts on their own: keys and certificates, tokens, the gate, heartbeats' MACs,
+and what the membership projection makes of certificates.  No network, no root."""
+
+import hashlib
+import hmac
+import json
+import os
+import stat
+import time
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from cantainer.daemon.heartbeat import MAC_SIZE, MAGIC, Heartbeats
+from cantainer.errors import ConfigError, Invalid
+from cantainer.events import NodeJoined, NodeLeft, Recorded
+from cantainer.events.validate import fingerprint
+from cantainer.projections.membership import Membership
+from cantainer.trust import pki
+from cantainer.trust.files import Credentials
+from cantainer.trust.tls import Gate
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return pki.new_ca()
+
+
+def member(ca, name="h1", address="192.0.2.1"):
+    ca_key, ca_cert = ca
+    key = pki.new_key()
+    return key, pki.sign(ca_key, ca_cert, pki.csr(key, name), name, address)
+
+
+def test_a_member_certificate_names_the_node_and_chains_to_its_ca_only(ca):
+    _, cert = member(ca, "h1", "192.0.2.1")
+    parsed = x509.load_pem_x509_certificate(cert.encode())
+    assert parsed.subject.rfc4514_string() == "CN=h1"
+    san = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["192.0.2.1"]
+    assert pki.issued_by(cert, ca[1])
+    assert not pki.issued_by(cert, pki.new_ca("other")[1])
+    assert fingerprint(cert) == parsed.fingerprint(hashes.SHA256()).hex(), \
+        "the log's fingerprint is the TLS certificate's"
+
+
+def test_only_a_proper_request_is_signed(ca):
+    with pytest.raises(Invalid, match="not a certificate request"):
+        pki.sign(*ca, "garbage", "h1", "192.0.2.1")
+    with pytest.raises(Invalid, match="not a certificate request"):
+        pki.sign(*ca, pki.csr(pki.new_key(), "h1"), "h1", "not-an-address")
+
+
+def test_a_token_pins_the_ca_and_carries_a_secret(ca):
+    secret = pki.new_secret()
+    token = pki.token(ca[1], secret)
+    assert pki.parse_token(token) == (fingerprint(ca[1]), secret)
+    for bad in ("", "CTN1-abc-def", token.replace("CTN1", "CTN2"), token[:-20] + "!" * 20):
+        with pytest.raises(ConfigError, match="is not a Cantainer join token"):
+            pki.parse_token(bad)
+    assert pki.same_secret(secret, secret) and not pki.same_secret(secret, pki.new_secret())
+
+
+def test_pair_keys_are_shared_by_two_members_alone():
+    a, b, c = pki.new_kx_key(), pki.new_kx_key(), pki.new_kx_key()
+    ab = pki.pair_key(a, pki.kx_public(b))
+    assert ab == pki.pair_key(b, pki.kx_public(a)) and len(ab) == 32
+    assert ab != pki.pair_key(a, pki.kx_public(c)) != pki.pair_key(b, pki.kx_public(c))
+
+
+def test_credentials_are_private_files(tmp_path, ca):
+    key, cert = member(ca)
+    creds = Credentials(str(tmp_path)).save(ca[1], key, cert, pki.new_kx_key())
+    assert stat.S_IMODE(os.stat(creds.dir).st_mode) == 0o700
+    for name in ("ca.crt", "node.key", "node.crt", "node.kx"):
+        assert stat.S_IMODE(os.stat(creds.path(name)).st_mode) == 0o600, name
+    loaded = Credentials(str(tmp_path)).load()
+    assert (loaded.cert, loaded.fingerprint) == (cert, fingerprint(cert))
+    loaded.remove()
+    assert not Credentials(str(tmp_path)).exist()
+
+
+def test_the_gate_admits_live_members_and_cuts_who_leaves():
+    gate = Gate("me")
+    assert gate.admits("me") and not gate.admits("a") and not gate.admits(None)
+    gate.update(frozenset({"a", "b"}), frozenset())
+    assert gate.admits("a") and gate.reaches("newcomer"), "dialing: any but the revoked"
+    cut = []
+    gate.track("in-a", "a", True, lambda: cut.append("in-a"))
+    gate.track("in-b", "b", True, lambda: cut.append("in-b"))
+    gate.track("out-b", "b", False, lambda: cut.append("out-b"))
+    gate.update(frozenset({"a"}), frozenset({"b"}))  # b left
+    assert sorted(cut) == ["in-b", "out-b"] and not gate.reaches("b") and not gate.admits("b")
+    gate.untrack("in-a")
+    gate.update(frozenset(), frozenset({"a", "b"}))
+    assert sorted(cut) == ["in-b", "out-b"], "an untracked connection is not cut"
+    assert gate.admits("me"), "this member always admits itself"
+
+
+class Receiver(Heartbeats):
+    """The receiving side only: what ``_open`` takes."""
+
+    def __init__(self, keys) -> None:
+        super().__init__("h1", lambda: [], lambda: 0, lambda: None, keys.get)
+
+
+def beat(key: bytes, name="h2", t=None, **extra) -> bytes:
+    body = MAGIC + json.dumps({"n": name, "t": t or time.time_ns(), "a": 3, **extra}).encode()
+    return body + hmac.new(key, body, hashlib.sha256).digest()[:MAC_SIZE]
+
+
+def test_heartbeats_are_authentic_fresh_and_not_replayable():
+    key = os.urandom(32)
+    rx = Receiver({"h2": key})
+    good = beat(key)
+    assert rx._open(good)["n"] == "h2"
+    assert rx._open(good) is None, "replayed"
+    assert rx._open(beat(key, t=time.time_ns() - 60 * 10**9)) is None, "recorded long ago"
+    assert rx._open(beat(os.urandom(32))) is None, "another key: forged"
+    forged = bytearray(beat(key))
+    forged[10] ^= 1
+    assert rx._open(bytes(forged)) is None, "changed on the way"
+    assert rx._open(beat(key, name="h9")) is None, "no key shared with h9: no member"
+    assert rx._open(beat(key, name="h1")) is None, "not itself"
+    assert rx._open(b"{\"n\": \"h2\", \"a\": 1}") is None, "the old plain format"
+    assert rx._open(beat(key)) is not None, "a fresh one after all that"
+
+
+def test_heartbeats_refused_are_counted_and_wake_no_one():
+    key = os.urandom(32)
+    woken = []
+    rx = Heartbeats("h1", lambda: [], lambda: 0, lambda: woken.append(1), {"h2": key}.get)
+    rx.datagram_received(beat(os.urandom(32), poke=1), ("192.0.2.9", 1))
+    assert (rx.refused, woken, rx.last_heard) == (1, [], {})
+    rx.datagram_received(beat(key, poke=1), ("192.0.2.2", 1))
+    assert (rx.refused, woken, list(rx.last_heard)) == (1, [1], ["h2"])
+
+
+def joined(name, i, cert=None):
+    return NodeJoined(name=name, address=f"192.0.2.{i}", dqlite_address=f"192.0.2.{i}:9000",
+                      certificate=cert, kx="ab" * 32 if cert else None)
+
+
+def test_membership_knows_members_by_their_certificates(ca):
+    m = Membership()
+    seq = iter(range(1, 100))
+
+    def apply(event):
+        s = next(seq)
+        m.apply(Recorded(s, f"id{s}", event.type_name(), event.VERSION, "t", 0.0, event))
+        return m.verdict(s)
+
+    _, c1 = member(ca, "h1", "192.0.2.1")
+    _, c2 = member(ca, "h2", "192.0.2.2")
+    assert apply(joined("h1", 1, c1)) is None and apply(joined("h2", 2, c2)) is None
+    assert apply(joined("h0", 3)) is None, "a version 1 member: known by no certificate"
+    assert m.trusted() == {fingerprint(c1), fingerprint(c2)} and m.revoked() == frozenset()
+    assert "that certificate is already member h1's" in apply(joined("h3", 4, c1))
+    apply(NodeLeft(name="h2"))
+    assert m.trusted() == {fingerprint(c1)} and m.revoked() == {fingerprint(c2)}
+    assert "revoked when its member left" in apply(joined("h2", 2, c2)), "not with that one"
+    _, again = member(ca, "h2", "192.0.2.2")
+    assert apply(joined("h2", 2, again)) is None, "with a new certificate, a new token's"
+    assert m.revoked() == {fingerprint(c2)}, "the old one stays revoked"
+
+
+def test_a_host_that_joins_again_gets_a_fresh_grace_before_suspicion():
+    from cantainer.daemon.heartbeat import Suspicion
+
+    m = Membership()
+    seqs = iter(range(1, 100))
+
+    def apply(event):
+        s = next(seqs)
+        m.apply(Recorded(s, f"id{s}", event.type_name(), event.VERSION, "t", 0.0, event))
+
+    apply(joined("h1", 1))
+    apply(joined("h2", 2))
+    now = [1000.0]
+    judge = Suspicion("h1", suspect_after=3, clock=lambda: now[0])
+    heard = {"h2": 999.0}
+    assert judge.events(m, heard, is_leader=True) == [], "heard a second ago"
+    now[0] = 1010.0
+    assert [e.type_name() for e, _ in judge.events(m, heard, is_leader=True)] == \
+        ["NodeSuspected"], "silent for 11 s"
+    apply(NodeLeft(name="h2"))
+    apply(joined("h2", 2))  # back, as a new member: no heartbeat of it yet
+    assert judge.events(m, heard, is_leader=True) == [], "not suspected for the old silence"
+    now[0] = 1014.0
+    assert [e.name for e, _ in judge.events(m, heard, is_leader=True)] == ["h2"], \
+        "silent 4 s since it joined again"
+    assert judge.events(m, {}, is_leader=False) == [], "only the leader judges"
