@@ -10,12 +10,14 @@ cluster, one after the other:
   ``--file -`` for batches;
 * API: the same request sent straight to the daemon's socket (no process start);
 * raw: dqlite-client from the same host, plain multi-row ``INSERT``s of rows of
-  the same shape into a second table, one transaction per batch (the anchor).
+  the same shape into a second table, one transaction per batch (the anchor),
+  over the same mutual TLS as every member's session.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 
@@ -58,9 +60,14 @@ def bench_api(lab: Lab, size: int, reps: int) -> list[float]:
 def bench_raw(lab: Lab, size: int, reps: int) -> list[float]:
     payload = encode(NodeRecovered(name="h1"))
     addresses = [h.dqlite_address for h in lab.hosts]
+    tls = lab.tls(2)  # a member's credentials, as the daemons' own sessions use
+
+    async def dial(address: str):
+        host, port = address.rsplit(":", 1)
+        return await asyncio.open_connection(host, int(port), ssl=tls, server_hostname=None)
 
     async def go() -> list[float]:
-        client = ClusterClient(MemoryNodeStore(addresses), timeout=5.0)
+        client = ClusterClient(MemoryNodeStore(addresses), timeout=5.0, dial_func=dial)
         conn = await client.connect("cantainer")
         await conn.execute("CREATE TABLE IF NOT EXISTS raw_bench (seq INTEGER PRIMARY KEY, "
                            "id TEXT NOT NULL UNIQUE, type TEXT, version INTEGER, node TEXT, "
