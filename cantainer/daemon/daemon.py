@@ -62,8 +62,7 @@ class Daemon:
         self._ca_key = ca_key  # this host made the cluster's CA: it goes into the secrets
         self.gate = Gate(creds.fingerprint)
         self.gate.update(load_trusted(creds), frozenset())
-        transport = DqliteTls(config.dqlite_address, server_context(creds),
-                              client_context(creds, creds.ca), self.gate)
+        transport = DqliteTls(config.dqlite_address, config.data_dir, self.gate)
         self.raft = RaftMember(config.data_dir, config.dqlite_address, config.seeds,
                                voters=config.voters, standbys=config.standbys,
                                network_latency_ms=config.network_latency_ms,
@@ -236,7 +235,8 @@ class Daemon:
     def _state_moved(self, state: ClusterState) -> None:
         """After every batch the runner applied: who may connect now."""
         trusted, revoked = state.members.trusted(), state.members.revoked()
-        if trusted != self.gate.trusted - {self.gate.own} or revoked != self.gate.revoked:
+        if trusted | {self.gate.own} != self.gate.trusted or \
+                revoked - {self.gate.own} != self.gate.revoked:
             self.gate.update(trusted, revoked)
             save_trusted(self.creds, self.gate.trusted)
 

@@ -160,6 +160,11 @@ class RaftMember:
     async def start(self) -> None:
         """Start the node; join the cluster through the seeds if not yet a member."""
         t = self.transport
+        if t is not None:
+            try:
+                t.start()  # the listener on the public address, in front of the node
+            except OSError as exc:
+                raise DqliteError(f"cannot listen on {self.address}: {exc.strerror}") from None
         self._node = DqliteNode(self.node_id, self.address, self._dqlite_dir,
                                 network_latency_ms=self.network_latency_ms,
                                 bind_address=t.bind_address if t else None,
@@ -167,16 +172,12 @@ class RaftMember:
         try:
             await asyncio.to_thread(self._node.start)
         except DqliteError as exc:
+            if t is not None:
+                await asyncio.to_thread(t.close)
             if "raft" not in str(exc):
                 raise  # not the Raft state's fault: a busy address, say
             raise DqliteError(f"{exc}: the Raft state in {self._dqlite_dir} is unreadable "
                               "or damaged") from None
-        if t is not None:
-            try:
-                t.start()  # the listener on the public address, in front of the node
-            except OSError as exc:
-                await self.stop()
-                raise DqliteError(f"cannot listen on {self.address}: {exc.strerror}") from None
         if not self._joined:
             await self._join()
             self._save_identity(self.node_id, joined=True)
@@ -264,15 +265,18 @@ class RaftMember:
             await client.assign_role(node_id, role)
 
     async def look_after(self, heard: set[str] | None = None) -> None:
-        """One round of the daemon's loop: refresh the members; the leader rebalances.
+        """One round of the daemon's loop: the leader refreshes the members and
+        rebalances.  Who leads is asked of this member's own node, so a round costs
+        the other members nothing: no connection, no TLS handshake.
 
         ``heard``: the dqlite addresses of members whose heartbeat is fresh; without
         it every member is probed over a new connection (costly every few seconds).
         """
-        await self.members()
-        leader = await self._admin.leader_info()
-        self.is_leader = leader is not None and leader.node_id == self.node_id
+        async with self._admin.open_admin_connection(self.address) as own:
+            _, leader = await own.get_leader()
+        self.is_leader = leader == self.address
         if self.is_leader:
+            await self.members()
             await self.rebalance(heard=heard)
 
     async def hand_over(self) -> None:

@@ -2,38 +2,40 @@
 
     its own node     bound to an abstract unix socket, ``@cantainer-PORT`` (libdqlite
                      accepts connections there from its own process only)
-    a listener       on the member's address (TCP): the TLS handshake, the gate
-                     (``Gate.admits``), then the bytes relayed to the abstract socket
+    the proxy        a process of its own (``trust/proxy.py``) holding the listener
+                     on the member's address (TCP): the TLS handshake, the gate,
+                     then the bytes relayed to a connection to the node that this
+                     process makes and hands over
     Raft to a peer   ``connect``, libdqlite's connect function: one end of a socket
-                     pair at once, while a thread dials the peer over TLS and relays
-                     (a peer that is down shows up as an end of file: Raft retries)
+                     pair at once, the other to the proxy, which dials the peer over
+                     TLS (a peer that is down shows up as an end of file: Raft retries)
     SQL clients      ``dial``, dqlite-client's dial function: this member's own address
-                     goes to the abstract socket, any other over TLS
+                     goes to the abstract socket, any other through the proxy
 
-Each relay is one thread with non-blocking sockets (OpenSSL forbids a read and a
-write on one connection at once from two threads).  The connections of a member
-that leaves are cut when the gate learns it.
+This side owns the proxy's life: started before the node, ended after it (the
+end of their socket pair ends it; ``PR_SET_PDEATHSIG`` if this process dies).
+The gate's sets go to the proxy whenever they change; it cuts the connections
+of a member that leaves.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import json
 import logging
-import select
+import os
 import socket
-import ssl
+import subprocess
+import sys
 import threading
-import time
 
-from cantainer.trust.tls import Gate, peer_fingerprint, tune
+from cantainer.trust.tls import Gate
 
 log = logging.getLogger(__name__)
 
-HANDSHAKE_TIMEOUT = 5.0
-DIAL_TIMEOUT = 2.0
-HIGH_WATER = 1 << 20  # bytes buffered one way before reading that way stops
-CHUNK = 1 << 18
+STOP_TIMEOUT = 2.0
 
 
 def abstract_address(port: int) -> str:
@@ -41,238 +43,123 @@ def abstract_address(port: int) -> str:
 
 
 class DqliteTls:
-    def __init__(self, address: str, server: ssl.SSLContext, client: ssl.SSLContext,
-                 gate: Gate) -> None:
+    def __init__(self, address: str, data_dir: str, gate: Gate) -> None:
         self.address = address
         host, port = address.rsplit(":", 1)
         self.bind_address = abstract_address(int(port))
         self._public = (host, int(port))
-        self._server, self._client, self._gate = server, client, gate
-        self._relays: dict[threading.Thread, list[socket.socket]] = {}
-        self._lock = threading.Lock()
-        self._listener: socket.socket | None = None
-        self._acceptor: threading.Thread | None = None
-        self.stopping = False
-
-    # -- the listener ---------------------------------------------------------------------
+        self._data_dir = data_dir
+        self._gate = gate
+        self._control: socket.socket | None = None
+        self._proxy: subprocess.Popen | None = None
+        self._send_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
-        self._listener = socket.create_server(self._public)
-        self._acceptor = threading.Thread(target=self._accept, name="dqlite-tls-accept",
-                                          daemon=True)
-        self._acceptor.start()
+        """Listen on the member's address and start the proxy behind it.  On the event
+        loop's thread: the proxy dies with the thread that started it."""
+        listener = socket.create_server(self._public)  # OSError: the address is taken
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        try:
+            self._proxy = subprocess.Popen(
+                [sys.executable, "-m", "cantainer.trust.proxy", self._data_dir,
+                 str(os.getpid()), str(theirs.fileno()), level], pass_fds=(theirs.fileno(),))
+        finally:
+            theirs.close()
+        self._control = mine
+        self._send({"listen": True}, listener)
+        listener.close()
+        self._send_gate()
+        self._gate.on_update = self._send_gate
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(mine, self._requests)
 
-    def _accept(self) -> None:
+    # -- what the proxy asks -----------------------------------------------------------
+
+    def _requests(self) -> None:
+        """Incoming connections that passed the gate: each wants one to the node."""
         while True:
             try:
-                conn, peer = self._listener.accept()
-            except OSError:
-                return  # closed
-            tune(conn)
-            self._spawn(lambda c=conn, p=peer: self._serve(c, p), conn)
-
-    def _serve(self, conn: socket.socket, peer) -> None:
-        try:
-            conn.settimeout(HANDSHAKE_TIMEOUT)
-            remote = self._server.wrap_socket(conn, server_side=True,
-                                              do_handshake_on_connect=False)
-        except (OSError, ssl.SSLError):
-            conn.close()
-            return
-        self._own(remote)  # before the handshake, so close() can cut it
-        try:
-            remote.do_handshake()
-            fingerprint = peer_fingerprint(remote)
-            if not self._gate.admits(fingerprint):
-                log.warning("dqlite: refused %s: its certificate is no live member's", peer[0])
-                _shut(remote)
+                data = self._control.recv(1 << 16, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
                 return
-            remote.settimeout(None)
-            local = _abstract(self.bind_address)
-        except (OSError, ssl.SSLError) as exc:
-            log.debug("dqlite: refused %s: %s", peer[0], exc)
-            _shut(remote)
-            return
-        self._own(local)
-        self._relay(remote, local, fingerprint, incoming=True)
+            except OSError:
+                data = b""
+            if not data:
+                log.error("the dqlite TLS proxy is gone")
+                self._loop.remove_reader(self._control)
+                return
+            wanted = json.loads(data)["local"]
+            try:
+                local = _abstract(self.bind_address)
+            except OSError:
+                self._send({"local": wanted})  # the node is not serving: the proxy hangs up
+                continue
+            with contextlib.closing(local):
+                self._send({"local": wanted}, local)
 
     # -- dialing -------------------------------------------------------------------------------
 
     def connect(self, address: str) -> int:
         """libdqlite's connect function: a file descriptor for Raft to ``address``."""
         mine, theirs = socket.socketpair()
-
-        def run() -> None:
-            try:
-                remote = self._open(address)
-            except (OSError, ssl.SSLError, PermissionError) as exc:
-                log.debug("dqlite: cannot reach %s: %s", address, exc)
+        with contextlib.closing(theirs):
+            if not self._send({"dial": address}, theirs):
                 mine.close()
-                return
-            self._relay(remote, mine, peer_fingerprint(remote), incoming=False)
-
-        self._spawn(run, mine)
-        return theirs.detach()  # libdqlite owns it now
-
-    def _open(self, address: str) -> ssl.SSLSocket:
-        host, port = address.rsplit(":", 1)
-        raw = socket.create_connection((host, int(port)), timeout=DIAL_TIMEOUT)
-        remote = None
-        try:
-            tune(raw)
-            remote = self._client.wrap_socket(raw, do_handshake_on_connect=False)
-            self._own(remote)  # before the handshake, so close() can cut it
-            remote.do_handshake()
-            if not self._gate.reaches(peer_fingerprint(remote)):
-                raise PermissionError(f"{address}'s certificate was revoked")
-            remote.settimeout(None)
-            return remote
-        except BaseException:
-            (remote or raw).close()
-            raise
+                return -1
+        return mine.detach()  # libdqlite owns it now
 
     async def dial(self, address: str):
         """dqlite-client's dial function: (reader, writer) to ``address``."""
         if address == self.address:  # this member's own node: no TLS to itself
             return await asyncio.open_unix_connection("\0" + self.bind_address[1:])
-        host, port = address.rsplit(":", 1)
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(
-            host, int(port), ssl=self._client, server_hostname=None,
-            ssl_handshake_timeout=DIAL_TIMEOUT), DIAL_TIMEOUT + 1)
-        if not self._gate.reaches(peer_fingerprint(writer.get_extra_info("ssl_object"))):
-            writer.close()
-            raise ConnectionRefusedError(f"{address}'s certificate was revoked")
-        tune(writer.get_extra_info("socket"))
-        return reader, writer
+        mine, theirs = socket.socketpair()
+        with contextlib.closing(theirs):
+            if not self._send({"dial": address}, theirs):
+                mine.close()
+                raise ConnectionRefusedError(f"cannot reach {address}: the TLS proxy is gone")
+        return await asyncio.open_unix_connection(sock=mine)
 
-    # -- relays -------------------------------------------------------------------------------
+    # -- the pair ---------------------------------------------------------------------------------
 
-    def _spawn(self, target, *socks: socket.socket) -> None:
-        def run() -> None:
-            try:
-                target()
-            finally:
-                with self._lock:
-                    self._relays.pop(threading.current_thread(), None)
+    def _send_gate(self) -> None:
+        self._send({"gate": {"trusted": sorted(self._gate.trusted),
+                             "revoked": sorted(self._gate.revoked)}})
 
-        thread = threading.Thread(target=run, name="dqlite-tls", daemon=True)
-        with self._lock:
-            if self.stopping:
-                for s in socks:
-                    s.close()
-                return
-            self._relays[thread] = list(socks)
-        thread.start()
-
-    def _own(self, sock: socket.socket) -> None:
-        """A socket made on a relay's thread: closed with the proxy."""
-        with self._lock:
-            if threading.current_thread() in self._relays:
-                self._relays[threading.current_thread()].append(sock)
-
-    def _relay(self, remote: ssl.SSLSocket, local: socket.socket, fingerprint: str | None,
-               incoming: bool) -> None:
-        key = threading.current_thread()
-        self._gate.track(key, fingerprint, incoming, lambda: _shut(remote, local))
+    def _send(self, message: dict, sock: socket.socket | None = None) -> bool:
+        control = self._control
+        if control is None:
+            return False
+        fds = [sock.fileno()] if sock is not None else []
+        ancdata = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
         try:
-            pump(remote, local)
-        finally:
-            self._gate.untrack(key)
+            with self._send_lock:  # from the loop and from libdqlite's thread
+                control.sendmsg([json.dumps(message).encode()], ancdata)
+                return True
+        except OSError:
+            return False
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Stop accepting, cut every relay, wait for their threads."""
-        with self._lock:
-            self.stopping = True
-            threads = list(self._relays)
-            socks = [s for owned in self._relays.values() for s in owned]
-        if self._listener is not None:
-            _shut(self._listener)  # wakes accept(): close() alone does not
-        if self._acceptor is not None:
-            self._acceptor.join(timeout)
-        _shut(*socks)  # wakes select() in each relay
-        deadline = time.monotonic() + timeout
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+    def close(self, timeout: float = STOP_TIMEOUT) -> None:
+        """End the proxy (the end of the pair) and wait for it."""
+        self._gate.on_update = None
+        control, self._control = self._control, None
+        if control is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                with contextlib.suppress(Exception):
+                    self._loop.call_soon_threadsafe(self._loop.remove_reader, control)
+            with contextlib.suppress(OSError):
+                control.shutdown(socket.SHUT_RDWR)
+            control.close()
+        if self._proxy is not None:
+            try:
+                self._proxy.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proxy.kill()
+                self._proxy.wait()
 
 
 def _abstract(name: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect("\0" + name[1:])
     return sock
-
-
-def _shut(*socks: socket.socket) -> None:
-    for sock in socks:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            sock.close()
-
-
-def pump(remote: ssl.SSLSocket, local: socket.socket) -> None:
-    """Relay both ways on this one thread, with non-blocking sockets, until a side is
-    gone and what it sent is delivered."""
-    remote.setblocking(False)
-    local.setblocking(False)
-    to_local, to_remote = bytearray(), bytearray()
-    pending: bytes | None = None  # an SSL write that wanted to be retried with these bytes
-    remote_open = local_open = True
-    try:
-        while True:
-            while remote_open and len(to_local) < HIGH_WATER:
-                try:
-                    data = remote.recv(CHUNK)
-                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-                    break
-                except (ssl.SSLError, OSError):
-                    data = b""
-                if not data:
-                    remote_open = False
-                else:
-                    to_local += data
-            if to_local:
-                try:
-                    del to_local[:local.send(to_local)]
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    return
-            while local_open and len(to_remote) < HIGH_WATER:
-                try:
-                    data = local.recv(CHUNK)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    data = b""
-                if not data:
-                    local_open = False
-                else:
-                    to_remote += data
-            while pending or to_remote:
-                if pending is None:
-                    pending = bytes(to_remote[:CHUNK])
-                    del to_remote[:len(pending)]
-                try:
-                    sent = remote.send(pending)
-                except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
-                    break
-                except OSError:
-                    return
-                pending = pending[sent:] or None
-            if (not remote_open and not to_local) or \
-                    (not local_open and not to_remote and not pending):
-                return
-            if remote.pending():
-                continue  # decrypted bytes select() cannot see
-            readable, writable = [], []
-            if remote_open and len(to_local) < HIGH_WATER:
-                readable.append(remote)
-            if local_open and len(to_remote) < HIGH_WATER:
-                readable.append(local)
-            if to_local:
-                writable.append(local)
-            if pending or to_remote:
-                writable.append(remote)
-            select.select(readable, writable, [])
-    finally:
-        _shut(remote, local)

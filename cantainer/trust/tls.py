@@ -82,6 +82,7 @@ class Gate:
         self.revoked: frozenset[str] = frozenset()
         self._open: dict[object, tuple[str, bool, Callable[[], None]]] = {}
         self._lock = threading.Lock()
+        self.on_update: Callable[[], None] | None = None  # the dqlite proxy's copy
 
     def admits(self, fingerprint: str | None) -> bool:
         """A connection to this member from the holder of this certificate."""
@@ -101,6 +102,8 @@ class Gate:
                 del self._open[key]
         for _, close in cut:
             close()
+        if self.on_update is not None:
+            self.on_update()
 
     def track(self, key: object, fingerprint: str, incoming: bool,
               close: Callable[[], None]) -> None:

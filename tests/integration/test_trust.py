@@ -11,8 +11,10 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import socket
 import ssl
+import struct
 import subprocess
 import time
 
@@ -33,8 +35,6 @@ NET = "198.18.0.0/24"
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    import os
-
     from lab import Lab
 
     lab = Lab(5, tag=f"trust{os.getpid() % 100000}", daemon_args=("--suspect-after", "3"))
@@ -268,8 +268,10 @@ def state_of(lab, name):
 def test_forged_and_replayed_heartbeats_keep_no_dead_host_alive(lab):
     recorded = {n: datagram(lab, 3, n) for n in (1, 2)}
     refused = status(lab, 1)["heartbeats_refused"]
+    assert proxies_of(lab, 3), "control: h3's TLS proxy runs beside its daemon"
     lab.kill(3)
     killed = time.monotonic()
+    wait_for(lambda: not proxies_of(lab, 3), timeout=5)  # it dies with its daemon
     suspected = None
     while time.monotonic() - killed < 20:
         for n in (1, 2):  # every 0.3 s, as the issue's outsider did
@@ -288,6 +290,42 @@ def test_forged_and_replayed_heartbeats_keep_no_dead_host_alive(lab):
     wait_for(lambda: state_of(lab, "h3") == "suspected", timeout=15)  # silence again
     print(f"FIGURES trust-heartbeats: dead host suspected {suspected:.1f} s after the kill "
           "while forged and replayed datagrams came every 0.3 s")
+
+
+def proxies_of(lab, n) -> list[int]:
+    """The pids of the dqlite TLS proxies of host ``n``'s data directory."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"cantainer.trust.proxy" in argv and str(lab.host(n).data_dir).encode() in argv:
+            found.append(int(pid))
+    return found
+
+
+def held_connection(lab, tls, ns) -> ssl.SSLSocket:
+    """A dqlite connection to h1 from namespace ``ns``, through the gate, answered once
+    (a LEADER request) and kept open."""
+    def open_() -> ssl.SSLSocket:
+        sock = tls.wrap_socket(socket.create_connection((lab.host(1).address, 9000),
+                                                        timeout=10))
+        sock.sendall(struct.pack("<Q", 1)  # the protocol version
+                     + struct.pack("<IBBHQ", 1, 0, 0, 0, 0))  # LEADER, one word of body
+        assert sock.recv(4096), "the node answered through the gate"
+        return sock
+    return in_ns(ns, open_)
+
+
+def cut(sock: ssl.SSLSocket) -> bool:
+    """Whether the other end closed ``sock`` (an end of file, or a reset)."""
+    sock.settimeout(10)
+    try:
+        return sock.recv(4096) == b""
+    except (ConnectionResetError, ssl.SSLError):
+        return True
 
 
 def exits_with(lab, n, expected: str, **start) -> str:
@@ -330,7 +368,10 @@ def test_joining_needs_this_clusters_current_token(lab):
 def test_an_evicted_member_is_refused_everywhere(lab):
     old = Credentials(lab.host(3).data_dir).load()
     old_tls = client_context(old, old.ca)
+    held = held_connection(lab, old_tls, lab.host(3).netns)  # while h3 is still a member
     assert lab.cli(1, "node", "rm", "h3").stdout == "h3\n"  # suspected since the last test
+    assert cut(held), "its open connection is cut when the gate learns of the eviction"
+    held.close()
     wait_for(lambda: lab.host(3).address not in nft_members(lab, 1))
     with pytest.raises(Exception):  # noqa: PT011 - any refusal will do
         sql(lab, old_tls, "SELECT 1", ns=lab.host(3).netns)
