@@ -16,7 +16,7 @@ import time
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from cantainer.kernel import names, netns
+from cantainer.kernel import names, netns, rtnl
 from cantainer.kernel.net import index_of
 
 
@@ -44,11 +44,10 @@ def ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: st
 def veths() -> dict[str, tuple[str | None, bool]]:
     """Every container veth of this network namespace (``vh`` + 12 hex digits) ->
     (the name of the bridge it is in or None, whether it is up); one link dump."""
-    with IPRoute() as ipr:
-        links = list(ipr.get_links())
-    by_index = {link["index"]: link.get("IFLA_IFNAME") for link in links}
-    return {name: (by_index.get(link.get("IFLA_MASTER")), bool(link["flags"] & 1))
-            for link in links if names.VETH_RE.match(name := link.get("IFLA_IFNAME") or "")}
+    links = rtnl.links()
+    by_index = {link.index: link.name for link in links}
+    return {link.name: (by_index.get(link.master), link.up)
+            for link in links if names.VETH_RE.match(link.name)}
 
 
 def has_netns(container_id: str) -> bool:

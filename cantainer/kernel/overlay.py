@@ -18,7 +18,7 @@ import attrs
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from cantainer.kernel import names
+from cantainer.kernel import names, rtnl
 from cantainer.kernel.names import BRIDGE_PREFIX, VXLAN_PREFIX
 from cantainer.kernel.net import index_of, mtu_of
 
@@ -53,34 +53,27 @@ class OverlayKernel:
 
     def actual(self) -> dict[int, ActualNetwork]:
         nets: dict[int, ActualNetwork] = {}
-        for link in self.ipr.get_links():
-            name = link.get("IFLA_IFNAME") or ""
-            up = bool(link["flags"] & 1)
+        for link in rtnl.links():
             for prefix in (BRIDGE_PREFIX, VXLAN_PREFIX):
-                if name.startswith(prefix) and name[len(prefix):].isdigit():
-                    net = nets.setdefault(int(name[len(prefix):]), ActualNetwork())
+                if link.name.startswith(prefix) and link.name[len(prefix):].isdigit():
+                    net = nets.setdefault(int(link.name[len(prefix):]), ActualNetwork())
                     if prefix == BRIDGE_PREFIX:
-                        net.bridge = {"index": link["index"], "up": up}
+                        net.bridge = {"index": link.index, "up": link.up}
                     else:
-                        data = link.get(("IFLA_LINKINFO", "IFLA_INFO_DATA")) or {}
-                        net.vxlan = {
-                            "index": link["index"], "up": up, "mtu": link.get("IFLA_MTU"),
-                            "master": link.get("IFLA_MASTER"),
-                            "vni": data.get("IFLA_VXLAN_ID"),
-                            "learning": data.get("IFLA_VXLAN_LEARNING"),
-                            "proxy": data.get("IFLA_VXLAN_PROXY"),
-                            "local": data.get("IFLA_VXLAN_LOCAL"),
-                            "port": data.get("IFLA_VXLAN_PORT")}
-        for net in nets.values():
-            if net.vxlan is None:
-                continue
-            index = net.vxlan["index"]
-            for entry in self.ipr.fdb("dump", ifindex=index):
-                if entry.get("NDA_DST") and entry["ifindex"] == index:
-                    net.fdb[entry.get("NDA_LLADDR")] = entry.get("NDA_DST")
-            for entry in self.ipr.neigh("dump", ifindex=index, family=socket.AF_INET):
-                if entry["ifindex"] == index and entry["state"] & NUD_PERMANENT:
-                    net.neigh[entry.get("NDA_DST")] = entry.get("NDA_LLADDR")
+                        net.vxlan = {"index": link.index, "up": link.up, "mtu": link.mtu,
+                                     "master": link.master, "vni": link.vxlan.get("vni"),
+                                     "learning": link.vxlan.get("learning"),
+                                     "proxy": link.vxlan.get("proxy"),
+                                     "local": link.vxlan.get("local"),
+                                     "port": link.vxlan.get("port")}
+        devices = {net.vxlan["index"]: net for net in nets.values() if net.vxlan is not None}
+        if devices:
+            for entry in rtnl.neighbours(socket.AF_BRIDGE):
+                if entry.ifindex in devices and entry.dst and entry.lladdr:
+                    devices[entry.ifindex].fdb[entry.lladdr] = entry.dst
+            for entry in rtnl.neighbours(socket.AF_INET):
+                if entry.ifindex in devices and entry.state & NUD_PERMANENT and entry.dst:
+                    devices[entry.ifindex].neigh[entry.dst] = entry.lladdr
         return nets
 
     # -- differences -----------------------------------------------------------------
@@ -184,9 +177,8 @@ class OverlayKernel:
         bridge: the runtime actor, a few events ahead or behind, may have attached one
         (the next reconcile removes an empty bridge)."""
         bridge = index_of(names.bridge(vni))
-        if bridge is not None and any(link.get("IFLA_MASTER") == bridge and
-                                      names.VETH_RE.match(link.get("IFLA_IFNAME") or "")
-                                      for link in self.ipr.get_links()):
+        if bridge is not None and any(link.master == bridge and names.VETH_RE.match(link.name)
+                                      for link in rtnl.links()):
             return
         for ifname in (names.vxlan(vni), names.bridge(vni)):
             index = index_of(ifname)

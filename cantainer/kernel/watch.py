@@ -21,34 +21,19 @@ import struct
 import threading
 from collections.abc import Callable
 
+from cantainer.kernel.rtnl import (IFINFOMSG, IFLA_IFNAME, NDA_DST, NDA_LLADDR, NDMSG,
+                                   NLMSG_HEADER, RTM_DELLINK, RTM_DELNEIGH, attributes, mac)
+
 log = logging.getLogger(__name__)
 
 RTMGRP_LINK, RTMGRP_NEIGH = 0x1, 0x4
-RTM_DELLINK, RTM_DELNEIGH = 17, 29
-IFLA_IFNAME = 3
-NLMSG_HEADER = struct.Struct("=LHHLL")  # length, type, flags, seq, pid
-IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
-NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
-RTATTR = struct.Struct("=HH")  # length, type
-NDA_DST, NDA_LLADDR = 1, 2
 
 Removed = tuple  # ("link", name) | ("neigh", device, key) | ("lost",)
 
 
-def _attrs(data: bytes, at: int, end: int) -> dict[int, bytes]:
-    found = {}
-    while at + RTATTR.size <= end:
-        length, kind = RTATTR.unpack_from(data, at)
-        if length < RTATTR.size:
-            break
-        found[kind] = data[at + RTATTR.size:at + length]
-        at += (length + 3) & ~3
-    return found
-
-
 def _neighbour_key(family: int, attrs: dict[int, bytes]) -> str | None:
     if family == socket.AF_BRIDGE and len(attrs.get(NDA_LLADDR, b"")) == 6:
-        return ":".join(f"{b:02x}" for b in attrs[NDA_LLADDR])
+        return mac(attrs[NDA_LLADDR])
     if family == socket.AF_INET and len(attrs.get(NDA_DST, b"")) == 4:
         return socket.inet_ntoa(attrs[NDA_DST])
     return None
@@ -73,14 +58,14 @@ def removed(data: bytes, links: tuple[str, ...],
             found.append(("lost",))
             break
         if kind == RTM_DELLINK and links and end >= body + IFINFOMSG.size:
-            name = _attrs(data, body + IFINFOMSG.size, end).get(IFLA_IFNAME, b"")
+            name = attributes(data, body + IFINFOMSG.size, end).get(IFLA_IFNAME, b"")
             name = name.split(b"\0", 1)[0].decode(errors="replace")
             if name.startswith(links):
                 found.append(("link", name))
         elif kind == RTM_DELNEIGH and neighbours and end >= body + NDMSG.size:
             family, ifindex, _, _, _ = NDMSG.unpack_from(data, body)
             device = _device(ifindex)
-            key = _neighbour_key(family, _attrs(data, body + NDMSG.size, end))
+            key = _neighbour_key(family, attributes(data, body + NDMSG.size, end))
             # A device already gone took its entries with it: its own removal says so.
             if device and device.startswith(neighbours) and key is not None:
                 found.append(("neigh", device, key))

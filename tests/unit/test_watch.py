@@ -2,8 +2,9 @@
 
 import socket
 
-from cantainer.kernel.watch import (IFINFOMSG, IFLA_IFNAME, NDA_DST, NDA_LLADDR, NDMSG,
-                                    NLMSG_HEADER, RTATTR, RTM_DELLINK, RTM_DELNEIGH, removed)
+from cantainer.kernel.rtnl import (IFINFOMSG, IFLA_IFNAME, NDA_DST, NDA_LLADDR, NDMSG,
+                                   NLMSG_HEADER, RTATTR, RTM_DELLINK, RTM_DELNEIGH)
+from cantainer.kernel.watch import removed
 
 RTM_NEWLINK = 16
 
