@@ -21,10 +21,13 @@ DEFAULT_RUN_DIR = "/run/cantainer"
 SOCKET_NAME = "cantainerd.sock"
 DEFAULT_SOCKET = os.path.join(DEFAULT_RUN_DIR, SOCKET_NAME)
 
-# Raft's one-way latency estimate: heartbeats every 1.5x, elections after 15x.  60 ms
-# is etcd's LAN default (90 ms heartbeats, 900 ms elections); the leader's Raft thread
-# costs ~0.4 % of a core at 30 ms (bench.idle), half that here.
-NETWORK_LATENCY_MS = 60
+# Raft's one-way latency estimate: heartbeats every 1.5x, elections after 15x.  100 ms:
+# heartbeats every 150 ms, elections after 1.5 s, fail-overs in ~2 s (bench.failover).
+# Every Raft message crosses the TLS proxy on both hosts (trust/proxy.py), a wakeup
+# and a TLS record each, so the leader's idle CPU follows the heartbeat rate: at 60 ms
+# (90 ms heartbeats, 1.8 s fail-overs) it was 1.15-1.2 % of a core, at 100 ms
+# 0.87-0.98 % (bench.trust, bench.idle; 2 cores, 3 hosts, 5 containers each).
+NETWORK_LATENCY_MS = 100
 SUSPECT_AFTER = 10.0     # seconds of heartbeat silence before NodeSuspected
 IDLE_POLL = 2.0          # seconds between reads of a quiet log (pokes wake it)
 RECONCILE_EVERY = 10.0   # seconds between full kernel comparisons; 0: never

@@ -97,6 +97,6 @@ def test_the_defaults_are_the_readmes():
                                                                  "192.0.2.1:9000")
     assert config.seeds == () and config.data_dir == "/var/lib/cantainer"
     assert config.socket_path == "/run/cantainer/cantainerd.sock"
-    assert (config.network_latency_ms, config.suspect_after) == (60, 10.0)
+    assert (config.network_latency_ms, config.suspect_after) == (100, 10.0)
     assert (config.idle_poll, config.reconcile_every) == (2.0, 10.0)
     assert (config.voters, config.standbys) == (3, 3)
