@@ -53,9 +53,13 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
     parser.add_argument("--address", help="this host's underlay address, HOST[:PORT] "
                         "(default: the default route's source address, port 9000)")
     parser.add_argument("--seeds", default="", help="HOST:PORT[,...] of members to join through")
-    parser.add_argument("--join-token", metavar="TOKEN",
-                        help="what a new member joins with ('cantainer join-token' on a "
-                             "member prints it); a member that restarts needs none")
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--join-token", metavar="TOKEN",
+                       help="what a new member joins with ('cantainer join-token' on a "
+                            "member prints it); a member that restarts needs none")
+    token.add_argument("--join-token-file", metavar="FILE",
+                       help="the join token read from FILE: not in 'ps' for every local "
+                            "user to read, as the command line is")
     parser.add_argument("--name", default=socket.gethostname(), help="node name (default: hostname)")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR)
@@ -100,6 +104,13 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
         raise ConfigError("--fixed-poll must be 0.001..60 seconds")
     if not 1 <= args.network_latency_ms <= 10_000:
         raise ConfigError("--network-latency-ms must be 1..10000")
+    if args.join_token_file is not None:
+        try:
+            with open(args.join_token_file) as f:
+                args.join_token = f.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read --join-token-file {args.join_token_file}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
     if args.join_token is not None:
         parse_token(args.join_token)  # a malformed one says so here, in one line
     if not NAME_RE.match(args.name):

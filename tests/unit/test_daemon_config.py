@@ -55,6 +55,8 @@ def test_a_data_dir_from_before_cluster_trust_is_refused_with_what_to_do(tmp_pat
 @pytest.mark.parametrize(("args", "message"), [
     (("--seeds", "192.0.2.9"), "joining a cluster needs --join-token TOKEN"),
     (("--seeds", "192.0.2.9", "--join-token", "CTN1-abc"), "is not a Cantainer join token"),
+    (("--seeds", "192.0.2.9", "--join-token-file", "/nonexistent/token"),
+     "cannot read --join-token-file /nonexistent/token: No such file or directory"),
 ])
 def test_joining_without_a_proper_token_is_refused(tmp_path, args, message):
     result = daemon("--address", "192.0.2.8", "--data-dir", str(tmp_path / "d"),
@@ -100,3 +102,21 @@ def test_the_defaults_are_the_readmes():
     assert (config.network_latency_ms, config.suspect_after) == (100, 10.0)
     assert (config.idle_poll, config.reconcile_every) == (2.0, 10.0)
     assert (config.voters, config.standbys) == (3, 3)
+
+
+def test_the_join_token_can_come_from_a_file(tmp_path):
+    """Not on the command line, where every local user reads it in 'ps'."""
+    from cantainer.daemon.main import parse
+    from cantainer.errors import ConfigError
+    from cantainer.trust import pki
+
+    token = pki.token(pki.new_ca()[1], pki.new_secret())
+    path = tmp_path / "token"
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    config, _ = parse(["--address", "192.0.2.8", "--seeds", "192.0.2.9",
+                       "--join-token-file", str(path)])
+    assert config.join_token == token
+    path.write_text("CTN1-abc\n")
+    with pytest.raises(ConfigError, match="is not a Cantainer join token"):
+        parse(["--address", "192.0.2.8", "--seeds", "192.0.2.9", "--join-token-file", str(path)])
