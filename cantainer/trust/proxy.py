@@ -44,7 +44,7 @@ import sys
 import time
 
 from cantainer.trust.files import Credentials
-from cantainer.trust.tls import client_context, peer_fingerprint, server_context, tune
+from cantainer.trust.tls import Gate, client_context, peer_fingerprint, server_context, tune
 
 log = logging.getLogger("cantainer.trust.proxy")
 
@@ -150,6 +150,8 @@ class Relay:
         self.plain.setblocking(False)
         self.tls.setblocking(False)
         self.proxy.settled(self)
+        self.proxy.gate.track(self, self.fingerprint, self.incoming,
+                              lambda: self._refuse("its member left the cluster"))
         # Bytes the peer sent with its last handshake flight may be decrypted already.
         self._from_tls()
 
@@ -280,6 +282,7 @@ class Relay:
             return
         self.state = "closed"
         self.proxy.forget(self)
+        self.proxy.gate.untrack(self)
         for sock in (self.tls or self.raw, self.plain):
             if sock is not None:
                 try:
@@ -289,26 +292,12 @@ class Relay:
                 sock.close()
 
 
-class Gate:
-    """The daemon's ``tls.Gate`` as last sent: who may connect, who may be dialed."""
-
-    def __init__(self) -> None:
-        self.trusted: frozenset[str] = frozenset()
-        self.revoked: frozenset[str] = frozenset()
-
-    def admits(self, fingerprint: str | None) -> bool:
-        return fingerprint is not None and fingerprint in self.trusted
-
-    def reaches(self, fingerprint: str | None) -> bool:
-        return fingerprint is not None and fingerprint not in self.revoked
-
-
 class Proxy:
     def __init__(self, data_dir: str, control_fd: int) -> None:
         creds = Credentials(data_dir).load()
         self.server = server_context(creds)
         self.client = client_context(creds, creds.ca)
-        self.gate = Gate()
+        self.gate = Gate(creds.fingerprint)  # the daemon's, as it last sent it
         self.control = socket.socket(fileno=control_fd)
         self.control.setblocking(False)
         self.listener: socket.socket | None = None
@@ -469,14 +458,9 @@ class Proxy:
                     local.close()
             else:
                 relay.give_local(local)
-        elif "gate" in message:
-            self.gate.trusted = frozenset(message["gate"]["trusted"])
-            self.gate.revoked = frozenset(message["gate"]["revoked"])
-            for relay in list(self.relays):
-                if relay.state == "relaying" and not (
-                        self.gate.admits(relay.fingerprint) if relay.incoming
-                        else self.gate.reaches(relay.fingerprint)):
-                    relay._refuse("its member left the cluster")
+        elif "gate" in message:  # cuts the connections it no longer allows
+            self.gate.update(frozenset(message["gate"]["trusted"]),
+                             frozenset(message["gate"]["revoked"]))
 
 
 def _die_with(parent: int) -> None:
