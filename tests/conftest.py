@@ -27,3 +27,13 @@ def pytest_collection_finish(session):
     if os.geteuid() != 0 and any(item.get_closest_marker("root") for item in session.items):
         raise pytest.UsageError("the selected tests include integration tests, which need "
                                 "root; run as root, or select the others with -m 'not root'")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """A test that needs root is marked slow too, so that ``-m "not slow"`` never
+    needs root (checked before ``-m`` deselects anything)."""
+    unmarked = [item.nodeid for item in items
+                if item.get_closest_marker("root") and not item.get_closest_marker("slow")]
+    if unmarked:
+        raise pytest.UsageError(f"marked root but not slow: {', '.join(unmarked[:3])}")

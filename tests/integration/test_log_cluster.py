@@ -218,7 +218,10 @@ def test_without_quorum_appends_fail_clearly_and_a_retry_lands_once(make_lab):
     lab.kill(2)
     lab.kill(3)
     started = time.monotonic()
-    result = submit(lab, 1, "NodeSuspected", "name=h2", "--id", "no-quorum", check=False)
+    # An event no daemon reacts to: a NodeSuspected here would be answered by the
+    # leader's own NodeRecovered once h2's heartbeats come back.
+    fields = ("name=no-quorum", "cidr=198.19.7.0/24")
+    result = submit(lab, 1, "NetworkCreated", *fields, "--id", "no-quorum", check=False)
     waited = time.monotonic() - started
     assert result.returncode == 5, "unavailable: retry"
     assert "no dqlite leader answered within 10s" in result.stderr
@@ -229,7 +232,7 @@ def test_without_quorum_appends_fail_clearly_and_a_retry_lands_once(make_lab):
     lab.start(3)
     # Raft may commit the timed-out entry once the quorum is back; the retry
     # with the same id must then return it rather than append a second copy.
-    wait_for(lambda: submit(lab, 1, "NodeSuspected", "name=h2", "--id", "no-quorum",
+    wait_for(lambda: submit(lab, 1, "NetworkCreated", *fields, "--id", "no-quorum",
                             check=False).returncode == 0, timeout=60, interval=1)
     logged = events(lab, 3)
     assert [e["id"] for e in logged[head:]] == ["no-quorum"]

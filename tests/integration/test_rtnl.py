@@ -10,7 +10,7 @@ from pyroute2 import IPRoute
 
 from cantainer.kernel import netns, rtnl
 
-pytestmark = [pytest.mark.root]
+pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
 @pytest.fixture
