@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 
 from cantainer.errors import ImageError, NotFound
@@ -50,20 +51,28 @@ def parse_ref(ref: str) -> tuple[str, str]:
     return name, tag
 
 
+_LOCKS: dict[str, threading.RLock] = {}
+
+
 class ImageStore:
     def __init__(self, data_dir: str) -> None:
         self.root = os.path.join(data_dir, "images")
+        # One lock per store directory, shared by every ImageStore of it in this process.
+        self._lock = _LOCKS.setdefault(os.path.abspath(self.root), threading.RLock())
 
     def _dir(self, name: str, tag: str) -> str:
         return os.path.join(self.root, name, tag)
 
     def rootfs(self, ref: str) -> str:
-        """The unpacked root of an image; ``busybox`` is built on first use."""
+        """The unpacked root of an image; ``busybox`` is built on first use (once: the
+        API and the runtime actor may both ask first)."""
         name, tag = parse_ref(ref)
         path = os.path.join(self._dir(name, tag), "rootfs")
         if not os.path.isdir(path):
             if (name, tag) == (DEFAULT_IMAGE, "latest"):
-                self.build_busybox()
+                with self._lock:
+                    if not os.path.isdir(path):
+                        self.build_busybox()
             else:
                 raise NotFound(f"no image {name}:{tag} on this host "
                                  "(see 'cantainer image ls', 'image import', 'image pull')")
@@ -110,10 +119,11 @@ class ImageStore:
             with open(os.path.join(scratch, "image.json"), "w") as f:
                 json.dump(meta, f)
             target = self._dir(name, tag)
-            if os.path.isdir(target):
-                shutil.rmtree(target)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            os.rename(scratch, target)
+            with self._lock:
+                if os.path.isdir(target):
+                    shutil.rmtree(target)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.rename(scratch, target)
             return meta
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

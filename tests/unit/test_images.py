@@ -3,6 +3,7 @@
 import io
 import os
 import tarfile
+import threading
 
 import pytest
 
@@ -124,3 +125,25 @@ def test_unreadable_tarball_and_missing_image(tmp_path):
         store.rootfs("nope")
     with pytest.raises(NotFound, match="no image nope:latest"):
         store.remove("nope")
+
+
+def test_busybox_asked_for_by_two_at_once_is_built_once(tmp_path):
+    """The API and the runtime actor each have a store of the same directory, and both
+    may ask for busybox first."""
+    stores = [ImageStore(str(tmp_path)) for _ in range(4)]
+    errors = []
+
+    def first_use(store):
+        try:
+            store.rootfs("busybox")
+        except Exception as exc:  # noqa: BLE001 - any failure is the finding
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_use, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [(i["name"], i["tag"]) for i in stores[0].list()] == [("busybox", "latest")]
+    assert [n for n in os.listdir(tmp_path / "images") if n.startswith(".")] == []
