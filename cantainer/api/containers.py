@@ -27,6 +27,7 @@ import os
 from cantainer.api import exec_session, fields as f, forward
 from cantainer.errors import Conflict, Invalid, NotFound, Unavailable
 from cantainer.events import from_data, new_event_id
+from cantainer.kernel import cgroups
 from cantainer.kernel.statedir import StateDir
 from cantainer.projections.ipam import Container
 from cantainer.projections.view import container_detail, container_json
@@ -83,6 +84,8 @@ async def run(h, req: dict, ex) -> None:
         await h.wait_applied()  # it may be newer than this host's state
         if network not in h.state.ipam.networks:
             raise NotFound(f"no network named {network!r}")
+    if missing := cgroups.unenforceable(req["memory"], req["pids_limit"], req["cpus"]):
+        raise Invalid(cgroups.unenforceable_error(missing))  # Docker would warn and drop them
     cid = os.urandom(32).hex()
     fields = {"container": cid, "name": req["name"] or f"ct-{cid[:8]}", "host": h.node,
               "network": network, "image": req["image"], "command": req["command"],

@@ -26,7 +26,8 @@ import subprocess
 import sys
 import termios
 
-TIOCSPTLCK, TIOCGPTPEER = 0x40045431, 0x5441  # <asm-generic/ioctls.h>
+from cantainer.kernel.syscalls import open_pty
+
 DRAIN_AFTER_EXIT = 0.5  # seconds to read output a background process may still hold open
 
 
@@ -114,14 +115,8 @@ async def _read(fd: int) -> bytes:
 
 def _container_pty(pid: int) -> tuple[int, int]:
     """A pseudo-terminal of the container's own devpts, so its name (``tty``) resolves
-    inside; the slave comes from the master (TIOCGPTPEER), never by path."""
-    master = os.open(f"/proc/{pid}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY)
-    try:
-        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))  # unlockpt
-        return master, fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
-    except OSError:
-        os.close(master)
-        raise
+    inside."""
+    return open_pty(f"/proc/{pid}/root/dev/pts/ptmx")
 
 
 def _write_all(fd: int, data: bytes) -> None:

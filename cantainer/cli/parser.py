@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from cantainer import __version__
 from cantainer.cli import commands
 from cantainer.config import DEFAULT_SOCKET
 
@@ -45,6 +46,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cantainer", description="Cantainer command line.")
+    parser.add_argument("--version", action="version", version=f"cantainer {__version__}")
     parser.add_argument("--socket", default=os.environ.get("CANTAINER_SOCKET", DEFAULT_SOCKET),
                         help=f"the daemon's API socket (default: $CANTAINER_SOCKET or "
                              f"{DEFAULT_SOCKET})")

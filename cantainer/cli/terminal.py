@@ -50,13 +50,16 @@ def attach(path: str, interactive: bool, tty: bool) -> int | None:
     finally:
         os.chdir(here)
     stdin = sys.stdin.fileno() if interactive else os.open(os.devnull, os.O_RDONLY)
+    # Our stdio either way: with -t, what the container says before it has its
+    # terminal (it cannot start, say) still reaches this one.
+    socket.send_fds(sock, [json.dumps({"tty": tty, "size": size()}).encode()], [stdin, 1, 2])
     if not tty:
-        socket.send_fds(sock, [b'{"tty": false}'], [stdin, 1, 2])
         return _exit_code(sock)
-    master, slave = os.openpty()
-    _copy_size(0, slave)
-    socket.send_fds(sock, [b'{"tty": true}'], [slave, slave, slave])
-    os.close(slave)
+    # The container's terminal, of its own devpts (so 'tty' names it inside): its master.
+    _, fds, _, _ = socket.recv_fds(sock, 1, 1)
+    if not fds:
+        return _exit_code(sock)  # it ended before it had one
+    master = fds[0]
     saved = termios.tcgetattr(0) if interactive and os.isatty(0) else None
     if saved is not None:
         ttymod.setraw(0, termios.TCSANOW)  # TCSAFLUSH would drop type-ahead

@@ -2,7 +2,7 @@
 
 Start order (``Daemon.run``), each step undone in reverse on the way out:
 
-    1. the kernel's neighbour table limits raised (nothing to undo)
+    1. the kernel's neighbour table limits raised; a warning if no cgroups are visible
     2. the embedded dqlite node started; joined through the seeds if new  -> stopped
     3. the runner: the state, the tailer, the kernel actors               -> stopped
     4. this host announced (NodeJoined unless a member)    -> leadership and seat handed over
@@ -38,6 +38,8 @@ from cantainer.errors import ConfigError
 from cantainer.events import Event, NodeJoined
 from cantainer.events.log import EventLog
 from cantainer.events.raft import RaftMember
+from cantainer.kernel.cgroups import CGROUP_ROOT, CONTROLLERS
+from cantainer.kernel.cgroups import available as cgroups_available
 from cantainer.kernel.images import ImageStore
 from cantainer.kernel.net import ensure_neighbour_table, mtu_of
 from cantainer.projections.membership import LEFT
@@ -95,6 +97,7 @@ class Daemon:
             self._loop.add_signal_handler(sig, self._stopping.set)
         steps = [  # (start, stop): started in this order, stopped in the reverse
             (self._raise_neighbour_table, None),
+            (self._look_at_cgroups, None),
             (self.raft.start, self._stop_raft),
             (self._start_runner, self.runner.stop),
             (self._announce, self._hand_over),
@@ -132,6 +135,13 @@ class Daemon:
                 log.info("raised the kernel's neighbour table: %s", change)
         except OSError as exc:  # containers still work; many of them may not reach each other
             log.warning("cannot raise the kernel's neighbour table limits: %s", exc)
+
+    def _look_at_cgroups(self) -> None:
+        missing = set(CONTROLLERS) - cgroups_available()
+        if missing:  # runs asking for these limits are refused, never run without them
+            log.warning("no cgroup controller for %s under %s: containers cannot be given "
+                        "those limits (started under 'ip netns exec'?)",
+                        ", ".join(sorted(missing)), CGROUP_ROOT)
 
     async def _stop_raft(self) -> None:
         for session in (self.log, self.reader, self.runner.log):

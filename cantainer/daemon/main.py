@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 
+from cantainer import __version__
 from cantainer.config import (DEFAULT_DATA_DIR, DEFAULT_PORT, DEFAULT_RUN_DIR, IDLE_POLL,
                               NETWORK_LATENCY_MS, RECONCILE_EVERY, SUSPECT_AFTER, Config)
 from cantainer.daemon import credentials
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 def parse(argv: list[str] | None = None) -> tuple[Config, str]:
     """The configuration from ``cantainerd``'s command line, and the log level."""
     parser = argparse.ArgumentParser(prog="cantainerd", description="Cantainer host daemon.")
+    parser.add_argument("--version", action="version", version=f"cantainerd {__version__}")
     parser.add_argument("--address", help="this host's underlay address, HOST[:PORT] "
                         "(default: the default route's source address, port 9000)")
     parser.add_argument("--seeds", default="", help="HOST:PORT[,...] of members to join through")

@@ -20,8 +20,39 @@ def is_v2(root: str = CGROUP_ROOT) -> bool:
     return os.path.exists(os.path.join(root, "cgroup.controllers"))
 
 
+def available(root: str = CGROUP_ROOT) -> frozenset[str]:
+    """The controllers of ``CONTROLLERS`` this process can see.  None at all where
+    ``/sys`` was mounted anew without its cgroup filesystems (``ip netns exec`` does so)."""
+    if is_v2(root):
+        try:
+            with open(os.path.join(root, "cgroup.controllers")) as f:
+                return frozenset(f.read().split()) & frozenset(CONTROLLERS)
+        except OSError:
+            return frozenset()
+    return frozenset(c for c in CONTROLLERS if os.path.isdir(os.path.join(root, c)))
+
+
+LIMITS = (("--memory", "memory"), ("--pids-limit", "pids"), ("--cpus", "cpu"))
+
+
+def unenforceable(memory: int | None, pids: int | None, cpus: float | None,
+                  root: str = CGROUP_ROOT) -> list[str]:
+    """The flags of the limits asked for that no visible controller could enforce."""
+    have = available(root)
+    return [flag for (flag, controller), value in zip(LIMITS, (memory, pids, cpus),
+                                                      strict=True)
+            if value is not None and controller not in have]
+
+
+def unenforceable_error(flags: list[str], root: str = CGROUP_ROOT) -> str:
+    return (f"{', '.join(flags)} cannot be enforced on this host: no cgroup controller for "
+            f"{'it' if len(flags) == 1 else 'them'} under {root} (cantainerd must see the "
+            "host's cgroup filesystem; 'ip netns exec' hides it)")
+
+
 class Cgroup:
     def __init__(self, container_id: str, root: str = CGROUP_ROOT) -> None:
+        self.root = root
         self.v2 = is_v2(root)
         name = os.path.join("cantainer", container_id)
         if self.v2:
@@ -31,6 +62,10 @@ class Cgroup:
                          if os.path.isdir(os.path.join(root, c))}
 
     def create(self, memory: int | None, pids: int | None, cpus: float | None) -> None:
+        """The container's cgroup with its limits; ``OSError`` if a limit asked for cannot
+        be enforced (never a container that runs without it)."""
+        if missing := unenforceable(memory, pids, cpus, self.root):
+            raise OSError(unenforceable_error(missing, self.root))
         if self.v2:
             parent = os.path.dirname(self.dirs["memory"])
             os.makedirs(parent, exist_ok=True)

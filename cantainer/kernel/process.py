@@ -10,8 +10,10 @@ before ``exec`` builds its world in this order:
    tty, pts, shm, and the fd links); ``/sys`` read-only;
 3. Docker's masked paths (``/proc/kcore``, ``/sys/firmware``...) and
    read-only paths (``/proc/sys``, ``/proc/sysrq-trigger``...);
-4. ``pivot_root`` into it (never ``chroot``) and the old root detached;
-5. the host name; Docker's 14 default capabilities, bounding set included;
+4. with a terminal (``run -t``): a pseudo-terminal of the container's own devpts
+   as its stdio, the master sent to the shim;
+5. ``pivot_root`` into it (never ``chroot``) and the old root detached;
+6. the host name; Docker's 14 default capabilities, bounding set included;
    ``no_new_privs``; then ``execvpe``.
 
 The parent (the shim) puts the child in its cgroup before letting it go on.
@@ -25,6 +27,7 @@ import fcntl
 import os
 import signal
 import socket
+import struct
 import termios
 import warnings  # noqa: F401 -- os.execvpe imports it lazily, after pivot_root: too late
 
@@ -53,10 +56,12 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #   state_dir  upper/, work/, rootfs/ of this container
 #   hostname, command (tuple), env (tuple of K=V)
 #   netns      a name under /run/netns; None: a new, empty one
-#   tty        stdin is a terminal: make it the controlling one
+#   console    give the process a terminal of the container's own devpts (so ``tty``
+#              names it inside), its master sent on this socket (an fd); None: none
+#   size       that terminal's (rows, cols)
 ProcessSpec = collections.namedtuple(
-    "ProcessSpec", "lower state_dir hostname command env netns tty",
-    defaults=((), None, False))
+    "ProcessSpec", "lower state_dir hostname command env netns console size",
+    defaults=((), None, None, None))
 
 
 def _mkdirs(*paths: str) -> None:
@@ -110,6 +115,22 @@ def _enter_root(root: str) -> None:
     os.chdir("/")
 
 
+def _take_terminal(root: str, console: int, size) -> None:
+    """A terminal of the container's devpts as stdin, stdout, stderr and controlling
+    terminal; its master goes to the shim on ``console`` (runc's console socket)."""
+    master, slave = sc.open_pty(f"{root}/dev/pts/ptmx")
+    if size:
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
+    with socket.socket(fileno=console) as sock:
+        socket.send_fds(sock, [b"T"], [master])
+    os.close(master)
+    os.setsid()
+    for target in (0, 1, 2):
+        os.dup2(slave, target)
+    os.close(slave)
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 def drop_privileges() -> None:
     """Docker's default capabilities (bounding set too), then ``no_new_privs``."""
     with open("/proc/sys/kernel/cap_last_cap") as f:
@@ -126,9 +147,6 @@ def _child(spec: ProcessSpec, go: int, stdio: tuple[int, int, int]) -> None:
     try:
         for fd, target in zip(stdio, (0, 1, 2), strict=True):
             os.dup2(fd, target)
-        if spec.tty:
-            os.setsid()
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         os.read(go, 1)  # the shim has put us in our cgroup
         os.unshare(os.CLONE_NEWNS | os.CLONE_NEWUTS | os.CLONE_NEWIPC)
         if spec.netns:
@@ -138,6 +156,8 @@ def _child(spec: ProcessSpec, go: int, stdio: tuple[int, int, int]) -> None:
         else:
             os.unshare(os.CLONE_NEWNET)
         root = _build_root(spec)
+        if spec.console is not None:
+            _take_terminal(root, spec.console, spec.size)
         socket.sethostname(spec.hostname)
         _enter_root(root)
         drop_privileges()
@@ -148,14 +168,14 @@ def _child(spec: ProcessSpec, go: int, stdio: tuple[int, int, int]) -> None:
         env.setdefault("PATH", DEFAULT_PATH)
         env.setdefault("HOSTNAME", spec.hostname)
         env.setdefault("HOME", "/root")
-        os.execvpe(spec.command[0], list(spec.command), env)
-    except FileNotFoundError as exc:
-        os.write(2, f"cantainer: {spec.command[0]}: no such file or directory\n".encode()
-                 if exc.filename in (spec.command[0], None) else f"cantainer: {exc}\n".encode())
-        os._exit(127)
-    except PermissionError as exc:
-        os.write(2, f"cantainer: {spec.command[0]}: {exc.strerror}\n".encode())
-        os._exit(126)
+        try:
+            os.execvpe(spec.command[0], list(spec.command), env)
+        except FileNotFoundError:  # the command, or the interpreter its #! line names
+            os.write(2, f"cantainer: {spec.command[0]}: no such file or directory\n".encode())
+            os._exit(127)
+        except PermissionError as exc:
+            os.write(2, f"cantainer: {spec.command[0]}: {exc.strerror}\n".encode())
+            os._exit(126)
     except BaseException as exc:  # the container never started: say why, exit like Docker
         os.write(2, f"cantainer: cannot start the container: {exc}\n".encode())
         os._exit(125)

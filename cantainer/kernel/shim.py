@@ -12,7 +12,10 @@ its ``pid`` and, when it ends, its ``exit_code`` (128 + signal when killed).
 When the spec asks for ``attach``, the shim first listens on
 ``attach.sock`` for the CLI of ``run -i``/``-t``, which sends the
 container's stdin, stdout and stderr as file descriptors (SCM_RIGHTS) and
-``{"tty": bool}``; the exit code goes back on that connection.
+``{"tty": bool, "size": [rows, cols]}``.  With ``tty`` the container makes a
+terminal of its own devpts (``process.py``) and the shim hands its master to
+the CLI (one byte, ``T``, with the descriptor; ``N`` without one if the
+container ended before); the exit code goes back on that connection.
 
 It forwards SIGTERM and SIGINT to the container and outlives the daemon that
 started it (its own session), so a restarted daemon finds the container
@@ -39,7 +42,13 @@ def run(path: str) -> int:
                                hostname=raw["hostname"], command=tuple(raw["command"]),
                                env=tuple(raw.get("env", ())), netns=raw.get("netns"))
     cgroup = Cgroup(raw["id"])
-    cgroup.create(raw.get("memory"), raw.get("pids_limit"), raw.get("cpus"))
+    try:
+        cgroup.create(raw.get("memory"), raw.get("pids_limit"), raw.get("cpus"))
+    except OSError as exc:  # never a container without the limits it was given
+        state.say(f"cantainer: cannot start the container: {exc}")
+        state.write_exit_code(125)
+        cgroup.remove()
+        return 125
     try:
         code, client = _run_container(spec, state, raw, cgroup)
     finally:
@@ -56,9 +65,12 @@ def run(path: str) -> int:
 def _run_container(spec, state: StateDir, raw: dict, cgroup: Cgroup):
     """Start the container, wait for it, record its exit; (code, attached client)."""
     attached = _attach(state) if raw.get("attach") else None
+    console = None
     if attached is not None:
-        client, stdio, tty = attached
-        spec = spec._replace(tty=tty)
+        client, stdio, message = attached
+        if message.get("tty"):
+            console, theirs = socket.socketpair()
+            spec = spec._replace(console=theirs.detach(), size=_size(message.get("size")))
     else:
         client = None
         log = os.open(state.output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -66,8 +78,10 @@ def _run_container(spec, state: StateDir, raw: dict, cgroup: Cgroup):
     try:
         pid = process.start(spec, stdio, before_exec=cgroup.add)
     finally:
-        for fd in set(stdio):
+        for fd in {*stdio, *([spec.console] if console is not None else [])}:
             os.close(fd)
+    if console is not None:
+        _hand_over_terminal(console, client)
     state.write_pid(pid)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda s, _f: os.kill(pid, s))
@@ -85,6 +99,28 @@ def _run_container(spec, state: StateDir, raw: dict, cgroup: Cgroup):
         code = 137
     state.write_exit_code(code)
     return code, client
+
+
+def _size(value) -> tuple[int, int] | None:
+    if isinstance(value, list) and len(value) == 2 and all(
+            isinstance(n, int) and 0 < n < 65536 for n in value):
+        return value[0], value[1]
+    return None
+
+
+def _hand_over_terminal(console: socket.socket, client: socket.socket) -> None:
+    """The container's terminal master, from the container to the CLI."""
+    with console:
+        try:
+            _, fds, _, _ = socket.recv_fds(console, 1, 1)
+        except OSError:
+            fds = []  # the container ended before it had a terminal: it said why
+    try:
+        socket.send_fds(client, [b"T" if fds else b"N"], fds)
+    except OSError:
+        pass  # the CLI went away; the container runs on
+    for fd in fds:
+        os.close(fd)
 
 
 def _attach(state: StateDir, timeout: float = 30.0):
@@ -105,7 +141,8 @@ def _attach(state: StateDir, timeout: float = 30.0):
         client.settimeout(None)
         if len(fds) != 3:
             raise OSError("expected three file descriptors")
-        return client, tuple(fds), bool(json.loads(message or b"{}").get("tty"))
+        wanted = json.loads(message or b"{}")
+        return client, tuple(fds), wanted if isinstance(wanted, dict) else {}
     except (OSError, ValueError):
         return None
     finally:

@@ -1,13 +1,16 @@
 """The Linux calls Python's ``os`` module lacks, through ctypes on libc.
 
 mount, umount2, pivot_root, prctl and capset: thin wrappers that raise
-``OSError`` with errno, as ``os`` functions do.
+``OSError`` with errno, as ``os`` functions do; and ``open_pty``, a terminal of a
+given devpts instance (a container's own).
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
+import struct
 
 _libc = ctypes.CDLL(None, use_errno=True)  # the C library this process already has
 
@@ -21,6 +24,8 @@ MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 MS_SHARED = 1 << 20
 MNT_DETACH = 2
+
+TIOCSPTLCK, TIOCGPTPEER = 0x40045431, 0x5441  # <asm-generic/ioctls.h>
 
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -70,3 +75,16 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         _CapData(effective & 0xFFFFFFFF, permitted & 0xFFFFFFFF, inheritable & 0xFFFFFFFF),
         _CapData(effective >> 32, permitted >> 32, inheritable >> 32))
     _check(_libc.syscall(SYS_CAPSET, ctypes.byref(header), data), "capset")
+
+
+def open_pty(ptmx: str) -> tuple[int, int]:
+    """(master, slave) of a new pseudo-terminal of the devpts whose ``ptmx`` this is, so
+    that its name resolves where that devpts is mounted (``tty`` inside a container);
+    the slave comes from the master (TIOCGPTPEER), never by path."""
+    master = os.open(ptmx, os.O_RDWR | os.O_NOCTTY)
+    try:
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))  # unlockpt
+        return master, fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        os.close(master)
+        raise

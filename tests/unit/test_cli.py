@@ -124,3 +124,12 @@ def test_replay_from_a_file_needs_no_daemon(tmp_path):
     bad.write_text('{"seq": 1}\n')
     result = run("replay", "--file", str(bad))
     assert result.returncode == 1 and "not an event record" in result.stderr
+
+
+def test_version_needs_no_daemon():
+    from cantainer import __version__
+    for argv in ([*CLI, "--version"], [sys.executable, "-m", "cantainer.daemon", "--version"]):
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0 and result.stderr == "", result
+        assert result.stdout.split() == [argv[2].split(".")[-1].replace("cli", "cantainer")
+                                         .replace("daemon", "cantainerd"), __version__]

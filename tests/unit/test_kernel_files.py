@@ -2,7 +2,9 @@
 
 import os
 
-from cantainer.kernel.cgroups import Cgroup
+import pytest
+
+from cantainer.kernel.cgroups import Cgroup, available, unenforceable
 from cantainer.kernel.net import ensure_neighbour_table
 
 
@@ -61,3 +63,18 @@ def test_no_limits_write_no_limit_files(tmp_path):
     Cgroup("c0ffee", root=str(tmp_path)).create(None, None, None)
     for controller in ("memory", "pids", "cpu"):
         assert os.listdir(tmp_path / controller / "cantainer" / "c0ffee") == []
+
+
+def test_limits_no_controller_can_enforce_are_refused_not_dropped(tmp_path):
+    """Where /sys was mounted anew (``ip netns exec``), /sys/fs/cgroup is an empty
+    directory: a limit asked for must stop the container, never run it without."""
+    assert available(str(tmp_path)) == frozenset()
+    with pytest.raises(OSError, match=r"--memory, --cpus cannot be enforced on this host"):
+        Cgroup("c0ffee", root=str(tmp_path)).create(memory=32 << 20, pids=None, cpus=0.5)
+    assert os.listdir(tmp_path) == [], "nothing made"
+    Cgroup("c0ffee", root=str(tmp_path)).create(None, None, None)  # no limits: fine
+    (tmp_path / "pids").mkdir()  # one v1 hierarchy only
+    assert unenforceable(None, 10, 1.0, str(tmp_path)) == ["--cpus"]
+    (tmp_path / "cgroup.controllers").write_text("memory pids\n")  # v2 without cpu
+    assert available(str(tmp_path)) == {"memory", "pids"}
+    assert unenforceable(1 << 30, 10, 1.0, str(tmp_path)) == ["--cpus"]
