@@ -10,9 +10,11 @@
 from __future__ import annotations
 
 from cantainer.api import fields as f
+from cantainer.api.trust import JOIN_SECRET
 from cantainer.errors import Conflict, Invalid, NotFound
 from cantainer.events import NodeLeft
 from cantainer.projections.membership import LEFT, SUSPECTED
+from cantainer.trust import pki
 
 
 def leave_id(name: str, joined: int) -> str:
@@ -63,6 +65,7 @@ async def leave(h, req: dict, ex) -> None:
     me = h.state.members.live().get(h.node)
     if me is None:
         raise Conflict(f"{h.node} is not a member")
+    await new_join_secret(h)
     seq, = await h.append([NodeLeft(name=h.node)], [leave_id(h.node, me.joined)])
     await h.acted_on(seq)  # its containers are stopped, its overlay gone
     await ex.send({"left": h.node, "seq": seq})
@@ -81,8 +84,16 @@ async def node_rm(h, req: dict, ex) -> None:
     if node.state != SUSPECTED and not req["force"]:
         raise Conflict(f"host {name} is alive (state {node.state}): it should leave by "
                        "itself ('node leave'), or use --force")
+    await new_join_secret(h)
     seq, = await h.append([NodeLeft(name=name)], [leave_id(name, node.joined)])
     await ex.send({"removed": name, "seq": seq})
+
+
+async def new_join_secret(h) -> None:
+    """Before a host leaves: the token it joined with joins no one any more (made first,
+    so no host is ever gone with its token still good; an append that then fails has
+    cost a token, nothing else)."""
+    await h.set_secret(JOIN_SECRET, pki.new_secret(), replace=True)
 
 
 async def check(h, req: dict, ex) -> None:

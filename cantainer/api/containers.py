@@ -64,8 +64,10 @@ async def owned(h, req: dict, ex, action: str) -> Container | None:
                           "left the cluster")
     forwarded = {k: v for k, v in req.items() if k not in ("peer", "fingerprint")} | \
         {"ref": c.id}
-    await forward.relay(address, forwarded, ex,
-                        f"cannot {action} container {c.name}: its host {c.host}", h.peer_tls)
+    owner = h.state.members.live()[c.host]
+    await forward.relay(address, owner.fingerprint, forwarded, ex,
+                        f"cannot {action} container {c.name}: its host {c.host}", h.peer_tls,
+                        h.gate)
     return None
 
 

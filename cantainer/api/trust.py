@@ -1,19 +1,23 @@
 """Joining: the CA, the join exchange, who a certificate is, the join token.
 
     {"op": "ca"}                  (peer port, anyone)  -> {"ca": PEM}
-    {"op": "join", "secret": S, "csr": PEM, "name": N, "address": A,
+    {"op": "join", "proof": P, "csr": PEM, "name": N, "address": A,
      "dqlite_address": D, "kx": HEX}  (peer port, anyone)
-                                  -> {"certificate": PEM, "ca": PEM, "trusted": [FP, ...]}
+                                  -> {"certificate": PEM, "ca": PEM, "trusted": [FP, ...],
+                                      "revoked": [FP, ...]}
     {"op": "whoami"}              (peer port, anyone)  -> {"member": NAME}
     {"op": "join_token", "rotate": bool}               -> {"token": "CTN1-..."}
 
 A joiner fetches the CA certificate unauthenticated and checks it against its
 token (the token names the CA's fingerprint: a seed that presents another CA
 is refused), then asks to join over TLS that verifies the seed.  The member
-that answers checks the token's secret, signs the joiner's certificate with
-the CA's key (kept in the replicated database's secrets, so any member can),
-and appends its ``NodeJoined`` — with that certificate: from then on every
-channel knows the joiner by it.
+that answers checks the joiner's proof of the token's secret (an HMAC of it
+bound to this member's own certificate, ``pki.join_proof``: the secret itself
+never crosses the wire), signs the joiner's certificate with the CA's key
+(kept in the replicated database's secrets, so any member can), and appends
+its ``NodeJoined`` — with that certificate: from then on every channel knows
+the joiner by it.  ``node leave`` and ``node rm`` make a new join secret
+(``api/cluster.py``): a host that left cannot come back with its old token.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ async def ca(h, req: dict, ex) -> None:
 
 async def join(h, req: dict, ex) -> None:
     stored = await h.secret(JOIN_SECRET)
-    if stored is None or not pki.same_secret(req["secret"], stored):
+    if stored is None or not pki.same_secret(req["proof"], pki.join_proof(stored, h.gate.own)):
         raise Invalid("this join token is not the cluster's current one (see 'cantainer "
                       "join-token' on a member)")
     await h.wait_applied()
@@ -52,7 +56,8 @@ async def join(h, req: dict, ex) -> None:
     await h.append([joined], [f"NodeJoined-{fingerprint(certificate)[:32]}"])
     # the members it may admit before its state has caught up (files.py: trusted)
     await ex.send({"certificate": certificate, "ca": h.ca,
-                   "trusted": sorted(h.state.members.trusted())})
+                   "trusted": sorted(h.state.members.trusted()),
+                   "revoked": sorted(h.state.members.revoked())})
 
 
 async def whoami(h, req: dict, ex) -> None:
@@ -88,7 +93,7 @@ def _kx(name: str, value) -> str:
 
 OPS = {
     "ca": (ca, {}, "anyone"),
-    "join": (join, {"secret": (f.text, f.REQUIRED), "csr": (f.text, f.REQUIRED),
+    "join": (join, {"proof": (f.text, f.REQUIRED), "csr": (f.text, f.REQUIRED),
                     "name": (f.text, f.REQUIRED), "address": (f.text, f.REQUIRED),
                     "dqlite_address": (f.text, f.REQUIRED), "kx": (_kx, f.REQUIRED)},
              "anyone"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 import logging
 import os
 
@@ -25,8 +26,8 @@ from cantainer.config import Config, peer_port
 from cantainer.errors import ConfigError, Unavailable
 from cantainer.events.validate import fingerprint
 from cantainer.trust import pki
-from cantainer.trust.files import Credentials, save_trusted
-from cantainer.trust.tls import client_context
+from cantainer.trust.files import Credentials, save_gate
+from cantainer.trust.tls import client_context, peer_fingerprint
 
 log = logging.getLogger("cantainerd")
 
@@ -108,10 +109,11 @@ async def join(config: Config, creds: Credentials) -> Credentials:
                                   "refusing to join through it (a wrong token, or someone "
                                   "in between)")
             key, kx = pki.new_key(), pki.new_kx_key()
-            reply = await ask(address, client_context(None, ca), {
-                "op": "join", "secret": secret, "csr": pki.csr(key, config.name),
-                "name": config.name, "address": config.host,
-                "dqlite_address": config.dqlite_address, "kx": pki.kx_public(kx)})
+            reply = await ask(address, client_context(None, ca), lambda seed_fp: {
+                "op": "join", "proof": pki.join_proof(secret, seed_fp),
+                "csr": pki.csr(key, config.name), "name": config.name,
+                "address": config.host, "dqlite_address": config.dqlite_address,
+                "kx": pki.kx_public(kx)})
         except Unavailable as exc:
             last = exc
             await asyncio.sleep(1.0)
@@ -123,7 +125,8 @@ async def join(config: Config, creds: Credentials) -> Credentials:
             raise ConfigError(f"{seed} answered with a certificate the CA did not sign")
         log.info("joined through %s: certificate %s", seed, fingerprint(certificate)[:16])
         creds.save(ca, key, certificate, kx)
-        save_trusted(creds, frozenset(reply.get("trusted", ())))
+        save_gate(creds, frozenset(reply.get("trusted", ())),
+                  frozenset(reply.get("revoked", ())))
         return creds
     raise ConfigError(f"could not join through {', '.join(config.seeds)}: {last}")
 
@@ -146,17 +149,25 @@ async def whoami(config: Config, creds: Credentials) -> str | None:
             continue
         if "member" in reply:
             return "member"
-        return "revoked" if reply.get("kind") == "conflict" else "unknown"
+        verdict = {"conflict": "revoked", "not_found": "unknown"}.get(reply.get("kind"))
+        if verdict is not None:
+            return verdict
+        # Any other answer (no quorum there, say) says nothing of this certificate.
+        log.info("%s could not say who this host is: %s", member, reply.get("error"))
     return None
 
 
-async def ask(address: tuple[str, int], tls, message: dict, timeout: float = ASK_TIMEOUT) -> dict:
-    """One request to a member's peer port over TLS; its first answer (an error too)."""
+async def ask(address: tuple[str, int], tls, message: dict | Callable[[str], dict],
+              timeout: float = ASK_TIMEOUT) -> dict:
+    """One request to a member's peer port over TLS; its first answer (an error too).
+    ``message`` may be made from the fingerprint of the certificate the server showed."""
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(*address, ssl=tls,
                                                            server_hostname=None)
             try:
+                if callable(message):
+                    message = message(peer_fingerprint(writer.get_extra_info("ssl_object")))
                 writer.write(json.dumps(message).encode() + b"\n")
                 line = await reader.readline()
             finally:

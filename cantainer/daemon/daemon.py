@@ -45,7 +45,7 @@ from cantainer.kernel.net import ensure_neighbour_table, mtu_of
 from cantainer.projections.membership import LEFT
 from cantainer.projections.state import ClusterState
 from cantainer.trust.dqlite import DqliteTls
-from cantainer.trust.files import Credentials, load_trusted, save_trusted
+from cantainer.trust.files import Credentials, load_gate, save_gate
 from cantainer.trust.pki import kx_public, new_secret, pair_key
 from cantainer.trust.tls import Gate, client_context, server_context
 
@@ -63,7 +63,7 @@ class Daemon:
         self.creds = creds
         self._ca_key = ca_key  # this host made the cluster's CA: it goes into the secrets
         self.gate = Gate(creds.fingerprint)
-        self.gate.update(load_trusted(creds), frozenset())
+        self.gate.update(*load_gate(creds))  # caught up with the log: not yet
         transport = DqliteTls(config.dqlite_address, config.data_dir, self.gate)
         self.raft = RaftMember(config.data_dir, config.dqlite_address, config.seeds,
                                voters=config.voters, standbys=config.standbys,
@@ -163,6 +163,8 @@ class Daemon:
             credentials.stored(self.creds)
             self._ca_key = None
         await self.runner.wait_applied(await self.reader.head(), timeout=CATCH_UP_TIMEOUT)
+        # From now on this host dials only the members its state names (trust/tls.py).
+        self.gate.update(self.gate.trusted, self.gate.revoked, caught_up=True)
         me = self.runner.state.members.nodes.get(self.config.name)
         if me is not None and me.state != LEFT:
             log.info("already a member since seq %d", me.joined)
@@ -248,7 +250,7 @@ class Daemon:
         if trusted | {self.gate.own} != self.gate.trusted or \
                 revoked - {self.gate.own} != self.gate.revoked:
             self.gate.update(trusted, revoked)
-            save_trusted(self.creds, self.gate.trusted)
+            save_gate(self.creds, self.gate.trusted, self.gate.revoked)
 
     async def _judge_liveness(self) -> None:
         while True:

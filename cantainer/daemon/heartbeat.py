@@ -34,6 +34,7 @@ MAX_DATAGRAM = 512
 MAGIC = b"CTH1"
 MAC_SIZE = 16  # bytes of HMAC-SHA256 kept
 FRESH_NS = 30 * 10**9  # a datagram's time within 30 s of the receiver's clock
+START_SLACK_NS = 10**9  # and sent at most 1 s before the receiver started
 
 
 class Heartbeats(asyncio.DatagramProtocol):
@@ -45,8 +46,8 @@ class Heartbeats(asyncio.DatagramProtocol):
     another member, and a member that left is no one's partner any more.  The JSON
     carries the sender's wall clock in nanoseconds; a receiver takes only a time
     later than the last it took from that sender, and within ``FRESH`` of its own
-    clock: a recorded datagram replayed is dropped (hosts' clocks must agree within
-    that).  ``keys(name)`` gives the key shared with member ``name`` (None: none)."""
+    clock, and not before the receiver started (less a second): a recorded datagram
+    replayed is dropped (hosts' clocks must agree within that).  ``keys(name)`` gives the key shared with member ``name`` (None: none)."""
 
     def __init__(self, name: str, peers: Callable[[], list[tuple[str, tuple[str, int]]]],
                  applied: Callable[[], int], on_poke: Callable[[], None],
@@ -60,6 +61,9 @@ class Heartbeats(asyncio.DatagramProtocol):
         self.peer_applied: dict[str, int] = {}
         self.refused = 0  # datagrams that failed a check: forged, replayed, stale, garbage
         self._last_time: dict[str, int] = {}
+        # Nothing sent before this daemon started counts: a datagram recorded then and
+        # replayed now would find no later one taken yet (clocks agree within a second).
+        self._floor = time.time_ns() - START_SLACK_NS
         self._transport: asyncio.DatagramTransport | None = None
 
     async def start(self, host: str, port: int) -> None:
@@ -101,7 +105,8 @@ class Heartbeats(asyncio.DatagramProtocol):
         if key is None or not hmac.compare_digest(
                 mac, hmac.new(key, body, hashlib.sha256).digest()[:MAC_SIZE]):
             return None
-        if sent <= self._last_time.get(name, 0) or abs(time.time_ns() - sent) > FRESH_NS:
+        if sent <= self._last_time.get(name, self._floor) or \
+                abs(time.time_ns() - sent) > FRESH_NS:
             return None  # replayed, or recorded long ago
         self._last_time[name] = sent
         return beat

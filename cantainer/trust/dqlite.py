@@ -125,7 +125,8 @@ class DqliteTls:
 
     def _send_gate(self) -> None:
         self._send({"gate": {"trusted": sorted(self._gate.trusted),
-                             "revoked": sorted(self._gate.revoked)}})
+                             "revoked": sorted(self._gate.revoked),
+                             "caught_up": self._gate.caught_up}})
 
     def _send(self, message: dict, sock: socket.socket | None = None) -> bool:
         control = self._control

@@ -7,6 +7,8 @@
     trusted    the certificates of the live members as this host last knew them: a
                restarted member admits them before its state has caught up (the log
                stays the truth; this is its last word, kept)
+    revoked    the certificates of the members that left, likewise: refused from the
+               first moment after a restart
 
 A member that has them rejoins with them after a restart, no token needed.
 """
@@ -50,7 +52,7 @@ class Credentials:
         return self
 
     def remove(self) -> None:
-        for name in (*FILES, "trusted"):
+        for name in (*FILES, "trusted", "revoked"):
             try:
                 os.unlink(self.path(name))
             except FileNotFoundError:
@@ -66,17 +68,27 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def load_trusted(creds: Credentials) -> frozenset[str]:
+def load_gate(creds: Credentials) -> tuple[frozenset[str], frozenset[str]]:
+    """The gate's sets as this host last saved them: (trusted, revoked)."""
+    return _load_set(creds.path("trusted")), _load_set(creds.path("revoked"))
+
+
+def save_gate(creds: Credentials, trusted: frozenset[str], revoked: frozenset[str]) -> None:
+    _save_set(creds.path("trusted"), trusted)
+    _save_set(creds.path("revoked"), revoked)
+
+
+def _load_set(path: str) -> frozenset[str]:
     try:
-        with open(creds.path("trusted")) as f:
+        with open(path) as f:
             return frozenset(line.strip() for line in f if line.strip())
     except FileNotFoundError:
         return frozenset()
 
 
-def save_trusted(creds: Credentials, fingerprints: frozenset[str]) -> None:
-    tmp = creds.path("trusted.tmp")
+def _save_set(path: str, fingerprints: frozenset[str]) -> None:
+    tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write("".join(f"{fp}\n" for fp in sorted(fingerprints)))
-    os.replace(tmp, creds.path("trusted"))
+    os.replace(tmp, path)

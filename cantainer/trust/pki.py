@@ -7,7 +7,8 @@
                         SAN); an X25519 key whose public half is in its NodeJoined, for
                         the keys it shares pairwise with each other member (heartbeats)
     a join token        CTN1-<SHA-256 of the CA certificate>-<secret>: the joiner pins
-                        the CA by it, a member checks the secret
+                        the CA by it, and proves it holds the secret to the member it
+                        talks to (``join_proof``), which checks it
 
 Identity is the certificate the log records for a member (``NodeJoined``), so
 a certificate the CA signed but the log does not name is refused everywhere.
@@ -153,6 +154,14 @@ def parse_token(text: str) -> tuple[str, str]:
         raise ConfigError("--join-token is not a Cantainer join token (CTN1-...: see "
                           "'cantainer join-token' on a member)")
     return found.group(1), found.group(2)
+
+
+def join_proof(secret: str, member_fingerprint: str) -> str:
+    """What a joiner sends instead of the secret: an HMAC of it bound to the certificate
+    of the member it is talking to, so that a server with another certificate (even one
+    the CA signed) learns nothing it could use with a real member."""
+    return hmac.new(secret.encode(), b"cantainer join v1 " + member_fingerprint.encode(),
+                    hashlib.sha256).hexdigest()
 
 
 def same_secret(a: str, b: str) -> bool:

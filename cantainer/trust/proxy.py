@@ -18,7 +18,7 @@ descriptors attached:
                       {"local": ID}          + [a connection to the node's abstract
                                                socket] for incoming connection ID, or
                                                no descriptor: the node is gone
-                      {"gate": {"trusted": [...], "revoked": [...]}}
+                      {"gate": {"trusted": [...], "revoked": [...], "caught_up": B}}
     proxy -> daemon   {"local": ID}          incoming connection ID passed the gate:
                                                it needs a connection to the node
 
@@ -137,6 +137,10 @@ class Relay:
             return
         if local is None:
             self._refuse("the node is not serving", quiet=True)
+            return
+        if not self.proxy.gate.admits(self.fingerprint):  # the gate moved meanwhile
+            local.close()
+            self._refuse("its member left the cluster")
             return
         self.plain = local
         try:
@@ -460,7 +464,8 @@ class Proxy:
                 relay.give_local(local)
         elif "gate" in message:  # cuts the connections it no longer allows
             self.gate.update(frozenset(message["gate"]["trusted"]),
-                             frozenset(message["gate"]["revoked"]))
+                             frozenset(message["gate"]["revoked"]),
+                             message["gate"]["caught_up"])
 
 
 def _die_with(parent: int) -> None:

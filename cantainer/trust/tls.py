@@ -6,9 +6,11 @@ on both sides.  A certificate that chains to the CA is necessary, not enough:
 
 * a connection *to* this member (dqlite, the peer API) is accepted only if the
   peer's certificate is one the log records for a live member (``Gate``);
-* a connection *from* this member accepts any certificate of the CA that the log
-  does not record as revoked (a member that left): a member whose state is
-  behind (just restarted) must still reach a newer member to catch up.
+* a connection *from* this member is made only to a certificate the log records
+  for a live member, too — once this member has caught up with the log since
+  it started.  Until then (``caught_up`` false) any certificate of the CA that
+  the log does not record as revoked will do: a member whose state is behind
+  (just restarted) must still reach members that joined while it was away.
 
 The gate's sets come from the state: the runner publishes them after every
 batch of records (``Membership.trusted``, ``revoked``).  Connections of a
@@ -80,6 +82,7 @@ class Gate:
         self.own = own
         self.trusted: frozenset[str] = frozenset({own})
         self.revoked: frozenset[str] = frozenset()
+        self.caught_up = False  # this member's state has reached the log's head once
         self._open: dict[object, tuple[str, bool, Callable[[], None]]] = {}
         self._lock = threading.Lock()
         self.on_update: Callable[[], None] | None = None  # the dqlite proxy's copy
@@ -90,11 +93,16 @@ class Gate:
 
     def reaches(self, fingerprint: str | None) -> bool:
         """A connection from this member to the holder of this certificate."""
-        return fingerprint is not None and fingerprint not in self.revoked
+        if fingerprint is None:
+            return False
+        return fingerprint in self.trusted if self.caught_up else fingerprint not in self.revoked
 
-    def update(self, trusted: frozenset[str], revoked: frozenset[str]) -> None:
+    def update(self, trusted: frozenset[str], revoked: frozenset[str],
+               caught_up: bool | None = None) -> None:
         """The state moved: cut every open connection it no longer allows."""
         self.trusted, self.revoked = trusted | {self.own}, revoked - {self.own}
+        if caught_up is not None:
+            self.caught_up = caught_up
         with self._lock:
             cut = [(key, close) for key, (fp, incoming, close) in self._open.items()
                    if not (self.admits(fp) if incoming else self.reaches(fp))]

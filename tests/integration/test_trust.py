@@ -218,7 +218,6 @@ def inject(lab, ns, local, target, frames=15):
                     s.sendto(b"injected", (target["ip"], 9))
                     time.sleep(0.02)
         in_ns(ns, send)
-        time.sleep(0.5)  # frames in flight land, or are dropped, by now
     finally:
         ip("ip", "link", "del", "rogue0")
 
@@ -227,15 +226,16 @@ def test_vxlan_from_outsiders_is_dropped(lab):
     vault = inspect(lab, 1, "vault")
     before, dropped = rx_packets(lab, "vault"), vxlan_dropped(lab, 1)
     inject(lab, lab.outside, "198.51.100.66", vault)
+    # Once the table has dropped all 15, any frame that got past it has arrived too.
+    wait_for(lambda: vxlan_dropped(lab, 1) - dropped >= 15, timeout=5, interval=0.05)
     after = rx_packets(lab, "vault")
     # Fewer than the 15 sent: a container's own chatter (IPv6 at its start) is counted too.
     assert after - before < 15, (before, after)
-    assert vxlan_dropped(lab, 1) - dropped >= 15, "the table dropped the outsider's frames"
     # Control: the same injection from a member's address arrives (h3 has no container
     # on this network, so no VXLAN device of that VNI of its own).
     inject(lab, lab.host(3).netns, lab.host(3).address, vault)
+    wait_for(lambda: rx_packets(lab, "vault") - after >= 15, timeout=5, interval=0.05)
     arrived = rx_packets(lab, "vault") - after
-    assert arrived >= 15, arrived
     print(f"FIGURES trust-vxlan: outsider's 15 frames: dropped by the table "
           f"{vxlan_dropped(lab, 1) - dropped} (with its ARP), container rx +{after - before} "
           f"(its own chatter); a member's 15 frames: container rx +{arrived}")
@@ -369,7 +369,9 @@ def test_an_evicted_member_is_refused_everywhere(lab):
     old = Credentials(lab.host(3).data_dir).load()
     old_tls = client_context(old, old.ca)
     held = held_connection(lab, old_tls, lab.host(3).netns)  # while h3 is still a member
+    its_token = lab.join_token(1)  # the token of the day, which h3 could have kept
     assert lab.cli(1, "node", "rm", "h3").stdout == "h3\n"  # suspected since the last test
+    assert lab.join_token(2) != its_token, "an eviction makes a new join token"
     assert cut(held), "its open connection is cut when the gate learns of the eviction"
     held.close()
     wait_for(lambda: lab.host(3).address not in nft_members(lab, 1))
@@ -380,6 +382,7 @@ def test_an_evicted_member_is_refused_everywhere(lab):
     send_to(lab, 1, datagram(lab, 3, 1))  # its own key: no one's partner any more
     wait_for(lambda: status(lab, 1)["heartbeats_refused"] > refused)
     exits_with(lab, 3, "this host's certificate is revoked")
+    exits_with(lab, 3, "this join token is not the cluster's current one", token=its_token)
     # With a new token it joins again, with a new certificate; the old one stays refused.
     lab.start(3, token=lab.join_token(1))
     assert state_of(lab, "h3") == "joined"

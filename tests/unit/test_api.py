@@ -83,6 +83,16 @@ class FakeHandle:
     def heartbeats_refused(self):
         return 0
 
+    secrets: dict[str, str] = {}
+
+    async def secret(self, name):
+        return self.secrets.get(name)
+
+    async def set_secret(self, name, value, *, replace):
+        if replace or name not in self.secrets:
+            self.secrets = {**self.secrets, name: value}
+        return self.secrets[name]
+
     def stop(self):
         self.stopped = True
 
@@ -262,13 +272,18 @@ def test_node_rm_refuses_this_host_the_unknown_and_the_live(h):
         call(h, {"op": "node_rm", "name": "h9"})
     with pytest.raises(Conflict, match="host h2 is alive"):
         call(h, {"op": "node_rm", "name": "h2"})
+    assert h.secrets == {}, "refusals change nothing, not even the join token"
+    h.secrets = {"join_secret": "before"}
     sent = call(h, {"op": "node_rm", "name": "h2", "force": True})
     assert sent == [{"removed": "h2", "seq": 4}] and h.records[-1].id == "NodeLeft-h2-2"
+    assert h.secrets["join_secret"] != "before", "the token h2 joined with joins no one"
 
 
 def test_leave_records_the_same_departure_as_an_eviction_then_stops(h):
+    h.secrets = {"join_secret": "before"}
     sent = call(h, {"op": "leave"})
     assert sent == [{"left": "h1", "seq": 4}] and h.records[-1].id == "NodeLeft-h1-1"
+    assert h.secrets["join_secret"] != "before", "the token h1 joined with joins no one"
     assert h.acted == [4], "answered once the actors acted on it"
     assert h.stopped
 

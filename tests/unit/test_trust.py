@@ -62,6 +62,14 @@ def test_a_token_pins_the_ca_and_carries_a_secret(ca):
     assert pki.same_secret(secret, secret) and not pki.same_secret(secret, pki.new_secret())
 
 
+def test_a_joiner_proves_the_secret_to_one_member_only():
+    secret = pki.new_secret()
+    proof = pki.join_proof(secret, "aa" * 32)
+    assert secret not in proof and proof == pki.join_proof(secret, "aa" * 32)
+    assert proof != pki.join_proof(secret, "bb" * 32), "useless at another certificate"
+    assert proof != pki.join_proof(pki.new_secret(), "aa" * 32)
+
+
 def test_pair_keys_are_shared_by_two_members_alone():
     a, b, c = pki.new_kx_key(), pki.new_kx_key(), pki.new_kx_key()
     ab = pki.pair_key(a, pki.kx_public(b))
@@ -85,7 +93,7 @@ def test_the_gate_admits_live_members_and_cuts_who_leaves():
     gate = Gate("me")
     assert gate.admits("me") and not gate.admits("a") and not gate.admits(None)
     gate.update(frozenset({"a", "b"}), frozenset())
-    assert gate.admits("a") and gate.reaches("newcomer"), "dialing: any but the revoked"
+    assert gate.admits("a") and gate.reaches("newcomer"), "catching up: any but the revoked"
     cut = []
     gate.track("in-a", "a", True, lambda: cut.append("in-a"))
     gate.track("in-b", "b", True, lambda: cut.append("in-b"))
@@ -96,6 +104,11 @@ def test_the_gate_admits_live_members_and_cuts_who_leaves():
     gate.update(frozenset(), frozenset({"a", "b"}))
     assert sorted(cut) == ["in-b", "out-b"], "an untracked connection is not cut"
     assert gate.admits("me"), "this member always admits itself"
+    gate.update(frozenset({"a"}), frozenset({"b"}), caught_up=True)
+    assert gate.reaches("a") and not gate.reaches("newcomer") and not gate.reaches("b"), \
+        "caught up: only the members the log names"
+    gate.update(frozenset({"a", "newcomer"}), frozenset({"b"}))
+    assert gate.reaches("newcomer") and gate.caught_up, "caught up stays caught up"
 
 
 class Receiver(Heartbeats):
@@ -117,6 +130,10 @@ def test_heartbeats_are_authentic_fresh_and_not_replayable():
     assert rx._open(good)["n"] == "h2"
     assert rx._open(good) is None, "replayed"
     assert rx._open(beat(key, t=time.time_ns() - 60 * 10**9)) is None, "recorded long ago"
+    late = Receiver({"h2": key})  # a receiver that has just started
+    assert late._open(beat(key, t=time.time_ns() - 5 * 10**9)) is None, \
+        "sent before the receiver started: a recording, however fresh"
+    assert late._open(beat(key)) is not None
     assert rx._open(beat(os.urandom(32))) is None, "another key: forged"
     forged = bytearray(beat(key))
     forged[10] ^= 1
