@@ -2,7 +2,7 @@
 
 Events are past tense and never change once written.  Each class has a
 ``VERSION``; a change to a class's fields bumps it and teaches the codec to
-read the older form (see DESIGN.md, "Events").  The type name stored in the
+read the older form (docs/ARCHITECTURE.md, "Events").  The type name stored in the
 log is the class name.
 """
 

@@ -86,6 +86,8 @@ def test_check_names_every_kind_of_difference(make_lab):
         assert code == 1 and any(expected in d for d in differences), (what, differences)
     code, differences = check(lab, 1)
     assert len(differences) == len(cases), differences
+    print(f"FIGURES check: {len(cases)} kinds of difference made, "
+          f"{sum(any(e in d for d in differences) for _, _, e in cases)} named")
     assert check(lab, 2) == (0, []), "the other host is untouched"
 
     # A restart's full reconcile repairs every one of them (nothing else would:

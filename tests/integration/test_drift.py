@@ -68,7 +68,7 @@ def test_removed_entries_veth_and_bridge_come_back_through_rtnetlink_alone(make_
           lambda: reaches(lab, 1, "a", b["ip"]))
     timed(restored, "bridge", lambda: sh(lab, 1, "ip", "link", "del", bridge),
           lambda: reaches(lab, 1, "a", b["ip"]) and reaches(lab, 2, "b", a["ip"]))
-    print("restored in: " + ", ".join(f"{what} {s * 1000:.0f} ms" for what, s in restored.items()))
+    print("FIGURES drift: " + ", ".join(f"{what} {s * 1000:.0f} ms" for what, s in restored.items()))
     for n in (1, 2):
         assert lab.cli(n, "replay", "--check", check=False).returncode == 0
 
@@ -81,6 +81,6 @@ def test_a_changed_entry_is_put_right_by_the_periodic_comparison(make_lab):
           lambda: sh(lab, 1, "bridge", "fdb", "replace", b["mac"], "dev", names.vxlan(VNI),
                      "dst", "198.51.100.99"),
           lambda: kernel(lab, 1)[VNI].fdb.get(b["mac"]) == lab.host(2).address)
-    print("restored in: " + ", ".join(f"{what} {s * 1000:.0f} ms" for what, s in restored.items()))
+    print("FIGURES drift: " + ", ".join(f"{what} {s * 1000:.0f} ms" for what, s in restored.items()))
     assert reaches(lab, 1, "a", b["ip"])
     assert lab.cli(1, "replay", "--check", check=False).returncode == 0
