@@ -125,9 +125,12 @@ class Lab:
     # -- daemons --------------------------------------------------------------------
 
     def start(self, number: int, seeds: list[int] | None = None, wait: bool = True,
-              extra: tuple[str, ...] = (), token: str | None = None) -> LabHost:
+              extra: tuple[str, ...] = (), token: str | None = None,
+              ip_netns_exec: bool = False) -> LabHost:
         """Start ``cantainerd`` on a host; it joins through ``seeds`` (default: host 1).
-        A host without credentials gets the seed's join token, or ``token`` ("": none)."""
+        A host without credentials gets the seed's join token, or ``token`` ("": none).
+        ``ip_netns_exec``: started as users often do, under ``ip netns exec`` (which
+        mounts ``/sys`` anew: no cgroup filesystem), instead of entering the namespace."""
         h = self.host(number)
         if h.running:
             raise CantainerError(f"{h.name} is already running")
@@ -142,8 +145,12 @@ class Lab:
                *(["--seeds", seed_arg] if seed_arg else []), *token, *self.daemon_args,
                *extra]
         log = open(h.log_path, "ab")
-        h.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                  preexec_fn=lambda: netns.enter(h.netns))
+        if ip_netns_exec:  # ip execs the daemon: the same pid
+            h.proc = subprocess.Popen(["ip", "netns", "exec", h.netns, *cmd],
+                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        else:
+            h.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                      preexec_fn=lambda: netns.enter(h.netns))
         log.close()
         if wait:
             self.wait_ready(number)

@@ -212,3 +212,19 @@ def test_leaving_evicting_and_rejoining_are_each_recorded_once(lab):
     assert lab.cli(1, "node", "rm", "--force", "h3").stdout == "h3\n"
     states = {n["name"]: n["state"] for n in json.loads(lab.cli(2, "nodes", "--json").stdout)}
     assert states["h3"] == "left"
+
+
+def test_limits_are_refused_where_no_cgroup_can_enforce_them(make_lab):
+    """A daemon started under 'ip netns exec' sees a /sys without cgroups: a run asking
+    for limits is refused, naming them (it ran without them while inspect showed them);
+    a run asking for none still runs."""
+    lab = make_lab(1)
+    lab.start(1, ip_netns_exec=True)
+    assert "no cgroup controller for cpu, memory, pids" in lab.log(1)
+    refused = lab.cli(1, "run", "--rm", "-n", NET, "--memory", "32m", "--cpus", "0.5",
+                      "busybox", "true", check=False)
+    assert refused.returncode == 125, refused
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert "--memory, --cpus cannot be enforced on this host" in refused.stderr
+    assert json.loads(lab.cli(1, "ps", "-a", "--json").stdout) == [], "nothing created"
+    assert lab.cli(1, "run", "--rm", "-n", NET, "busybox", "echo", "ran").stdout == "ran\n"

@@ -154,7 +154,8 @@ def test_network_namespace_is_the_given_one(box):
 
 
 @pytest.mark.parametrize(("command", "code", "message"), [
-    (["/no/such/program"], 127, "no such file or directory"),
+    (["/no/such/program"], 127, "cantainer: /no/such/program: no such file or directory\n"),
+    (["nosuchcmd"], 127, "cantainer: nosuchcmd: no such file or directory\n"),
     (["/etc/passwd"], 126, "Permission denied"),
     (["sh", "-c", "exit 0"], 0, ""),
 ])

@@ -219,10 +219,15 @@ def test_interactive_runs_with_and_without_a_terminal(make_lab):
                                resize_to=(30, 100))
     assert code == 0 and b"24 80" in out and b"30 100" in out, out
 
-    # A terminal run's output goes to the terminal, not to logs.
+    # A terminal run's output goes to the terminal, not to logs; the terminal is one of
+    # the container's own devpts, so 'tty' names it (it said 'not a tty' when it was the
+    # host's), with the size of the CLI's, and follows it when it is resized.
     out, code = _on_a_terminal(lab, 2, ["run", "-it", "--name", "chatty", "-n", NET,
-                                        "busybox", "sh"], b"echo said-$((6*7)); exit 0\n")
+                                        "busybox", "sh"],
+                               b"tty; stty size; echo said-$((6*7))\n", resize_to=(30, 100))
     assert code == 0 and b"said-42" in out, out
+    assert b"/dev/pts/0" in out and b"not a tty" not in out, out
+    assert b"24 80" in out and b"30 100" in out, out
     assert "said-42" not in lab.cli(1, "logs", "chatty").stdout
 
 
