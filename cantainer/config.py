@@ -31,6 +31,9 @@ NETWORK_LATENCY_MS = 100
 SUSPECT_AFTER = 10.0     # seconds of heartbeat silence before NodeSuspected
 IDLE_POLL = 2.0          # seconds between reads of a quiet log (pokes wake it)
 RECONCILE_EVERY = 10.0   # seconds between full kernel comparisons; 0: never
+# The CIDR of the network 'default' ('run' without -n), set when a cluster is created
+# and recorded in its log (ClusterCreated): podman's default network's.
+DEFAULT_NETWORK_CIDR = "10.88.0.0/16"
 
 
 def heartbeat_port(dqlite_port: int) -> int:
@@ -52,7 +55,7 @@ class Config:
                  network_latency_ms: int = NETWORK_LATENCY_MS,
                  suspect_after: float = SUSPECT_AFTER, idle_poll: float = IDLE_POLL,
                  reconcile_every: float = RECONCILE_EVERY, join_token: str | None = None,
-                 fixed_poll: float | None = None) -> None:
+                 default_network: str | None = None, fixed_poll: float | None = None) -> None:
         self.name = name
         self.host = host  # this host's underlay address
         self.port = port
@@ -66,6 +69,7 @@ class Config:
         self.idle_poll = idle_poll
         self.reconcile_every = reconcile_every
         self.join_token = join_token  # how a new member proves it may join
+        self.default_network = default_network  # a new cluster's; None: the default
         self.fixed_poll = fixed_poll  # benchmarks only: see bench/convergence.py
 
     @property

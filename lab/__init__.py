@@ -40,6 +40,9 @@ from lab import plumbing
 
 _counter = itertools.count(1)
 DAEMON_PORT = 9000
+# The labs' clusters' default network: inside the overlays' test range (198.18.0.0/15),
+# apart from what tests and benchmarks create by hand (198.18.x, 198.19.0-75.x).
+DEFAULT_NETWORK = "198.19.128.0/18"
 
 
 class LabHost:
@@ -140,9 +143,12 @@ class Lab:
         if token is None and seeds and not Credentials(h.data_dir).exist():
             token = self.join_token(seeds[0])  # a new member's; a member needs none
         token = ["--join-token", token] if token else []
+        creating = [] if seeds or Credentials(h.data_dir).exist() else \
+            ["--default-network", DEFAULT_NETWORK]  # this host creates a cluster
         cmd = [sys.executable, "-m", "cantainer.daemon", "--address", h.dqlite_address,
                "--name", h.name, "--data-dir", h.data_dir, "--run-dir", h.run_dir,
-               *(["--seeds", seed_arg] if seed_arg else []), *token, *self.daemon_args,
+               *(["--seeds", seed_arg] if seed_arg else []), *token, *creating,
+               *self.daemon_args,
                *extra]
         log = open(h.log_path, "ab")
         if ip_netns_exec:  # ip execs the daemon: the same pid

@@ -28,10 +28,11 @@ import attrs
 
 from cantainer.actors.base import KernelActor, Reconcile
 from cantainer.events import ContainerExited, ContainerStarted
-from cantainer.kernel import container_net, names, supervise
+from cantainer.kernel import container_net, names, process, supervise
 from cantainer.kernel.images import ImageStore
 from cantainer.kernel.overlay import VXLAN_OVERHEAD
 from cantainer.kernel.statedir import StateDir
+from cantainer.kernel.volumes import VolumeStore
 from cantainer.kernel.watch import Removals
 from cantainer.projections import runtime
 from cantainer.projections.runtime import ContainerPlan
@@ -62,6 +63,7 @@ class RuntimeActor(KernelActor):
     def __init__(self, context) -> None:
         super().__init__(context)
         self.images = ImageStore(context.data_dir)
+        self.volumes = VolumeStore(context.data_dir)
         self._kill_at: dict[str, float] = {}  # container -> when SIGTERM turns to SIGKILL
         self._watched: set[str] = set()  # containers whose end a thread waits for
         self._removing: set[str] = set()  # containers a thread is removing
@@ -138,6 +140,9 @@ class RuntimeActor(KernelActor):
         began = time.perf_counter()
         state.create()
         try:
+            caps = process.cap_mask(c.cap_add, c.cap_drop)
+            mounts = [(source if source.startswith("/") else self.volumes.data(source),
+                       target, read_only) for source, target, read_only in c.volumes]
             lower = self.images.rootfs(c.image)
             ns = container_net.ensure(c.id, names.bridge(c.vni), c.ip, c.prefixlen, c.mac,
                                       self.context.underlay_mtu - VXLAN_OVERHEAD)
@@ -151,6 +156,8 @@ class RuntimeActor(KernelActor):
         state.write_spec({"id": c.id, "lower": lower, "hostname": c.hostname,
                           "command": list(c.command), "env": list(c.env), "netns": ns,
                           "memory": c.memory, "pids_limit": c.pids_limit, "cpus": c.cpus,
+                          "workdir": c.workdir, "uid": c.uid, "gid": c.gid, "caps": caps,
+                          "mounts": mounts, "tmpfs": list(c.tmpfs), "read_only": c.read_only,
                           "attach": attach})
         if attach:
             state.unmark_attach()

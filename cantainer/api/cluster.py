@@ -5,14 +5,18 @@
     {"op": "leave"}                          -> {"left": NAME, "seq": N}, then the daemon stops
     {"op": "node_rm", "name": N, "force": bool} -> {"removed": N, "seq": N}
     {"op": "check"}                          -> {"applied": N, "differences": ["...", ...]}
+    {"op": "version"}                        -> {"version": V, "node": NAME}
+    {"op": "info"}                           -> {"info": {...}}   this host and the cluster
 """
 
 from __future__ import annotations
 
+from cantainer import __version__
 from cantainer.api import fields as f
 from cantainer.api.trust import JOIN_SECRET
 from cantainer.errors import Conflict, Invalid, NotFound
 from cantainer.events import NodeLeft
+from cantainer.kernel import cgroups
 from cantainer.projections.membership import LEFT, SUSPECTED
 from cantainer.trust import pki
 
@@ -96,6 +100,31 @@ async def new_join_secret(h) -> None:
     await h.set_secret(JOIN_SECRET, pki.new_secret(), replace=True)
 
 
+async def version(h, req: dict, ex) -> None:
+    await ex.send({"version": __version__, "node": h.node})
+
+
+async def info(h, req: dict, ex) -> None:
+    """What ``docker info`` tells: this daemon, its host, and the cluster as the log says."""
+    await h.wait_applied()
+    s = h.state
+    members = list(s.members.nodes.values())
+    containers = list(s.ipam.containers.values())
+    await ex.send({"info": {
+        "node": h.node, "version": __version__, "data_dir": h.data_dir,
+        "applied": s.applied,
+        "members": {state: sum(n.state == state for n in members)
+                    for state in ("joined", "suspected")},
+        "containers": {state: sum(c.state == state for c in containers)
+                       for state in ("created", "running", "exited")},
+        "containers_here": sum(c.host == h.node for c in containers),
+        "networks": len(s.ipam.networks),
+        "default_network": str(s.ipam.default_cidr) if s.ipam.default_cidr else None,
+        "images_here": len(h.images.list()),
+        "cgroup_controllers": sorted(cgroups.available()),
+    }})
+
+
 async def check(h, req: dict, ex) -> None:
     """This host's kernel against the log: every actor that keeps kernel state compares
     it with its plan at the same seq (the log's head)."""
@@ -111,4 +140,6 @@ OPS = {
     "leave": (leave, {}),
     "node_rm": (node_rm, {"name": (f.text, f.REQUIRED), "force": (f.flag, False)}),
     "check": (check, {}),
+    "version": (version, {}),
+    "info": (info, {}),
 }

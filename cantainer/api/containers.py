@@ -1,35 +1,43 @@
 """Containers, from any host.
 
-    {"op": "run", "image": I, "command": [...], "network": N, "name": N?, "env": [...],
-     "hostname": H?, "memory": B?, "pids_limit": N?, "cpus": X?, "attach": bool,
-     "follow": bool, "remove": bool, "id": ID?}
+    {"op": "run", "image": I, "command": [...]?, "network": N?, "name": N?, "env": [...],
+     "hostname": H?, "memory": B?, "pids_limit": N?, "cpus": X?, "workdir": W?,
+     "user": "UID[:GID]"?, "entrypoint": [...]?, "cap_add": [...], "cap_drop": [...],
+     "volumes": ["SOURCE:TARGET[:ro]", ...], "tmpfs": [PATH, ...], "read_only": bool,
+     "attach": bool, "follow": bool, "remove": bool, "id": ID?}
         -> {"container": {...}} (with "attach": SOCKET for run -i/-t); with "follow":
            then {"data": "..."} per chunk of output and {"exit_code": N}, after
            removing it too with "remove" (a foreground run --rm, in one exchange)
     {"op": "ps", "all": bool}                -> {"containers": [...]}
     {"op": "inspect", "ref": R}              -> {"container": {...}}
-    {"op": "logs", "ref": R, "follow": bool} -> {"data": "..."} per chunk, then {"end": true}
+    {"op": "logs", "ref": R, "follow": bool, "tail": N?}
+                                             -> {"data": "..."} per chunk, then {"end": true}
     {"op": "exec", "ref": R, "command": [...], "interactive": bool, "tty": bool,
      "size": [ROWS, COLS]?}                  -> a session: see exec_session.py
     {"op": "stop", "ref": R, "timeout": S}   -> {"stopped": NAME}   (ContainerStopRequested)
     {"op": "rm", "ref": R, "force": bool}    -> {"removed": NAME}   (ContainerRemoved)
+    {"op": "wait", "ref": R}                 -> {"exit_code": N}, once it has exited
+    {"op": "kill", "ref": R, "signal": S}    -> {"killed": NAME}    (on its host, at once)
 
 A container runs on the host where ``run`` was typed.  ``stop`` and ``rm`` go
-through the log (the owner acts on them); ``logs`` and ``exec`` of a container
-of another host are forwarded to its owner's peer port (``forward.py``).
+through the log (the owner acts on them); ``logs``, ``exec`` and ``kill`` of a
+container of another host are forwarded to its owner's peer port
+(``forward.py``); ``wait`` reads the log, on any host.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 
 from cantainer.api import exec_session, fields as f, forward
-from cantainer.errors import Conflict, Invalid, NotFound, Unavailable
+from cantainer.errors import Conflict, Invalid, InvalidEvent, NotFound, Unavailable
 from cantainer.events import from_data, new_event_id
-from cantainer.kernel import cgroups
+from cantainer.events.validate import parse_volume
+from cantainer.kernel import cgroups, process
 from cantainer.kernel.statedir import StateDir
-from cantainer.projections.ipam import Container
+from cantainer.projections.ipam import DEFAULT_NETWORK, Container
 from cantainer.projections.view import container_detail, container_json
 
 STOP_GRACE = 15.0  # seconds after a stop's timeout for SIGKILL to be reported
@@ -79,20 +87,39 @@ def _live(h, cid: str) -> Container | None:
 
 async def run(h, req: dict, ex) -> None:
     await asyncio.to_thread(h.images.rootfs, req["image"])  # built or refused here
-    network = req["network"]
-    if not network:
-        raise Invalid("give the container a network: -n CIDR|NAME")
+    network = req["network"] or DEFAULT_NETWORK
     if "/" not in network and network not in h.state.ipam.networks:
         await h.wait_applied()  # it may be newer than this host's state
-        if network not in h.state.ipam.networks:
+        if network == DEFAULT_NETWORK and h.state.ipam.default_cidr is None:
+            raise NotFound("this cluster has no default network (it was created before "
+                           "there was one): give the container one, -n CIDR|NAME")
+        if network not in h.state.ipam.networks and network != DEFAULT_NETWORK:
             raise NotFound(f"no network named {network!r}")
     if missing := cgroups.unenforceable(req["memory"], req["pids_limit"], req["cpus"]):
         raise Invalid(cgroups.unenforceable_error(missing))  # Docker would warn and drop them
+    cap_add, cap_drop = ([c.upper().removeprefix("CAP_") for c in req[k]]
+                         for k in ("cap_add", "cap_drop"))
+    try:
+        process.cap_mask(cap_add, cap_drop)
+    except ValueError as exc:
+        raise Invalid(f"{exc} (e.g. NET_ADMIN, SYS_TIME, ALL)") from None
+    for spec in req["volumes"]:  # a host path must be there: Docker would make it
+        try:
+            source = parse_volume(spec)[0]
+        except InvalidEvent as exc:
+            raise Invalid(f"-v {exc}") from None
+        if source.startswith("/") and not os.path.exists(source):
+            raise Invalid(f"-v {spec}: {source} does not exist on this host")
+    command = req["command"] if req["command"] is not None else \
+        [] if req["entrypoint"] else ["/bin/sh"]
     cid = os.urandom(32).hex()
     fields = {"container": cid, "name": req["name"] or f"ct-{cid[:8]}", "host": h.node,
-              "network": network, "image": req["image"], "command": req["command"],
+              "network": network, "image": req["image"], "command": command,
               "env": req["env"], "hostname": req["hostname"], "memory": req["memory"],
-              "pids_limit": req["pids_limit"], "cpus": req["cpus"]}
+              "pids_limit": req["pids_limit"], "cpus": req["cpus"],
+              "workdir": req["workdir"], "user": req["user"], "entrypoint": req["entrypoint"],
+              "cap_add": cap_add, "cap_drop": cap_drop, "volumes": req["volumes"],
+              "tmpfs": req["tmpfs"], "read_only": req["read_only"]}
     event = from_data("ContainerCreated", {k: v for k, v in fields.items() if v is not None})
     state = StateDir(h.data_dir, cid)
     if req["attach"]:  # run -i/-t: the runtime actor's shim will wait for the CLI
@@ -154,13 +181,17 @@ async def logs(h, req: dict, ex) -> None:
     c = await owned(h, req, ex, "read the logs of")
     if c is None:
         return
-    await stream_output(c, StateDir(h.data_dir, c.id), ex, follow=req["follow"])
+    state = StateDir(h.data_dir, c.id)
+    offset = 0 if req["tail"] is None else await asyncio.to_thread(state.tail_offset,
+                                                                   req["tail"])
+    await stream_output(c, state, ex, follow=req["follow"], offset=offset)
     await ex.send({"end": True})
 
 
-async def stream_output(c: Container, state: StateDir, ex, follow: bool) -> None:
-    """Send the container's output as {"data"} lines; with ``follow``, until it ends."""
-    offset = 0
+async def stream_output(c: Container, state: StateDir, ex, follow: bool,
+                        offset: int = 0) -> None:
+    """Send the container's output from ``offset`` as {"data"} lines; with ``follow``,
+    until it ends."""
     while True:
         chunk = await asyncio.to_thread(state.read_output, offset)
         if chunk:
@@ -184,8 +215,12 @@ async def exec_(h, req: dict, ex) -> None:
     pid = state.pid()
     if pid is None or state.ended():
         raise Conflict(f"container {c.name} is not running")
-    spec = {"id": c.id, "pid": pid, "command": req["command"],
-            "env": list(c.created.env)}
+    created = c.created
+    uid, _, gid = (created.user or "").partition(":")
+    spec = {"id": c.id, "pid": pid, "command": req["command"], "env": list(created.env),
+            "caps": process.cap_mask(created.cap_add, created.cap_drop),
+            "uid": int(uid) if uid else None, "gid": int(gid) if gid else None,
+            "workdir": created.workdir}
     await exec_session.run(ex, spec, interactive=req["interactive"], tty=req["tty"],
                            size=req["size"])
 
@@ -216,6 +251,44 @@ async def remove(h, c: Container) -> None:
     await h.append([event], [f"ContainerRemoved-{c.id}"])
 
 
+async def wait(h, req: dict, ex) -> None:
+    """Until the container has exited (its ContainerExited applied here): its code."""
+    c = await container(h, req["ref"])
+    await h.until(lambda: _state(h, c.id) in ("exited", None), float("inf"),
+                  f"container {c.name} to exit")
+    ended = _live(h, c.id)
+    if ended is None:
+        raise NotFound(f"container {c.name} was removed before it exited")
+    await ex.send({"exit_code": ended.exit_code})
+
+
+async def kill(h, req: dict, ex) -> None:
+    """A signal to the container's first process, on its host, at once (Docker's
+    ``kill``: not through the log; what follows, an exit, is recorded as ever)."""
+    c = await owned(h, req, ex, "kill")
+    if c is None:
+        return
+    state = StateDir(h.data_dir, c.id)
+    pid = state.pid()
+    if pid is None or state.ended():
+        raise Conflict(f"container {c.name} is not running")
+    try:
+        os.kill(pid, req["signal"])
+    except ProcessLookupError:
+        raise Conflict(f"container {c.name} is not running") from None
+    await ex.send({"killed": c.name})
+
+
+def _signal(name: str, value) -> int:
+    """SIGKILL, KILL, kill or 9."""
+    text = str(value).upper() if isinstance(value, (str, int)) else ""
+    try:
+        return int(signal.Signals(int(text)) if text.isdigit() else
+                   signal.Signals[text if text.startswith("SIG") else "SIG" + text])
+    except (KeyError, ValueError):
+        raise Invalid(f"{value!r} is not a signal (e.g. KILL, TERM, HUP, 9)") from None
+
+
 def _timeout(name: str, value) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise Invalid(f"field 'timeout': {value!r} must be an integer")
@@ -223,19 +296,26 @@ def _timeout(name: str, value) -> int:
 
 
 OPS = {
-    "run": (run, {"image": (f.text, "busybox"), "command": (f.command, ["/bin/sh"]),
+    "run": (run, {"image": (f.text, "busybox"), "command": (f.command, None),
                   "network": (f.text, None), "name": (f.text, None), "env": (f.texts, []),
                   "hostname": (f.text, None), "memory": (f.count, None),
                   "pids_limit": (f.count, None), "cpus": (f.number, None),
+                  "workdir": (f.text, None), "user": (f.text, None),
+                  "entrypoint": (f.command, None), "cap_add": (f.texts, []),
+                  "cap_drop": (f.texts, []), "volumes": (f.texts, []),
+                  "tmpfs": (f.texts, []), "read_only": (f.flag, False),
                   "attach": (f.flag, False), "follow": (f.flag, False),
                   "remove": (f.flag, False), "id": (f.text, None)}),
     "ps": (ps, {"all": (f.flag, False)}),
     "inspect": (inspect, {"ref": (f.text, f.REQUIRED)}),
-    "logs": (logs, {"ref": (f.text, f.REQUIRED), "follow": (f.flag, False)}, "member"),
+    "logs": (logs, {"ref": (f.text, f.REQUIRED), "follow": (f.flag, False),
+                    "tail": (f.count, None)}, "member"),
     "exec": (exec_, {"ref": (f.text, f.REQUIRED), "command": (f.command, f.REQUIRED),
                      "interactive": (f.flag, False), "tty": (f.flag, False),
                      "size": (f.size, None)}, "member"),
     "stop": (stop, {"ref": (f.text, f.REQUIRED), "timeout": (_timeout, 10),
                     "id": (f.text, None)}),
     "rm": (rm, {"ref": (f.text, f.REQUIRED), "force": (f.flag, False)}),
+    "wait": (wait, {"ref": (f.text, f.REQUIRED)}),
+    "kill": (kill, {"ref": (f.text, f.REQUIRED), "signal": (_signal, int(signal.SIGKILL))}, "member"),
 }

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from cantainer.events import Event, Recorded
 from cantainer.kernel.images import ImageStore
+from cantainer.kernel.volumes import VolumeStore
 from cantainer.projections.state import ClusterState
 from cantainer.trust.tls import Gate
 
@@ -21,6 +22,7 @@ class Handle(Protocol):
     node: str              # this host's name
     data_dir: str          # containers' state directories live under it
     images: ImageStore     # this host's images
+    volumes: VolumeStore   # this host's named volumes
     state: ClusterState    # what the log decides, as applied here: read it, never change it
     ca: str                # the cluster CA's certificate (PEM)
     gate: Gate             # who may connect: the live members' certificates

@@ -28,7 +28,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
-from cantainer.api import cluster, containers, images, log as log_ops, networks, trust
+from cantainer.api import (cluster, containers, images, log as log_ops, networks, trust,
+                           volumes)
 from cantainer.api.fields import REQUIRED
 from cantainer.api.handle import Handle
 from cantainer.errors import CantainerError, Internal, Invalid, Unavailable
@@ -71,7 +72,7 @@ class Op(NamedTuple):
 
 
 OPS: dict[str, Op] = {name: Op(*spec) for module in (log_ops, cluster, networks, containers,
-                                                      images, trust)
+                                                      images, volumes, trust)
                       for name, spec in module.OPS.items()}
 
 

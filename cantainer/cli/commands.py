@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -196,7 +197,11 @@ def cmd_run(args) -> int:
     spec = {"op": "run", "image": args.image, "command": args.command or None,
             "name": args.name, "network": args.network, "env": args.env,
             "hostname": args.hostname, "memory": args.memory,
-            "pids_limit": args.pids_limit, "cpus": args.cpus, "attach": attach,
+            "pids_limit": args.pids_limit, "cpus": args.cpus, "workdir": args.workdir,
+            "user": args.user,
+            "entrypoint": [args.entrypoint] if args.entrypoint is not None else None,
+            "cap_add": args.cap_add, "cap_drop": args.cap_drop, "volumes": args.volume,
+            "tmpfs": args.tmpfs, "read_only": args.read_only, "attach": attach,
             "follow": not (attach or args.detach), "remove": args.rm,
             "id": os.urandom(16).hex()}
     replies = request(args.socket, spec)
@@ -254,13 +259,41 @@ def cmd_new(args) -> int:
     """The original tool's command: an interactive shell in a new container on a subnet."""
     args.image, args.command, args.detach = "busybox", ["/bin/sh"], False
     args.interactive = args.tty = args.rm = True
-    args.name = args.env = args.hostname = args.memory = args.pids_limit = args.cpus = None
-    args.env = []
+    args.name = args.hostname = args.memory = args.pids_limit = args.cpus = None
+    args.workdir = args.user = args.entrypoint = None
+    args.env, args.cap_add, args.cap_drop, args.volume, args.tmpfs = [], [], [], [], []
+    args.read_only = False
     return cmd_run(args)
 
 
+# ps --format: Docker's field names, and ours (Host, Address)
+PS_FIELDS = {"ID": lambda c: c["id"][:12], "Names": lambda c: c["name"],
+             "Image": lambda c: c["image"], "Status": lambda c: c["state"],
+             "State": lambda c: c["state"], "Networks": lambda c: c["network"],
+             "Host": lambda c: c["host"], "Address": lambda c: c["ip"]}
+_FIELD_RE = re.compile(r"\{\{\s*\.(\w+)\s*\}\}")
+
+
+def _template(text: str):
+    """A ``--format`` template: ``{{.Field}}`` replaced, ``\\t`` and ``\\n`` as in Docker."""
+    for name in _FIELD_RE.findall(text):
+        if name not in PS_FIELDS:
+            raise Invalid(f"--format: no field {name!r} (fields: {', '.join(PS_FIELDS)})")
+    if "{{" in _FIELD_RE.sub("", text):
+        raise Invalid("--format: only {{.Field}} is understood, or 'json'")
+    text = text.replace("\\t", "\t").replace("\\n", "\n")
+    return lambda c: _FIELD_RE.sub(lambda m: str(PS_FIELDS[m.group(1)](c)), text)
+
+
 def cmd_ps(args) -> int:
+    show = _template(args.format) if args.format not in (None, "json") else None
     found = call(args.socket, {"op": "ps", "all": args.all})["containers"]
+    if args.quiet or args.format is not None:
+        for c in found:
+            print(c["id"][:12] if args.quiet else
+                  json.dumps({k: v(c) for k, v in PS_FIELDS.items()}) if show is None else
+                  show(c))
+        return 0
     return _show(found, args.json, [
         ("ID", 14, lambda c: c["id"][:12]), ("NAME", 16, lambda c: c["name"]),
         ("HOST", 10, lambda c: c["host"]), ("IMAGE", 14, lambda c: c["image"]),
@@ -275,7 +308,8 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_logs(args) -> int:
-    for reply in request(args.socket, {"op": "logs", "ref": args.ref, "follow": args.follow}):
+    for reply in request(args.socket, {"op": "logs", "ref": args.ref, "follow": args.follow,
+                                       "tail": args.tail}):
         if "end" in reply:
             break
         sys.stdout.write(reply["data"])
@@ -286,6 +320,68 @@ def cmd_logs(args) -> int:
 def cmd_stop(args) -> int:
     for ref in args.refs:
         print(call(args.socket, {"op": "stop", "ref": ref, "timeout": args.time})["stopped"])
+    return 0
+
+
+def cmd_volume_create(args) -> int:
+    print(call(args.socket, {"op": "volume_create", "name": args.name})["volume"]["name"])
+    return 0
+
+
+def cmd_volume_ls(args) -> int:
+    found = call(args.socket, {"op": "volume_ls"})["volumes"]
+    return _show(found, args.json, [("NAME", 34, lambda v: v["name"]),
+                                    ("MOUNTPOINT", 0, lambda v: v["mountpoint"])])
+
+
+def cmd_volume_inspect(args) -> int:
+    print(json.dumps(call(args.socket, {"op": "volume_inspect", "name": args.name})["volume"],
+                     indent=2))
+    return 0
+
+
+def cmd_volume_rm(args) -> int:
+    for name in args.names:
+        print(call(args.socket, {"op": "volume_rm", "name": name})["removed"])
+    return 0
+
+
+def cmd_wait(args) -> int:
+    for ref in args.refs:
+        print(call(args.socket, {"op": "wait", "ref": ref})["exit_code"])
+    return 0
+
+
+def cmd_kill(args) -> int:
+    for ref in args.refs:
+        print(call(args.socket, {"op": "kill", "ref": ref, "signal": args.signal})["killed"])
+    return 0
+
+
+def cmd_version(args) -> int:
+    from cantainer import __version__
+    print(f"client: cantainer {__version__}")
+    server = call(args.socket, {"op": "version"})
+    print(f"server: cantainerd {server['version']} on {server['node']}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    info = call(args.socket, {"op": "info"})["info"]
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    m, c = info["members"], info["containers"]
+    for label, value in [
+            ("node", f"{info['node']} (cantainerd {info['version']}, {info['data_dir']})"),
+            ("log", f"applied up to seq {info['applied']}"),
+            ("members", f"{m['joined']} joined, {m['suspected']} suspected"),
+            ("containers", f"{c['running']} running, {c['exited']} exited, {c['created']} "
+                           f"created; {info['containers_here']} on this host"),
+            ("networks", f"{info['networks']}; default {info['default_network'] or 'none'}"),
+            ("images", f"{info['images_here']} on this host"),
+            ("cgroups", ", ".join(info["cgroup_controllers"]) or "none visible: no limits")]:
+        print(f"{label:<11} {value}")
     return 0
 
 

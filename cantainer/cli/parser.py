@@ -39,6 +39,14 @@ def _since(value: str) -> int:
     return number
 
 
+def _tail(value: str) -> int | None:
+    if value == "all":
+        return None
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of lines or 'all'")
+    return int(value)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -113,12 +121,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--tty", action="store_true", help="give the container a terminal")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("--name")
-    p.add_argument("-n", "--network", metavar="CIDR|NAME")
+    p.add_argument("-n", "--network", metavar="CIDR|NAME",
+                   help="a network by name, or a CIDR (a new one is made); default: the "
+                        "cluster's network 'default'")
     p.add_argument("-e", "--env", action="append", type=_env, default=[], metavar="K=V")
     p.add_argument("--hostname")
     p.add_argument("--memory", type=_size, metavar="SIZE")
     p.add_argument("--pids-limit", type=int, metavar="N")
     p.add_argument("--cpus", type=float, metavar="X")
+    p.add_argument("-w", "--workdir", metavar="DIR", help="the working directory (made if "
+                                                        "missing)")
+    p.add_argument("-u", "--user", metavar="UID[:GID]", help="numbers: who the process runs "
+                                                            "as (default: root)")
+    p.add_argument("--entrypoint", metavar="CMD",
+                   help="run CMD with the command as its arguments")
+    p.add_argument("--cap-add", action="append", default=[], metavar="CAP",
+                   help="a capability more than Docker's default set (ALL: all)")
+    p.add_argument("--cap-drop", action="append", default=[], metavar="CAP",
+                   help="a capability less (ALL: all; --cap-add adds back)")
+    p.add_argument("-v", "--volume", action="append", default=[],
+                   metavar="SOURCE:PATH[:ro]",
+                   help="a host path (which must exist) or a named volume (made if new)")
+    p.add_argument("--tmpfs", action="append", default=[], metavar="PATH",
+                   help="an empty tmpfs at PATH")
+    p.add_argument("--read-only", action="store_true",
+                   help="the root file system read-only (volumes and tmpfs stay writable)")
     p.add_argument("image", nargs="?", default="busybox", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
     p.set_defaults(func=commands.cmd_run)
@@ -133,13 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_exec)
     p = sub.add_parser("ps", help="containers of the whole cluster")
     p.add_argument("-a", "--all", action="store_true", help="exited ones too")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="short ids only")
+    p.add_argument("--format", metavar="json|TEMPLATE",
+                   help="'json': a JSON object per line; else a template such as "
+                        "'{{.Names}} {{.Status}}' (fields: " + ", ".join(commands.PS_FIELDS)
+                        + ")")
+    p.add_argument("--json", action="store_true", help="one JSON array")
     p.set_defaults(func=commands.cmd_ps)
     p = sub.add_parser("inspect", help="a container, as JSON")
     p.add_argument("ref", metavar="NAME|ID")
     p.set_defaults(func=commands.cmd_inspect)
     p = sub.add_parser("logs", help="a container's output (any host)")
     p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-n", "--tail", type=_tail, metavar="N|all",
+                   help="only the last N lines (default: all)")
     p.add_argument("ref", metavar="NAME|ID")
     p.set_defaults(func=commands.cmd_logs)
     p = sub.add_parser("stop", help="SIGTERM, then SIGKILL after -t seconds (any host, "
@@ -147,10 +181,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--time", type=int, default=10, metavar="SECONDS")
     p.add_argument("refs", nargs="+", metavar="NAME|ID")
     p.set_defaults(func=commands.cmd_stop)
+    p = sub.add_parser("wait", help="until containers exit; prints their exit codes")
+    p.add_argument("refs", nargs="+", metavar="NAME|ID")
+    p.set_defaults(func=commands.cmd_wait)
+    p = sub.add_parser("kill", help="send a signal to containers (any host; default KILL)")
+    p.add_argument("-s", "--signal", default="KILL", metavar="SIG",
+                   help="a name (KILL, TERM, HUP...) or a number")
+    p.add_argument("refs", nargs="+", metavar="NAME|ID")
+    p.set_defaults(func=commands.cmd_kill)
+    p = sub.add_parser("version", help="this CLI's version and the daemon's")
+    p.set_defaults(func=commands.cmd_version)
+    p = sub.add_parser("info", help="this host's daemon and the cluster, in short")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=commands.cmd_info)
     p = sub.add_parser("rm", help="remove containers (from any host, through the log)")
     p.add_argument("-f", "--force", action="store_true", help="also running ones")
     p.add_argument("refs", nargs="+", metavar="NAME|ID")
     p.set_defaults(func=commands.cmd_rm)
+
+    vol = sub.add_parser("volume", help="this host's named volumes").add_subparsers(
+        dest="volume_command", required=True, parser_class=_Parser)
+    p = vol.add_parser("create", help="make a volume; prints its name")
+    p.add_argument("name", nargs="?", metavar="NAME", help="default: a random one")
+    p.set_defaults(func=commands.cmd_volume_create)
+    p = vol.add_parser("ls", help="list volumes")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=commands.cmd_volume_ls)
+    p = vol.add_parser("inspect", help="a volume, as JSON (and the containers using it)")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=commands.cmd_volume_inspect)
+    p = vol.add_parser("rm", help="remove volumes no container uses")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.set_defaults(func=commands.cmd_volume_rm)
 
     img = sub.add_parser("image", help="this host's images").add_subparsers(
         dest="image_command", required=True, parser_class=_Parser)

@@ -28,14 +28,14 @@ import time
 
 from cantainer.api.server import ApiServer
 from cantainer.api.trust import CA_KEY, JOIN_SECRET
-from cantainer.config import Config, heartbeat_port
+from cantainer.config import DEFAULT_NETWORK_CIDR, Config, heartbeat_port
 from cantainer.daemon import credentials
 from cantainer.daemon.handle import DaemonHandle
 from cantainer.daemon.heartbeat import INTERVAL as HEARTBEAT_INTERVAL
 from cantainer.daemon.heartbeat import Heartbeats, Suspicion
 from cantainer.daemon.runner import Runner
 from cantainer.errors import ConfigError
-from cantainer.events import Event, NodeJoined
+from cantainer.events import ClusterCreated, Event, NodeJoined
 from cantainer.events.log import EventLog
 from cantainer.events.raft import RaftMember
 from cantainer.kernel.cgroups import CGROUP_ROOT, CONTROLLERS
@@ -157,11 +157,16 @@ class Daemon:
         The id names the node and the seq of its last ``NodeLeft`` (0 if none), so
         a restart appends nothing and a rejoin after leaving appends once.
         """
-        if self._ca_key is not None:  # this host made the cluster's CA
+        if self._ca_key is not None:  # this host made the cluster's CA: it creates it
             await self.log.set_secret(CA_KEY, self._ca_key, replace=False)
             await self.log.set_secret(JOIN_SECRET, new_secret(), replace=False)
             credentials.stored(self.creds)
             self._ca_key = None
+            created = ClusterCreated(default_network=self.config.default_network
+                                     or DEFAULT_NETWORK_CIDR)
+            await self.log.append([created], ["ClusterCreated"])  # once per cluster
+        elif self.config.default_network is not None:
+            log.warning("--default-network is ignored: the cluster has its own, in its log")
         await self.runner.wait_applied(await self.reader.head(), timeout=CATCH_UP_TIMEOUT)
         # From now on this host dials only the members its state names (trust/tls.py).
         self.gate.update(self.gate.trusted, self.gate.revoked, caught_up=True)

@@ -10,6 +10,7 @@ from cantainer.events import Event, Recorded
 from cantainer.events.log import EventLog
 from cantainer.events.raft import RaftMember
 from cantainer.kernel.images import ImageStore
+from cantainer.kernel.volumes import VolumeStore
 from cantainer.daemon.heartbeat import Heartbeats
 from cantainer.daemon.runner import Runner
 from cantainer.trust.files import Credentials
@@ -24,6 +25,7 @@ class DaemonHandle:
         self.node = config.name
         self.data_dir = config.data_dir
         self.images = images
+        self.volumes = VolumeStore(config.data_dir)
         self.state = runner.state
         self.ca = creds.ca
         self.gate = gate

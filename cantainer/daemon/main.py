@@ -14,12 +14,13 @@ import socket
 import sys
 
 from cantainer import __version__
-from cantainer.config import (DEFAULT_DATA_DIR, DEFAULT_PORT, DEFAULT_RUN_DIR, IDLE_POLL,
-                              NETWORK_LATENCY_MS, RECONCILE_EVERY, SUSPECT_AFTER, Config)
+from cantainer.config import (DEFAULT_DATA_DIR, DEFAULT_NETWORK_CIDR, DEFAULT_PORT,
+                              DEFAULT_RUN_DIR, IDLE_POLL, NETWORK_LATENCY_MS, RECONCILE_EVERY,
+                              SUSPECT_AFTER, Config)
 from cantainer.daemon import credentials
 from cantainer.daemon.daemon import Daemon, data_dir_lock
-from cantainer.errors import CantainerError, ConfigError
-from cantainer.events.validate import NAME_RE
+from cantainer.errors import CantainerError, ConfigError, InvalidEvent
+from cantainer.events.validate import NAME_RE, parse_cidr
 from cantainer.kernel.net import default_address
 from cantainer.trust.pki import parse_token
 
@@ -82,6 +83,10 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
                         metavar="SECONDS",
                         help="full comparison of the kernel with the log (default: 10); 0: "
                              "never (removals are still noticed at once through rtnetlink)")
+    parser.add_argument("--default-network", metavar="CIDR",
+                        help="the CIDR of the network 'default' that 'run' without -n "
+                             "joins; only when this host creates the cluster (default: "
+                             f"{DEFAULT_NETWORK_CIDR}); it is recorded in the log")
     parser.add_argument("--fixed-poll", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
@@ -115,6 +120,14 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
                               f"{getattr(exc, 'strerror', None) or exc}") from None
     if args.join_token is not None:
         parse_token(args.join_token)  # a malformed one says so here, in one line
+    if args.default_network is not None:
+        if seeds:
+            raise ConfigError("--default-network is set by the host that creates the "
+                              "cluster; a joining host takes the one in the log")
+        try:
+            args.default_network = parse_cidr(args.default_network).with_prefixlen
+        except InvalidEvent as exc:
+            raise ConfigError(f"--default-network: {exc}") from None
     if not NAME_RE.match(args.name):
         raise ConfigError(f"--name {args.name!r} is not a valid node name")
     config = Config(name=args.name, host=host, port=port, seeds=seeds,
@@ -123,7 +136,7 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
                     standbys=args.standbys, network_latency_ms=args.network_latency_ms,
                     suspect_after=args.suspect_after, idle_poll=args.idle_poll,
                     reconcile_every=args.reconcile_every, join_token=args.join_token,
-                    fixed_poll=args.fixed_poll)
+                    default_network=args.default_network, fixed_poll=args.fixed_poll)
     return config, args.log_level
 
 

@@ -14,6 +14,7 @@ they are used: ``from cantainer.events.log import EventLog``.
 
 from cantainer.events.catalogue import (
     CATALOGUE,
+    ClusterCreated,
     ContainerCreated,
     ContainerExited,
     ContainerRemoved,
@@ -41,7 +42,7 @@ from cantainer.events.codec import (
 from cantainer.events.validate import parse_cidr
 
 __all__ = [
-    "CATALOGUE", "MAX_PAYLOAD", "ContainerCreated", "ContainerExited", "ContainerRemoved",
+    "CATALOGUE", "MAX_PAYLOAD", "ClusterCreated", "ContainerCreated", "ContainerExited", "ContainerRemoved",
     "ContainerStarted", "ContainerStopRequested", "Event", "NetworkCreated", "NetworkRemoved",
     "NodeJoined", "NodeLeft", "NodeRecovered", "NodeSuspected", "Recorded", "UnknownEvent",
     "decode", "decode_fields", "encode", "from_data", "new_event_id", "parse_cidr", "to_data",

@@ -24,6 +24,18 @@ class Event:
         return cls.__name__
 
 
+# -- the cluster ------------------------------------------------------------------
+
+
+@attrs.frozen
+class ClusterCreated(Event):
+    """The cluster was created (appended once, by the host that bootstrapped it), with
+    the settings every host must share: the CIDR of the network ``default``, which
+    ``run`` without ``-n`` joins and the first such run creates."""
+
+    default_network: str = attrs.field(validator=v.cidr)
+
+
 # -- membership -----------------------------------------------------------------
 
 
@@ -86,7 +98,12 @@ class NetworkRemoved(Event):
 
 @attrs.frozen
 class ContainerCreated(Event):
-    """A container was requested on a host; its address follows from log order."""
+    """A container was requested on a host; its address follows from log order.
+    Version 2 added how its process runs: ``workdir``, ``user``, ``entrypoint``,
+    ``cap_add``/``cap_drop``, and what is mounted: ``volumes``, ``tmpfs``,
+    ``read_only`` (a version 1 record has their defaults)."""
+
+    VERSION: ClassVar[int] = 2
 
     container: str = attrs.field(validator=v.container_id)
     name: str = attrs.field(validator=v.name)
@@ -100,6 +117,19 @@ class ContainerCreated(Event):
     memory: int | None = attrs.field(default=None, validator=v.optional_in_range(4 << 20, 1 << 50))
     pids_limit: int | None = attrs.field(default=None, validator=v.optional_in_range(1, 1 << 22))
     cpus: float | None = attrs.field(default=None, validator=v.optional_cpus)
+    workdir: str | None = attrs.field(default=None, validator=v.optional_abs_path)
+    user: str | None = attrs.field(default=None, validator=v.optional_user)
+    # The process is entrypoint + command (Docker's --entrypoint); None: command alone.
+    entrypoint: tuple[str, ...] | None = attrs.field(default=None, converter=v.to_tuple,
+                                                     validator=v.optional_argv)
+    cap_add: tuple[str, ...] = attrs.field(default=(), converter=v.to_tuple,
+                                           validator=v.capabilities)
+    cap_drop: tuple[str, ...] = attrs.field(default=(), converter=v.to_tuple,
+                                            validator=v.capabilities)
+    volumes: tuple[str, ...] = attrs.field(default=(), converter=v.to_tuple,
+                                           validator=v.volumes)  # SOURCE:TARGET[:ro|rw]
+    tmpfs: tuple[str, ...] = attrs.field(default=(), converter=v.to_tuple, validator=v.paths)
+    read_only: bool = attrs.field(default=False, validator=v.boolean)
 
 
 @attrs.frozen
@@ -136,7 +166,7 @@ class ContainerRemoved(Event):
 
 CATALOGUE: dict[str, type[Event]] = {
     cls.type_name(): cls
-    for cls in (NodeJoined, NodeLeft, NodeSuspected, NodeRecovered,
+    for cls in (ClusterCreated, NodeJoined, NodeLeft, NodeSuspected, NodeRecovered,
                 NetworkCreated, NetworkRemoved,
                 ContainerCreated, ContainerStarted, ContainerStopRequested, ContainerExited,
                 ContainerRemoved)

@@ -20,6 +20,8 @@ CONTAINER_ID_RE = re.compile(r"^[0-9a-f]{12,64}$")
 IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,127}(:[A-Za-z0-9._-]{1,64})?$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 EVENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+USER_RE = re.compile(r"^(0|[1-9][0-9]{0,9})(:(0|[1-9][0-9]{0,9}))?$")  # UID[:GID]
+CAP_RE = re.compile(r"^(ALL|[A-Z][A-Z_]{1,30})$")  # without CAP_; the kernel knows which
 PEM_RE = re.compile(r"^-----BEGIN CERTIFICATE-----\n([A-Za-z0-9+/=\n]{64,4096})"
                     r"-----END CERTIFICATE-----\n?$")
 HEX32_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -175,6 +177,71 @@ def env(_instance, attribute, value) -> None:
     for item in value:
         if not ENV_RE.match(item):
             _fail(attribute, item, "is not an environment entry KEY=VALUE")
+
+
+def optional_argv(instance, attribute, value) -> None:
+    if value is not None:
+        argv(instance, attribute, value)
+
+
+def optional_abs_path(_instance, attribute, value) -> None:
+    if value is None:
+        return
+    _check_str(attribute, value)
+    if not value.startswith("/") or len(value) > MAX_ARG_LEN or "\x00" in value:
+        _fail(attribute, value, "is not an absolute path")
+
+
+def optional_user(_instance, attribute, value) -> None:
+    if value is None:
+        return
+    _check_str(attribute, value)
+    if not USER_RE.match(value) or any(int(n) >= 1 << 32 for n in value.split(":")):
+        _fail(attribute, value, "is not UID[:GID] (numbers)")
+
+
+def capabilities(_instance, attribute, value) -> None:
+    _check_strings(attribute, value, 64)
+    for item in value:
+        if not CAP_RE.match(item):
+            _fail(attribute, item, "is not a capability name (e.g. NET_ADMIN, ALL)")
+
+
+def parse_volume(value: str) -> tuple[str, str, bool]:
+    """``SOURCE:TARGET[:ro|rw]`` (``-v``): (source, target, read-only).  SOURCE is an
+    absolute host path or a volume's name; TARGET an absolute path in the container."""
+    parts = value.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise InvalidEvent(f"{shown(value)} is not SOURCE:TARGET[:ro|rw]")
+    source, target = parts[0], parts[1]
+    if not (source.startswith("/") or NAME_RE.match(source)):
+        raise InvalidEvent(f"{shown(value)}: {shown(source)} is neither an absolute host path "
+                           "nor a volume name")
+    if not target.startswith("/") or target == "/":
+        raise InvalidEvent(f"{shown(value)}: {shown(target)} is not an absolute path in the "
+                           "container (other than /)")
+    return source, target, len(parts) == 3 and parts[2] == "ro"
+
+
+def volumes(_instance, attribute, value) -> None:
+    _check_strings(attribute, value, 64)
+    for item in value:
+        try:
+            parse_volume(item)
+        except InvalidEvent as exc:
+            raise InvalidEvent(f"field {attribute.name!r}: {exc}") from None
+
+
+def paths(_instance, attribute, value) -> None:
+    _check_strings(attribute, value, 64)
+    for item in value:
+        if not item.startswith("/") or item == "/":
+            _fail(attribute, item, "is not an absolute path (other than /)")
+
+
+def boolean(_instance, attribute, value) -> None:
+    if not isinstance(value, bool):
+        _fail(attribute, value, "must be true or false")
 
 
 def to_tuple(value):

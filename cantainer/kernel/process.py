@@ -40,6 +40,30 @@ DEFAULT_CAPS = {
     "MKNOD": 27, "AUDIT_WRITE": 29, "SETFCAP": 31,
 }
 DEFAULT_CAP_MASK = sum(1 << bit for bit in DEFAULT_CAPS.values())  # 0xa80425fb
+# Every capability, by its number in <linux/capability.h> (--cap-add, --cap-drop).
+CAPS = {name: bit for bit, name in enumerate((
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",
+    "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST",
+    "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO",
+    "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE",
+    "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM",
+    "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE"))}
+assert all(CAPS[name] == bit for name, bit in DEFAULT_CAPS.items())
+
+
+def cap_mask(add=(), drop=()) -> int:
+    """The set ``--cap-add``/``--cap-drop`` give, as Docker computes it (names without
+    CAP_): add ALL, then drop some; or drop ALL, then add some; else Docker's default
+    set less ``drop`` plus ``add``."""
+    for name in (*add, *drop):
+        if name != "ALL" and name not in CAPS:
+            raise ValueError(f"unknown capability {name!r}")
+    bits = lambda names: sum(1 << CAPS[n] for n in names if n != "ALL")  # noqa: E731
+    if "ALL" in add:
+        return (1 << len(CAPS)) - 1 & ~bits(drop)
+    base = 0 if "ALL" in drop else DEFAULT_CAP_MASK & ~bits(drop)
+    return base | bits(add)
 
 MASKED = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
           "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
@@ -59,9 +83,16 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #   console    give the process a terminal of the container's own devpts (so ``tty``
 #              names it inside), its master sent on this socket (an fd); None: none
 #   size       that terminal's (rows, cols)
+#   workdir    its working directory (made if missing); None: /
+#   uid, gid   who it runs as; None: root
+#   caps       its capabilities (a mask: ``cap_mask``)
+#   mounts     ((host path, path inside, read-only), ...): -v
+#   tmpfs      (path inside, ...): --tmpfs
+#   read_only  the root file system read-only (--read-only)
 ProcessSpec = collections.namedtuple(
-    "ProcessSpec", "lower state_dir hostname command env netns console size",
-    defaults=((), None, None, None))
+    "ProcessSpec", "lower state_dir hostname command env netns console size workdir uid gid "
+    "caps mounts tmpfs read_only",
+    defaults=((), None, None, None, None, None, None, DEFAULT_CAP_MASK, (), (), False))
 
 
 def _mkdirs(*paths: str) -> None:
@@ -104,7 +135,53 @@ def _build_root(spec: ProcessSpec) -> str:
         if os.path.exists(target):
             sc.mount(target, target, None, sc.MS_BIND | sc.MS_REC)
             sc.mount(target, target, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
+    for source, path, read_only in spec.mounts:
+        target = resolve_in(root, path)
+        if os.path.isdir(source):
+            os.makedirs(target, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if not os.path.exists(target):
+                open(target, "a").close()
+        sc.mount(source, target, None, sc.MS_BIND | sc.MS_REC)
+        if read_only:
+            sc.mount(source, target, None,
+                     sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
+    for path in spec.tmpfs:
+        target = resolve_in(root, path)
+        os.makedirs(target, exist_ok=True)
+        sc.mount("tmpfs", target, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
+                 "mode=1777")
+    if spec.read_only:  # the root mount only: /dev, /proc, volumes and tmpfs stay as they are
+        sc.mount(root, root, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY)
     return root
+
+
+def resolve_in(root: str, path: str, hops: int = 40) -> str:
+    """``path`` as the container will see it, below ``root``: symbolic links on the way
+    are followed as inside the container (an absolute one from ``root``, ``..`` never
+    above it), so an image's link cannot send a mount, or a directory made for one,
+    to the host's files (what runc's securejoin does)."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    here: list[str] = []
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if here:
+                here.pop()
+            continue
+        candidate = os.path.join(root, *here, part)
+        if os.path.islink(candidate):
+            hops -= 1
+            if hops < 0:
+                raise OSError(f"too many symbolic links in {path}")
+            link = os.readlink(candidate)
+            if link.startswith("/"):
+                here = []
+            parts = [p for p in link.split("/") if p not in ("", ".")] + parts
+            continue
+        here.append(part)
+    return os.path.join(root, *here)
 
 
 def _enter_root(root: str) -> None:
@@ -131,14 +208,22 @@ def _take_terminal(root: str, console: int, size) -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-def drop_privileges() -> None:
-    """Docker's default capabilities (bounding set too), then ``no_new_privs``."""
+def drop_privileges(mask: int = DEFAULT_CAP_MASK, uid: int | None = None,
+                    gid: int | None = None) -> None:
+    """The capabilities of ``mask`` (bounding set too), the user, then ``no_new_privs``.
+    A user other than root keeps none in effect (the kernel clears them on setuid), as
+    under Docker."""
     with open("/proc/sys/kernel/cap_last_cap") as f:
         last = int(f.read())
     for cap in range(last + 1):
-        if not DEFAULT_CAP_MASK >> cap & 1:
+        if not mask >> cap & 1:
             sc.prctl(sc.PR_CAPBSET_DROP, cap)
-    sc.capset(DEFAULT_CAP_MASK, DEFAULT_CAP_MASK, 0)
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(gid or 0)
+        os.setuid(uid)
+    if not uid:
+        sc.capset(mask, mask, 0)
     sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
 
 
@@ -160,14 +245,17 @@ def _child(spec: ProcessSpec, go: int, stdio: tuple[int, int, int]) -> None:
             _take_terminal(root, spec.console, spec.size)
         socket.sethostname(spec.hostname)
         _enter_root(root)
-        drop_privileges()
+        if spec.workdir:
+            os.makedirs(spec.workdir, exist_ok=True)
+            os.chdir(spec.workdir)
+        drop_privileges(spec.caps, spec.uid, spec.gid)
         os.closerange(3, 65536)
         for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         env = dict(e.split("=", 1) for e in spec.env)
         env.setdefault("PATH", DEFAULT_PATH)
         env.setdefault("HOSTNAME", spec.hostname)
-        env.setdefault("HOME", "/root")
+        env.setdefault("HOME", "/root" if not spec.uid else "/")
         try:
             os.execvpe(spec.command[0], list(spec.command), env)
         except FileNotFoundError:  # the command, or the interpreter its #! line names

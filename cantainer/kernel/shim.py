@@ -40,7 +40,13 @@ def run(path: str) -> int:
     raw = state.spec()
     spec = process.ProcessSpec(lower=raw["lower"], state_dir=state.path,
                                hostname=raw["hostname"], command=tuple(raw["command"]),
-                               env=tuple(raw.get("env", ())), netns=raw.get("netns"))
+                               env=tuple(raw.get("env", ())), netns=raw.get("netns"),
+                               workdir=raw.get("workdir"), uid=raw.get("uid"),
+                               gid=raw.get("gid"),
+                               caps=raw.get("caps", process.DEFAULT_CAP_MASK),
+                               mounts=tuple(tuple(m) for m in raw.get("mounts", ())),
+                               tmpfs=tuple(raw.get("tmpfs", ())),
+                               read_only=bool(raw.get("read_only")))
     cgroup = Cgroup(raw["id"])
     try:
         cgroup.create(raw.get("memory"), raw.get("pids_limit"), raw.get("cpus"))

@@ -105,6 +105,32 @@ class StateDir:
         with open(self.output, "a") as f:
             f.write(text if text.endswith("\n") else text + "\n")
 
+    def tail_offset(self, lines: int, block: int = 1 << 16) -> int:
+        """Where the last ``lines`` lines of the output begin (``logs --tail``); read
+        from the end, a block at a time."""
+        try:
+            with open(self.output, "rb") as f:
+                end = pos = f.seek(0, os.SEEK_END)
+                if lines <= 0:
+                    return end
+                seen = 0
+                while pos > 0:
+                    step = min(block, pos)
+                    pos -= step
+                    f.seek(pos)
+                    data = f.read(step)
+                    if pos + step == end and data.endswith(b"\n"):
+                        data = data[:-1]  # the last line's own end
+                        end -= 1
+                    at = len(data)
+                    while (at := data.rfind(b"\n", 0, at)) != -1:
+                        seen += 1
+                        if seen == lines:
+                            return pos + at + 1
+                return 0
+        except FileNotFoundError:
+            return 0
+
     def read_output(self, offset: int, limit: int = 1 << 16) -> bytes:
         try:
             with open(self.output, "rb") as f:

@@ -11,7 +11,10 @@ answer with no further coordination:
 
 An address is freed by ``ContainerRemoved`` and by ``NodeLeft`` of its host.
 A ``ContainerCreated`` naming a CIDR that no network has creates that
-network implicitly (named after the CIDR, e.g. ``198.18.0.0-24``).  Live
+network implicitly (named after the CIDR, e.g. ``198.18.0.0-24``); one naming
+``default`` before that network exists creates it with the CIDR
+``ClusterCreated`` recorded (no other network may overlap that CIDR, and none
+other may take the name).  Live
 containers differ in their first ``SHORT_ID`` id digits: those name their
 kernel objects (``kernel/names.py``).
 
@@ -28,6 +31,7 @@ from ipaddress import IPv4Address, IPv4Network
 import attrs
 
 from cantainer.events import (
+    ClusterCreated,
     ContainerCreated,
     ContainerExited,
     ContainerRemoved,
@@ -42,6 +46,7 @@ from cantainer.projections.base import Projection
 from cantainer.projections.membership import Membership
 
 VNI_BASE = 4096
+DEFAULT_NETWORK = "default"  # run without -n; its CIDR is the cluster's (ClusterCreated)
 
 
 class AddressPool:
@@ -113,6 +118,7 @@ class Ipam(Projection):
         self.names: dict[str, str] = {}  # container name -> id
         self.short_ids: dict[str, str] = {}  # id[:SHORT_ID] -> id: kernel names use it
         self.networks_created = 0
+        self.default_cidr: IPv4Network | None = None  # from ClusterCreated
 
     # -- queries ----------------------------------------------------------------------
 
@@ -135,18 +141,31 @@ class Ipam(Projection):
 
     # -- networks ---------------------------------------------------------------------
 
+    def on_ClusterCreated(self, e: ClusterCreated, seq: int) -> str | None:
+        if self.default_cidr is not None:
+            return "the cluster was created already"
+        self.default_cidr = ipaddress.IPv4Network(e.default_network)
+        return None
+
     def _create_network(self, name: str, cidr: IPv4Network, seq: int) -> str | None:
         if name in self.networks:
             return f"network {name!r} already exists"
         for other in self.networks.values():
             if other.cidr.overlaps(cidr):
                 return f"{cidr} overlaps network {other.name!r} ({other.cidr})"
+        if name != DEFAULT_NETWORK and self.default_cidr is not None and \
+                DEFAULT_NETWORK not in self.networks and self.default_cidr.overlaps(cidr):
+            return (f"{cidr} overlaps the default network's {self.default_cidr} (made at "
+                    "the first 'run' without -n)")
         self.networks[name] = Network(name, cidr, VNI_BASE + self.networks_created, seq,
                                       AddressPool(cidr))
         self.networks_created += 1
         return None
 
     def on_NetworkCreated(self, e: NetworkCreated, seq: int) -> str | None:
+        if e.name == DEFAULT_NETWORK:
+            return (f"the network {DEFAULT_NETWORK!r} is the cluster's: 'run' without -n "
+                    "makes it")
         return self._create_network(e.name, ipaddress.IPv4Network(e.cidr), seq)
 
     def on_NetworkRemoved(self, e: NetworkRemoved, seq: int) -> str | None:
@@ -171,6 +190,11 @@ class Ipam(Projection):
         if e.host not in self.members.live():
             return f"host {e.host!r} is not a member of the cluster"
         net = self.network_of(e.network)
+        if net is None and e.network == DEFAULT_NETWORK and self.default_cidr is not None:
+            reason = self._create_network(DEFAULT_NETWORK, self.default_cidr, seq)
+            if reason:
+                return reason
+            net = self.networks[DEFAULT_NETWORK]
         if net is None:
             if "/" not in e.network:
                 return f"no network named {e.network!r}"

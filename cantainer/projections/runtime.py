@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import attrs
 
+from cantainer.events.validate import parse_volume
 from cantainer.projections.state import ClusterState
 
 
@@ -18,12 +19,20 @@ class ContainerPlan:
     id: str
     name: str
     image: str
-    command: tuple[str, ...]
+    command: tuple[str, ...]  # the whole argv: the entrypoint, if one was given, first
     env: tuple[str, ...]
     hostname: str            # the container's host name (its name unless one was given)
     memory: int | None
     pids_limit: int | None
     cpus: float | None
+    workdir: str | None
+    uid: int | None
+    gid: int | None
+    cap_add: tuple[str, ...]
+    cap_drop: tuple[str, ...]
+    volumes: tuple[tuple[str, str, bool], ...]  # (host path or volume name, path, ro)
+    tmpfs: tuple[str, ...]
+    read_only: bool
     ip: str
     prefixlen: int
     mac: str
@@ -42,9 +51,14 @@ def plan(state: ClusterState, host: str) -> dict[str, ContainerPlan]:
         if c.host != host:
             continue
         e, net = c.created, networks[c.network]
+        uid, _, gid = (e.user or "").partition(":")
         out[c.id] = ContainerPlan(
-            id=c.id, name=c.name, image=e.image, command=e.command, env=e.env,
-            hostname=e.hostname or c.name, memory=e.memory, pids_limit=e.pids_limit,
-            cpus=e.cpus, ip=str(c.ip), prefixlen=net.cidr.prefixlen, mac=c.mac, vni=net.vni,
+            id=c.id, name=c.name, image=e.image, command=(*(e.entrypoint or ()), *e.command),
+            env=e.env, hostname=e.hostname or c.name, memory=e.memory,
+            pids_limit=e.pids_limit, cpus=e.cpus, workdir=e.workdir,
+            uid=int(uid) if uid else None, gid=int(gid) if gid else None,
+            cap_add=e.cap_add, cap_drop=e.cap_drop,
+            volumes=tuple(parse_volume(spec) for spec in e.volumes), tmpfs=e.tmpfs,
+            read_only=e.read_only, ip=str(c.ip), prefixlen=net.cidr.prefixlen, mac=c.mac, vni=net.vni,
             state=c.state, pid=c.pid, exit_code=c.exit_code, stop_timeout=c.stop_timeout)
     return out

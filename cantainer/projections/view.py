@@ -56,7 +56,12 @@ def container_detail(c: Container) -> dict:
     created = c.created
     return {**container_json(c), "command": list(created.command), "env": list(created.env),
             "hostname": created.hostname, "pid": c.pid, "exit_code": c.exit_code,
-            "memory": created.memory, "pids_limit": created.pids_limit, "cpus": created.cpus}
+            "memory": created.memory, "pids_limit": created.pids_limit, "cpus": created.cpus,
+            "workdir": created.workdir, "user": created.user,
+            "entrypoint": list(created.entrypoint) if created.entrypoint is not None else None,
+            "cap_add": list(created.cap_add), "cap_drop": list(created.cap_drop),
+            "volumes": list(created.volumes), "tmpfs": list(created.tmpfs),
+            "read_only": created.read_only}
 
 
 # -- replay -----------------------------------------------------------------------------
@@ -79,6 +84,7 @@ def view(state: ClusterState, node: str | None = None) -> dict:
         "applied": state.applied,
         "members": [{"name": n.name, "address": n.address, "state": n.state, "since": n.since}
                     for n in members.values()],
+        "default_network": str(state.ipam.default_cidr) if state.ipam.default_cidr else None,
         "networks": [network_json(net) for net in state.ipam.networks.values()],
         "containers": [container_json(c) for c in state.ipam.containers.values()],
         "hosts": {h: [p.to_json() for p in overlay.plan(state, h).values()] for h in hosts},
@@ -90,7 +96,7 @@ def view(state: ClusterState, node: str | None = None) -> dict:
 def render(v: dict) -> str:
     out = [f"at seq {v['applied']}", "", "members:"]
     out += [f"  {m['name']:<14} {m['address']:<16} {m['state']}" for m in v["members"]]
-    out += ["", "networks:"]
+    out += ["", f"networks (default: {v['default_network'] or 'none'}):"]
     out += [f"  {n['name']:<16} {n['cidr']:<18} vni {n['vni']:<6} {n['containers']} containers"
             for n in v["networks"]] or ["  (none)"]
     out += ["", "containers:"]

@@ -1,12 +1,15 @@
 """What the README promises of the CLI, each path once, on one three-host lab.
 
-Names and id prefixes, ``ps`` with and without ``-a``, the run flags end to
-end (the event, the container, the kernel), ``logs -f``, ``rm -f``, exit codes
+Names and id prefixes, ``ps`` with and without ``-a`` (``-q``, ``--format``),
+the run flags end to end (the event, the container, the kernel), the default
+network, ``logs -f`` and ``--tail``, ``wait``, ``kill``, ``version``, ``info``,
+``rm -f``, exit codes
 of signals and of commands that cannot run, the peer port refusing all but
 its own operations, forwarding to a host that does not answer, and leaving:
 ``node rm --force``, ``node leave`` and a later rejoin, recorded once.
 """
 
+import ipaddress
 import json
 import os
 import signal
@@ -178,6 +181,151 @@ def test_forwarding_to_a_host_that_does_not_answer_fails_in_one_line(lab):
     assert lab.cli(1, "logs", "far-away").returncode == 0, "back once its daemon is"
 
 
+def test_limits_are_refused_where_no_cgroup_can_enforce_them(make_lab):
+    """A daemon started under 'ip netns exec' sees a /sys without cgroups: a run asking
+    for limits is refused, naming them (it ran without them while inspect showed them);
+    a run asking for none still runs."""
+    lab = make_lab(1)
+    lab.start(1, ip_netns_exec=True)
+    assert "no cgroup controller for cpu, memory, pids" in lab.log(1)
+    refused = lab.cli(1, "run", "--rm", "-n", NET, "--memory", "32m", "--cpus", "0.5",
+                      "busybox", "true", check=False)
+    assert refused.returncode == 125, refused
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert "--memory, --cpus cannot be enforced on this host" in refused.stderr
+    assert json.loads(lab.cli(1, "ps", "-a", "--json").stdout) == [], "nothing created"
+    assert lab.cli(1, "run", "--rm", "-n", NET, "busybox", "echo", "ran").stdout == "ran\n"
+
+
+def test_run_without_a_network_joins_the_clusters_default_one(lab):
+    """Docker's habit: no -n, the default network — one for the whole cluster, its CIDR
+    the one the cluster was created with (the lab's), made at its first use."""
+    a = lab.cli(1, "run", "-d", "--name", "dflt-a", "busybox", "sleep", "300").stdout.strip()
+    lab.cli(2, "run", "-d", "--name", "dflt-b", "busybox", "sleep", "300")
+    b = inspect(lab, 3, "dflt-b")
+    assert inspect(lab, 3, a)["network"] == b["network"] == "default"
+    nets = {n["name"]: n for n in json.loads(lab.cli(3, "network", "ls", "--json").stdout)}
+    assert nets["default"]["cidr"] == "198.19.128.0/18"
+    assert ipaddress.IPv4Address(b["ip"]) in ipaddress.IPv4Network("198.19.128.0/18")
+    reach = lab.cli(1, "exec", "dflt-a", "ping", "-c", "1", "-W", "2", b["ip"], check=False)
+    assert reach.returncode == 0, reach
+    taken = lab.cli(1, "network", "create", "--name", "default", "198.18.9.0/24", check=False)
+    assert "the network 'default' is the cluster's" in one_line(taken, 4)
+    lab.cli(1, "rm", "-f", "dflt-a", "dflt-b")
+
+
+def test_wait_kill_tail_and_the_short_forms_of_ps(lab):
+    lab.cli(1, "run", "-d", "--name", "lines", "busybox", "sh", "-c",
+            "for i in 1 2 3 4 5; do echo out-$i; done; exit 3")
+    assert lab.cli(2, "wait", "lines").stdout == "3\n", "from another host, by the log"
+    assert lab.cli(3, "logs", "--tail", "2", "lines").stdout == "out-4\nout-5\n"
+    assert lab.cli(3, "logs", "-n", "0", "lines").stdout == ""
+    assert lab.cli(3, "logs", "--tail", "all", "lines").stdout.count("out-") == 5
+    # kill from another host: at once, on the owner; what follows is recorded as ever.
+    lab.cli(1, "run", "-d", "--name", "trapper", "busybox", "sh", "-c",
+            "trap 'exit 7' TERM; while :; do sleep 0.1; done")
+    wait_for(lambda: inspect(lab, 3, "trapper")["state"] == "running")
+    assert lab.cli(3, "kill", "-s", "TERM", "trapper").stdout == "trapper\n"
+    assert lab.cli(2, "wait", "trapper").stdout == "7\n"
+    lab.cli(2, "run", "-d", "--name", "sleeper", "busybox", "sleep", "300")
+    assert lab.cli(1, "kill", "sleeper").stdout == "sleeper\n"
+    assert lab.cli(1, "wait", "sleeper").stdout == "137\n", "KILL by default"
+    assert "is not running" in one_line(lab.cli(3, "kill", "sleeper", check=False), 4)
+    assert "'NOPE' is not a signal" in one_line(
+        lab.cli(3, "kill", "-s", "NOPE", "lines", check=False), 1)
+
+    everything = json.loads(lab.cli(1, "ps", "-a", "--json").stdout)
+    ids = [c["id"][:12] for c in everything]
+    assert lab.cli(2, "ps", "-a", "-q").stdout.split() == ids
+    assert lab.cli(2, "ps", "-a", "--format", "{{.Names}}@{{.Host}}").stdout.split() == \
+        [f"{c['name']}@{c['host']}" for c in everything]
+    lines = [json.loads(line) for line in
+             lab.cli(2, "ps", "-a", "--format", "json").stdout.splitlines()]
+    assert [(x["ID"], x["Status"]) for x in lines] == [(c["id"][:12], c["state"])
+                                                       for c in everything]
+    assert "no field 'Nope'" in one_line(lab.cli(2, "ps", "--format", "{{.Nope}}",
+                                                 check=False), 1)
+    lab.cli(1, "rm", "lines", "trapper", "sleeper")
+
+
+def test_version_and_info(lab):
+    from cantainer import __version__
+    out = lab.cli(2, "version").stdout
+    assert out == f"client: cantainer {__version__}\nserver: cantainerd {__version__} on h2\n"
+    info = json.loads(lab.cli(2, "info", "--json").stdout)
+    assert (info["node"], info["members"]["joined"], info["default_network"]) == \
+        ("h2", 3, "198.19.128.0/18")
+    assert set(info["cgroup_controllers"]) == {"cpu", "memory", "pids"}
+    assert "members     3 joined, 0 suspected" in lab.cli(2, "info").stdout
+
+
+def test_workdir_user_entrypoint_and_capabilities(lab):
+    def out(*argv):
+        return lab.cli(1, "run", "--rm", *argv).stdout
+
+    assert out("-w", "/srv/app", "busybox", "pwd") == "/srv/app\n", "made if missing"
+    assert out("-u", "1000:1001", "busybox", "id") == "uid=1000 gid=1001\n", "no groups"
+    assert out("--entrypoint", "/bin/echo", "busybox", "hello", "there") == "hello there\n"
+    caps = "grep CapEff /proc/self/status | cut -f2"
+    assert out("busybox", "sh", "-c", caps) == "00000000a80425fb\n", "Docker's default"
+    assert out("-u", "1000", "busybox", "sh", "-c", caps) == "0000000000000000\n", \
+        "a user other than root has none in effect"
+    assert out("--cap-drop", "ALL", "--cap-add", "NET_BIND_SERVICE", "busybox", "sh", "-c",
+               caps) == "0000000000000400\n"
+    dummy = ("busybox", "ip", "addr", "add", "127.0.0.9/8", "dev", "lo")  # needs NET_ADMIN
+    assert lab.cli(1, "run", "--rm", *dummy, check=False).returncode != 0, "no NET_ADMIN"
+    assert lab.cli(1, "run", "--rm", "--cap-add", "NET_ADMIN", *dummy).returncode == 0
+    # exec runs as the container does: its user, its directory, its capabilities.
+    lab.cli(1, "run", "-d", "--name", "as-user", "-u", "1000", "-w", "/srv",
+            "busybox", "sleep", "300")
+    assert lab.cli(2, "exec", "as-user", "sh", "-c", "id -u; pwd; " + caps).stdout == \
+        "1000\n/srv\n0000000000000000\n"
+    for argv, message in [(("--cap-add", "NOPE"), "unknown capability 'NOPE'"),
+                          (("-u", "bob"), "'bob' is not UID[:GID]"),
+                          (("-w", "srv"), "'srv' is not an absolute path")]:
+        bad = lab.cli(1, "run", "--rm", *argv, "busybox", "true", check=False)
+        assert bad.returncode == 125 and message in bad.stderr, bad
+        assert bad.stderr.count("\n") == 1
+    lab.cli(1, "rm", "-f", "as-user")
+
+
+def test_volumes_tmpfs_and_a_read_only_root(lab, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "f").write_text("from the host\n")
+
+    def run(*argv, check=True):
+        return lab.cli(1, "run", "--rm", *argv, check=check)
+
+    assert run("-v", f"{shared}:/data:ro", "busybox", "cat", "/data/f").stdout == \
+        "from the host\n"
+    assert run("-v", f"{shared}:/data:ro", "busybox", "sh", "-c", "echo x > /data/g",
+               check=False).returncode != 0, "read-only"
+    assert run("-v", f"{shared}:/data", "busybox", "sh", "-c", "echo y > /data/g").returncode \
+        == 0 and (shared / "g").read_text() == "y\n", "read-write, on the host"
+    # A named volume outlives its containers: data written by one, read by the next.
+    run("-v", "keep:/var/lib/app", "busybox", "sh", "-c", "echo kept > /var/lib/app/f")
+    assert run("-v", "keep:/var/lib/app", "busybox", "cat", "/var/lib/app/f").stdout == \
+        "kept\n"
+    assert "keep" in lab.cli(1, "volume", "ls").stdout
+    lab.cli(1, "run", "-d", "--name", "vol-user", "-v", "keep:/x", "busybox", "sleep", "300")
+    busy = lab.cli(1, "volume", "rm", "keep", check=False)
+    assert "volume keep is in use by container vol-user" in one_line(busy, 4)
+    lab.cli(1, "rm", "-f", "vol-user")
+    assert lab.cli(1, "volume", "rm", "keep").stdout == "keep\n"
+    assert "no volume 'keep'" in one_line(lab.cli(1, "volume", "rm", "keep", check=False), 3)
+    # --read-only: the root refuses writes; a --tmpfs and /dev do not.
+    out = run("--read-only", "--tmpfs", "/scratch", "busybox", "sh", "-c",
+              "echo a > /scratch/x && cat /scratch/x; echo b > /dev/null && echo dev-ok; "
+              "echo c > /etc/x || echo root-refused", check=False).stdout
+    assert out == ("a\ndev-ok\nsh: can't create /etc/x: Read-only file system\n"
+                   "root-refused\n"), out
+    missing = lab.cli(1, "run", "--rm", "-v", "/nonexistent/x:/x", "busybox", "true",
+                      check=False)
+    assert missing.returncode == 125 and "/nonexistent/x does not exist on this host" in \
+        missing.stderr
+
+
 def test_leaving_evicting_and_rejoining_are_each_recorded_once(lab):
     """Last in the module: h3 leaves."""
     lab.cli(3, "run", "-d", "-n", NET, "--name", "leaving", "busybox", "sleep", "300")
@@ -212,19 +360,3 @@ def test_leaving_evicting_and_rejoining_are_each_recorded_once(lab):
     assert lab.cli(1, "node", "rm", "--force", "h3").stdout == "h3\n"
     states = {n["name"]: n["state"] for n in json.loads(lab.cli(2, "nodes", "--json").stdout)}
     assert states["h3"] == "left"
-
-
-def test_limits_are_refused_where_no_cgroup_can_enforce_them(make_lab):
-    """A daemon started under 'ip netns exec' sees a /sys without cgroups: a run asking
-    for limits is refused, naming them (it ran without them while inspect showed them);
-    a run asking for none still runs."""
-    lab = make_lab(1)
-    lab.start(1, ip_netns_exec=True)
-    assert "no cgroup controller for cpu, memory, pids" in lab.log(1)
-    refused = lab.cli(1, "run", "--rm", "-n", NET, "--memory", "32m", "--cpus", "0.5",
-                      "busybox", "true", check=False)
-    assert refused.returncode == 125, refused
-    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
-    assert "--memory, --cpus cannot be enforced on this host" in refused.stderr
-    assert json.loads(lab.cli(1, "ps", "-a", "--json").stdout) == [], "nothing created"
-    assert lab.cli(1, "run", "--rm", "-n", NET, "busybox", "echo", "ran").stdout == "ran\n"

@@ -58,14 +58,16 @@ def test_cluster_forms_and_every_host_reads_the_same_log(make_lab):
     logs = [events(lab, n) for n in (1, 2, 3)]
     assert logs[0] == logs[1] == logs[2]
     assert [e["seq"] for e in logs[0]] == list(range(1, len(logs[0]) + 1)), "gap-free"
-    assert [e["type"] for e in logs[0][:3]] == ["NodeJoined"] * 3
+    assert [e["type"] for e in logs[0][:4]] == ["ClusterCreated"] + ["NodeJoined"] * 3
+    assert logs[0][0]["data"] == {"default_network": "198.19.128.0/18"}, "the lab's"
     created = [e["data"]["name"] for e in logs[0] if e["type"] == "NetworkCreated"]
     assert created == [f"net{i}" for i in range(12)] + [f"b{i}" for i in range(1000)]
     assert {e["node"] for e in logs[0] if e["type"] == "NetworkCreated"} == {"h1", "h2", "h3"}
 
-    only = events(lab, 3, "--type", "NetworkCreated", "--since", str(logs[0][5]["seq"]))
+    since = logs[0][5]["seq"]
+    only = events(lab, 3, "--type", "NetworkCreated", "--since", str(since))
     assert [e["seq"] for e in only] == [e["seq"] for e in logs[0]
-                                        if e["type"] == "NetworkCreated" and e["seq"] > 6]
+                                        if e["type"] == "NetworkCreated" and e["seq"] > since]
 
 
 def test_retried_submit_with_the_same_id_appends_once(make_lab):

@@ -17,6 +17,7 @@ strings = st.text(st.characters(blacklist_characters="\x00", blacklist_categorie
                   max_size=40)
 
 BY_TYPE = {
+    ev.ClusterCreated: st.builds(ev.ClusterCreated, default_network=cidrs),
     ev.NodeJoined: st.builds(ev.NodeJoined, name=names, address=ipv4,
                              dqlite_address=st.builds(lambda a, p: f"{a}:{p}", ipv4, ports)),
     ev.NodeLeft: st.builds(ev.NodeLeft, name=names),
@@ -35,7 +36,17 @@ BY_TYPE = {
         hostname=st.none() | names,
         memory=st.none() | st.integers(4 << 20, 1 << 40),
         pids_limit=st.none() | st.integers(1, 1 << 22),
-        cpus=st.none() | st.floats(0.01, 1024, allow_nan=False)),
+        cpus=st.none() | st.floats(0.01, 1024, allow_nan=False),
+        workdir=st.none() | st.sampled_from(["/", "/srv/app"]),
+        user=st.none() | st.sampled_from(["0", "1000", "1000:1000"]),
+        entrypoint=st.none() | st.lists(strings, min_size=1, max_size=3).map(tuple),
+        cap_add=st.lists(st.sampled_from(["NET_ADMIN", "SYS_TIME", "ALL"]),
+                         max_size=2).map(tuple),
+        cap_drop=st.lists(st.sampled_from(["NET_RAW", "ALL"]), max_size=2).map(tuple),
+        volumes=st.lists(st.sampled_from(["data:/data", "/srv:/srv:ro", "v1:/x:rw"]),
+                         max_size=2).map(tuple),
+        tmpfs=st.lists(st.sampled_from(["/tmp", "/run"]), max_size=2).map(tuple),
+        read_only=st.booleans()),
     ev.ContainerStarted: st.builds(ev.ContainerStarted, container=container_ids,
                                    pid=st.integers(1, 1 << 22)),
     ev.ContainerStopRequested: st.builds(ev.ContainerStopRequested, container=container_ids,
@@ -92,7 +103,7 @@ def histories(draw, min_steps: int = 1, max_steps: int = 80) -> list:
             out.append(ev.ContainerCreated(
                 container=cid, name=draw(st.sampled_from("abcdefgh")),
                 host=draw(st.sampled_from(HOSTS + ("h4",))),
-                network=draw(st.sampled_from(_SUBNETS + ("n1", "n2")))))
+                network=draw(st.sampled_from(_SUBNETS + ("n1", "n2", "default")))))
         elif action == "crowd":  # enough containers at once to fill a /29
             network = draw(st.sampled_from(_SUBNETS[:2]))
             for _ in range(draw(st.integers(3, 7))):
@@ -106,7 +117,7 @@ def histories(draw, min_steps: int = 1, max_steps: int = 80) -> list:
                                          cidr=draw(st.sampled_from(_SUBNETS))))
         elif action == "network_rm":
             out.append(ev.NetworkRemoved(name=draw(st.sampled_from(
-                ["n1", "n2", "n3", "198.18.0.0-29", "198.18.1.0-28"]))))
+                ["n1", "n2", "n3", "default", "198.18.0.0-29", "198.18.1.0-28"]))))
         elif action == "garbage":
             out.append(draw(any_event))
         else:
@@ -126,7 +137,12 @@ def joined_hosts() -> list:
             for i, h in enumerate(HOSTS, 1)]
 
 
+# The default network overlaps two of the subnets above: log order decides which wins.
+CREATED = ev.ClusterCreated(default_network="198.18.0.0/29")
+
+
 def records(events: list) -> list:
-    """``Recorded`` log rows for events, from seq 1, after NodeJoined of h1..h3."""
+    """``Recorded`` log rows for events, from seq 1, after ClusterCreated and NodeJoined
+    of h1..h3."""
     return [ev.Recorded(seq, f"id{seq}", e.type_name(), e.VERSION, "t", float(seq), e)
-            for seq, e in enumerate([*joined_hosts(), *events], 1)]
+            for seq, e in enumerate([CREATED, *joined_hosts(), *events], 1)]

@@ -6,6 +6,7 @@ framing is tested on a real unix socket.
 """
 
 import asyncio
+import re
 import json
 import socket
 
@@ -15,6 +16,7 @@ from cantainer.api import server
 from cantainer.errors import Conflict, Invalid, NotFound, Rejected, Unavailable
 from cantainer.events import Recorded
 from cantainer.kernel.images import ImageStore
+from cantainer.kernel.volumes import VolumeStore
 from cantainer.kernel.statedir import StateDir
 from cantainer.projections.state import ClusterState
 from tests.unit.strategies import joined_hosts
@@ -28,6 +30,7 @@ class FakeHandle:
     def __init__(self, tmp_path) -> None:
         self.data_dir = str(tmp_path)
         self.images = ImageStore(str(tmp_path))
+        self.volumes = VolumeStore(str(tmp_path))
         self.state = ClusterState()
         self.records: list[Recorded] = []
         self.stopped = False
@@ -166,7 +169,7 @@ def test_the_peer_port_serves_members_logs_and_exec_and_anyone_the_joining(h):
 
 def test_defaults_are_filled_and_other_fields_dropped(h):
     req = server.normalise("run", {"op": "run", "network": "n", "sneaky": 1})
-    assert req["image"] == "busybox" and req["command"] == ["/bin/sh"] and req["env"] == []
+    assert req["image"] == "busybox" and req["command"] is None and req["env"] == []
     assert "sneaky" not in req and req["attach"] is False
 
 
@@ -227,8 +230,8 @@ def test_run_refuses_an_unknown_network_before_appending(h):
     head = len(h.records)
     with pytest.raises(NotFound, match="no network named 'blue'"):
         call(h, {"op": "run", "network": "blue"})
-    with pytest.raises(Invalid, match="give the container a network"):
-        call(h, {"op": "run"})
+    with pytest.raises(NotFound, match="this cluster has no default network"):
+        call(h, {"op": "run"})  # a log with no ClusterCreated: from before there was one
     assert len(h.records) == head
 
 
@@ -326,3 +329,77 @@ def test_errors_cross_the_socket_with_their_kind(h, tmp_path):
                   "or use --force", "kind": "conflict"}]
     with pytest.raises(FileNotFoundError):
         socket.socket(socket.AF_UNIX).connect(path)
+
+
+# -- wait, kill, version, info ------------------------------------------------------------
+
+def test_wait_answers_the_exit_code_once_it_has_exited(h):
+    cid = created(h, "job", state="running")
+    call(h, {"op": "submit", "events": [{"type": "ContainerExited",
+                                         "data": {"container": cid, "exit_code": 3}}]})
+    assert call(h, {"op": "wait", "ref": "job"}) == [{"exit_code": 3}]
+    created(h, "busy", state="running")
+    with pytest.raises(Unavailable, match="container busy to exit"):
+        call(h, {"op": "wait", "ref": "busy"})  # the fake's log never moves: a timeout
+    with pytest.raises(NotFound, match="no container 'nosuch'"):
+        call(h, {"op": "wait", "ref": "nosuch"})
+
+
+def test_kill_takes_signal_names_and_numbers_and_needs_a_running_container(h):
+    for value, number in [("KILL", 9), ("sigterm", 15), ("HUP", 1), (10, 10), ("2", 2)]:
+        assert server.normalise("kill", {"ref": "x", "signal": value})["signal"] == number
+    assert server.normalise("kill", {"ref": "x"})["signal"] == 9, "Docker's default"
+    for bad in ("NOPE", "0x9", "99", True):
+        with pytest.raises(Invalid, match="is not a signal"):
+            server.normalise("kill", {"ref": "x", "signal": bad})
+    created(h, "idle")  # created, never started: no process
+    with pytest.raises(Conflict, match="container idle is not running"):
+        call(h, {"op": "kill", "ref": "idle"})
+
+
+def test_version_and_info(h):
+    from cantainer import __version__
+    assert call(h, {"op": "version"}) == [{"version": __version__, "node": "h1"}]
+    created(h, "web", state="running")
+    created(h, "db", host="h2")
+    info = call(h, {"op": "info"})[0]["info"]
+    assert (info["members"], info["containers"], info["containers_here"]) == (
+        {"joined": 3, "suspected": 0}, {"created": 1, "running": 1, "exited": 0}, 1)
+    assert (info["networks"], info["default_network"], info["images_here"]) == (1, None, 0)
+
+
+# -- volumes ------------------------------------------------------------------------------
+
+def test_a_volume_in_use_is_not_removed(h):
+    assert call(h, {"op": "volume_create", "name": "data"})[0]["volume"]["name"] == "data"
+    cid = created(h, "db")
+    call(h, {"op": "submit", "events": [{"type": "ContainerCreated", "id": "with-vol",
+                                         "data": {"container": "ab" * 6, "name": "db2",
+                                                  "host": "h1", "network": "198.18.0.0/24",
+                                                  "volumes": ["data:/var/lib/db"]}}]})
+    assert call(h, {"op": "volume_inspect", "name": "data"})[0]["volume"]["containers"] == \
+        ["db2"]
+    with pytest.raises(Conflict, match="volume data is in use by container db2"):
+        call(h, {"op": "volume_rm", "name": "data"})
+    call(h, {"op": "submit", "events": [{"type": "ContainerRemoved",
+                                         "data": {"container": "ab" * 6}}]})
+    assert call(h, {"op": "volume_rm", "name": "data"}) == [{"removed": "data"}]
+    with pytest.raises(NotFound, match="no volume 'data' on this host"):
+        call(h, {"op": "volume_rm", "name": "data"})
+    with pytest.raises(Invalid, match="is not a volume name"):
+        call(h, {"op": "volume_create", "name": "../etc"})
+    assert cid
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("/nonexistent/dir:/data", "/nonexistent/dir does not exist on this host"),
+    ("data", "is not SOURCE:TARGET[:ro|rw]"),
+    ("data:/data:rx", "is not SOURCE:TARGET[:ro|rw]"),
+    ("data:relative", "is not an absolute path in the container"),
+    ("bad name!:/data", "is neither an absolute host path nor a volume name"),
+])
+def test_bad_volume_specs_are_refused_before_appending(h, spec, message):
+    head = len(h.records)
+    with pytest.raises(Invalid, match=re.escape(message)):
+        call(h, {"op": "run", "network": "198.18.0.0/24", "volumes": [spec]})
+    assert len(h.records) == head

@@ -21,6 +21,12 @@ def daemon(*args):
     (("--address", "192.0.2.1", "--network-latency-ms", "0"), "--network-latency-ms must be"),
     (("--address", "192.0.2.1", "--idle-poll", "0"), "--idle-poll must be 0.01..3600"),
     (("--address", "192.0.2.1", "--reconcile-every", "0.5"), "--reconcile-every must be 0"),
+    (("--address", "192.0.2.1", "--default-network", "10.88.0.1/16"),
+     "--default-network: '10.88.0.1/16' is not a valid IPv4 CIDR"),
+    (("--address", "192.0.2.1", "--default-network", "10.88.0.0/30"),
+     "--default-network: '10.88.0.0/30': prefix length must be between /8 and /29"),
+    (("--address", "192.0.2.1", "--seeds", "192.0.2.2:9000", "--default-network",
+      "10.88.0.0/16"), "--default-network is set by the host that creates the cluster"),
 ])
 def test_bad_flags(args, message, tmp_path):
     result = daemon(*args, "--data-dir", str(tmp_path / "d"), "--run-dir", str(tmp_path / "r"))

@@ -287,3 +287,31 @@ def test_replay_from_json_records_applies_and_skips():
     assert v["rejected"] == [{"seq": 4, "reason": "198.18.0.0/16 overlaps network "
                                                   "'198.18.0.0-24' (198.18.0.0/24)"}]
     assert view(replay(records, until=1))["containers"] == []
+
+
+# -- the default network ------------------------------------------------------------------
+
+def test_the_default_network_is_made_at_its_first_use_with_the_clusters_cidr():
+    s = ClusterState()
+    log = Log(s)
+    joined(log, "h1", "h2")
+    early = log(created("a", "early", "h1", "default"))
+    assert s.verdict(early) == "no network named 'default'", "no ClusterCreated yet"
+    log(ev.ClusterCreated(default_network="198.19.128.0/18"))
+    again = log(ev.ClusterCreated(default_network="198.19.0.0/18"))
+    assert s.verdict(again) == "the cluster was created already"
+    log(ev.NetworkCreated(name="blue", cidr="198.18.0.0/24"))
+    for name, cidr, reason in [
+            ("default", "198.18.9.0/24", "the network 'default' is the cluster's"),
+            ("wide", "198.19.0.0/16", "overlaps the default network's 198.19.128.0/18")]:
+        assert reason in s.verdict(log(ev.NetworkCreated(name=name, cidr=cidr)))
+    assert list(s.ipam.networks) == ["blue"], "made at the first use, not before"
+    first = log(created("b", "web", "h1", "default"))
+    second = log(created("c", "db", "h2", "default"))
+    assert s.verdict(first) is None and s.verdict(second) is None
+    net = s.ipam.networks["default"]
+    assert (str(net.cidr), net.vni) == ("198.19.128.0/18", VNI_BASE + 1), "after blue"
+    assert [str(c.ip) for c in s.ipam.containers.values()] == ["198.19.128.2", "198.19.128.3"]
+    assert "overlaps network 'default'" in s.verdict(
+        log(ev.NetworkCreated(name="wide", cidr="198.19.0.0/16")))
+    assert view(s)["default_network"] == "198.19.128.0/18"

@@ -53,3 +53,20 @@ def test_the_attach_mark_lives_outside_and_goes_with_the_state(tmp_path):
     assert not state.exists() and not state.attach_marked()
     assert StateDir.ids(str(tmp_path)) == []
     state.remove()  # twice is no error
+
+
+def test_the_last_lines_of_the_output_for_logs_tail(tmp_path):
+    state = StateDir(str(tmp_path), "c0ffee")
+    assert state.tail_offset(3) == 0, "no output yet"
+    state.create()
+    lines = [f"line {i}\n".encode() for i in range(1000)]
+    with open(state.output, "wb") as f:
+        f.write(b"".join(lines))
+    for n, block in [(1, 1 << 16), (3, 7), (999, 64), (1000, 5), (5000, 1 << 16)]:
+        offset = state.tail_offset(n, block=block)
+        assert state.read_output(offset, 1 << 20) == b"".join(lines[-n:]), (n, block)
+    assert state.read_output(state.tail_offset(0), 1 << 20) == b"", "--tail 0: nothing"
+    with open(state.output, "ab") as f:
+        f.write(b"no newline yet")
+    assert state.read_output(state.tail_offset(2, block=4), 1 << 20) == \
+        b"line 999\nno newline yet"
