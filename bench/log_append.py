@@ -47,20 +47,21 @@ def bench_cli(lab: Lab, size: int, reps: int) -> list[float]:
     return times
 
 
-def bench_api(lab: Lab, size: int, reps: int) -> list[float]:
+def bench_api(lab: Lab, size: int, reps: int, host: int = 2) -> list[float]:
     times = []
     for r in range(reps):
-        items = [json.loads(line) for line in batch_jsonl(size, f"api{size}-{r}").splitlines()]
+        items = [json.loads(line) for line in
+                 batch_jsonl(size, f"api{size}-h{host}-{r}").splitlines()]
         started = time.perf_counter()
-        cli.call(lab.host(2).socket, {"op": "submit", "events": items})
+        cli.call(lab.host(host).socket, {"op": "submit", "events": items})
         times.append(time.perf_counter() - started)
     return times
 
 
-def bench_raw(lab: Lab, size: int, reps: int) -> list[float]:
+def bench_raw(lab: Lab, size: int, reps: int, host: int = 2) -> list[float]:
     payload = encode(NodeRecovered(name="h1"))
     addresses = [h.dqlite_address for h in lab.hosts]
-    tls = lab.tls(2)  # a member's credentials, as the daemons' own sessions use
+    tls = lab.tls(host)  # a member's credentials, as the daemons' own sessions use
 
     async def dial(address: str):
         host, port = address.rsplit(":", 1)
@@ -74,7 +75,8 @@ def bench_raw(lab: Lab, size: int, reps: int) -> list[float]:
                            "time REAL, payload BLOB)")
         times = []
         for r in range(reps):
-            rows = [(f"raw{size}-{r}-{i}", "NodeRecovered", 1, "h2", time.time(), payload)
+            rows = [(f"raw{size}-h{host}-{r}-{i}", "NodeRecovered", 1, f"h{host}", time.time(),
+                     payload)
                     for i in range(size)]
             started = time.perf_counter()
             chunks = [rows[i:i + ROWS_PER_STATEMENT] for i in range(0, size, ROWS_PER_STATEMENT)]
@@ -90,7 +92,7 @@ def bench_raw(lab: Lab, size: int, reps: int) -> list[float]:
         await conn.close()
         return times
 
-    return run_in_netns(lab.host(2).netns, go)
+    return run_in_netns(lab.host(host).netns, go)
 
 
 def run(reps: int = 40) -> tuple[str, list[Figure]]:

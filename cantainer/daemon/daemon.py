@@ -64,7 +64,8 @@ class Daemon:
         self._ca_key = ca_key  # this host made the cluster's CA: it goes into the secrets
         self.gate = Gate(creds.fingerprint)
         self.gate.update(*load_gate(creds))  # caught up with the log: not yet
-        transport = DqliteTls(config.dqlite_address, config.data_dir, self.gate)
+        transport = DqliteTls(config.dqlite_address, config.data_dir, self.gate,
+                              client_context(creds, creds.ca))
         self.raft = RaftMember(config.data_dir, config.dqlite_address, config.seeds,
                                voters=config.voters, standbys=config.standbys,
                                network_latency_ms=config.network_latency_ms,

@@ -10,7 +10,10 @@
                      pair at once, the other to the proxy, which dials the peer over
                      TLS (a peer that is down shows up as an end of file: Raft retries)
     SQL clients      ``dial``, dqlite-client's dial function: this member's own address
-                     goes to the abstract socket, any other through the proxy
+                     goes to the abstract socket; any other over TLS from this
+                     process's event loop, straight to that member (its proxy): the
+                     proxy here would cost two more relays a round trip, and the
+                     loop does that I/O anyway (bench.append_paths)
 
 This side owns the proxy's life: started before the node, ended after it (the
 end of their socket pair ends it; ``PR_SET_PDEATHSIG`` if this process dies).
@@ -27,15 +30,18 @@ import json
 import logging
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
+import weakref
 
-from cantainer.trust.tls import Gate
+from cantainer.trust.tls import Gate, peer_fingerprint, tune
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 2.0
+DIAL_TIMEOUT = 5.0  # seconds to a member's TLS handshake
 
 
 def abstract_address(port: int) -> str:
@@ -43,13 +49,15 @@ def abstract_address(port: int) -> str:
 
 
 class DqliteTls:
-    def __init__(self, address: str, data_dir: str, gate: Gate) -> None:
+    def __init__(self, address: str, data_dir: str, gate: Gate,
+                 client_tls: ssl.SSLContext) -> None:
         self.address = address
         host, port = address.rsplit(":", 1)
         self.bind_address = abstract_address(int(port))
         self._public = (host, int(port))
         self._data_dir = data_dir
         self._gate = gate
+        self._client_tls = client_tls
         self._control: socket.socket | None = None
         self._proxy: subprocess.Popen | None = None
         self._send_lock = threading.Lock()
@@ -114,12 +122,19 @@ class DqliteTls:
         """dqlite-client's dial function: (reader, writer) to ``address``."""
         if address == self.address:  # this member's own node: no TLS to itself
             return await asyncio.open_unix_connection("\0" + self.bind_address[1:])
-        mine, theirs = socket.socketpair()
-        with contextlib.closing(theirs):
-            if not self._send({"dial": address}, theirs):
-                mine.close()
-                raise ConnectionRefusedError(f"cannot reach {address}: the TLS proxy is gone")
-        return await asyncio.open_unix_connection(sock=mine)
+        host, port = address.rsplit(":", 1)
+        async with asyncio.timeout(DIAL_TIMEOUT):
+            reader, writer = await asyncio.open_connection(host, int(port), ssl=self._client_tls,
+                                                           server_hostname=None)
+        tune(writer.get_extra_info("socket"))
+        fingerprint = peer_fingerprint(writer.get_extra_info("ssl_object"))
+        if not self._gate.reaches(fingerprint):
+            writer.close()
+            raise ConnectionRefusedError(f"{address}'s certificate is no member's")
+        # Cut if that member leaves; forgotten once dqlite-client drops the connection.
+        ref = weakref.ref(writer)
+        self._gate.track(writer, fingerprint, False, lambda: (w := ref()) and w.close())
+        return reader, writer
 
     # -- the pair ---------------------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ descriptors attached:
 
     daemon -> proxy   {"listen": true}       + [the listening TCP socket]
                       {"dial": ADDRESS}      + [one end of a socket pair]: relay it to
-                                               ADDRESS over TLS (Raft, SQL clients)
+                                               ADDRESS over TLS (Raft: libdqlite's
+                                               connect function)
                       {"local": ID}          + [a connection to the node's abstract
                                                socket] for incoming connection ID, or
                                                no descriptor: the node is gone

@@ -23,6 +23,7 @@ import hashlib
 import socket
 import ssl
 import threading
+import weakref
 from collections.abc import Callable
 
 from cantainer.trust.files import Credentials
@@ -83,7 +84,8 @@ class Gate:
         self.trusted: frozenset[str] = frozenset({own})
         self.revoked: frozenset[str] = frozenset()
         self.caught_up = False  # this member's state has reached the log's head once
-        self._open: dict[object, tuple[str, bool, Callable[[], None]]] = {}
+        # Weakly: a connection its owner dropped (a dqlite-client's) leaves by itself.
+        self._open: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self.on_update: Callable[[], None] | None = None  # the dqlite proxy's copy
 

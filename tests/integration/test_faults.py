@@ -52,6 +52,7 @@ class Client(threading.Thread):
     starts a container on the next host, so every host's kernel follows the load."""
 
     CONTAINER_EVERY = 40
+    EVENTS = 400  # at most, per client: ~150 of all three's are needed on each side of the kill
 
     def __init__(self, lab, number: int, stop: threading.Event) -> None:
         super().__init__(name=f"client{number}")
@@ -67,7 +68,7 @@ class Client(threading.Thread):
                     "data": {"container": f"{0xc0 + self.number:02x}{i:010x}",
                              "name": f"load{self.number}-{i}", "host": f"h{host}",
                              "network": NET, "command": ["sleep", "600"]}}
-        block = self.number * 1200 + i
+        block = self.number * self.EVENTS + i
         return {"type": "NetworkCreated", "id": eid,
                 "data": {"name": f"c{self.number}n{i}",
                          "cidr": f"198.19.{block // 16}.{block % 16 * 16}/28"}}
@@ -75,7 +76,8 @@ class Client(threading.Thread):
     def run(self) -> None:
         hosts = [h.number for h in self.lab.hosts]
         target = self.number % len(hosts)
-        for i in range(1200):  # one /28 each, in 198.19.0.0/16
+        for i in range(self.EVENTS):  # one /28 each, in 198.19.0.0/17 (the labs' default
+            # network is 198.19.128.0/18)
             event, sent = self.event(i), time.monotonic()
             while not self.stop.is_set():
                 try:

@@ -95,12 +95,20 @@ def test_the_gate_admits_live_members_and_cuts_who_leaves():
     gate.update(frozenset({"a", "b"}), frozenset())
     assert gate.admits("a") and gate.reaches("newcomer"), "catching up: any but the revoked"
     cut = []
-    gate.track("in-a", "a", True, lambda: cut.append("in-a"))
-    gate.track("in-b", "b", True, lambda: cut.append("in-b"))
-    gate.track("out-b", "b", False, lambda: cut.append("out-b"))
+
+    class Conn:  # what the gate tracks: connections, held weakly
+        def __init__(self, name):
+            self.name = name
+
+    conns = {name: Conn(name) for name in ("in-a", "in-b", "out-b", "dropped")}
+    gate.track(conns["in-a"], "a", True, lambda: cut.append("in-a"))
+    gate.track(conns["in-b"], "b", True, lambda: cut.append("in-b"))
+    gate.track(conns["out-b"], "b", False, lambda: cut.append("out-b"))
+    gate.track(conns.pop("dropped"), "b", False, lambda: cut.append("dropped"))
     gate.update(frozenset({"a"}), frozenset({"b"}))  # b left
-    assert sorted(cut) == ["in-b", "out-b"] and not gate.reaches("b") and not gate.admits("b")
-    gate.untrack("in-a")
+    assert sorted(cut) == ["in-b", "out-b"] and not gate.reaches("b") and not gate.admits("b"), \
+        "a connection its owner dropped is forgotten, not cut"
+    gate.untrack(conns["in-a"])
     gate.update(frozenset(), frozenset({"a", "b"}))
     assert sorted(cut) == ["in-b", "out-b"], "an untracked connection is not cut"
     assert gate.admits("me"), "this member always admits itself"
