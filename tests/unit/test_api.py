@@ -153,13 +153,13 @@ def test_bad_requests_are_refused_by_the_filter(h, request_, error, message):
     assert len(h.records) == 3, "nothing appended"
 
 
-def test_the_peer_port_serves_members_logs_and_exec_and_anyone_the_joining(h):
+def test_the_peer_port_serves_members_logs_exec_and_kill_and_anyone_the_joining(h):
     for op in ("submit", "run", "rm", "stop", "leave", "node_rm", "status", "check",
                "join_token"):
         for who in ("member", "stranger"):
             with pytest.raises(Invalid, match=f"unknown request {op!r}"):
                 server.normalise(op, {"op": op}, peer=who)
-    for op in ("logs", "exec"):
+    for op in ("logs", "exec", "kill"):
         with pytest.raises(Invalid, match=f"request {op!r} is for members"):
             server.normalise(op, {"op": op, "ref": "x", "command": ["true"]}, peer="stranger")
     assert server.normalise("logs", {"op": "logs", "ref": "x"}, peer="member")["peer"] is True
