@@ -172,9 +172,10 @@ def test_network_commands_report_verdicts(make_lab):
     dump = lab.cli(3, "events", "--json").stdout
     from_file = lab.cli(3, "replay", "--json", "--file", "-", input=dump).stdout
     assert json.loads(from_file) == json.loads(lab.cli(3, "replay", "--json").stdout)
-    early = json.loads(lab.cli(3, "replay", "--json", "--file", "-", "--until", "4",
+    # seq 1 ClusterCreated, 2-4 NodeJoined, 5 blue
+    early = json.loads(lab.cli(3, "replay", "--json", "--file", "-", "--until", "5",
                                input=dump).stdout)
-    assert early["applied"] == 4 and [n["name"] for n in early["networks"]] == ["blue"]
+    assert early["applied"] == 5 and [n["name"] for n in early["networks"]] == ["blue"]
 
     nodes = json.loads(lab.cli(1, "nodes", "--json").stdout)
     assert [(n["name"], n["state"], n["role"]) for n in nodes] == [
