@@ -34,7 +34,7 @@ import signal
 from cantainer.api import exec_session, fields as f, forward
 from cantainer.errors import Conflict, Invalid, InvalidEvent, NotFound, Unavailable
 from cantainer.events import from_data, new_event_id
-from cantainer.events.validate import parse_volume
+from cantainer.events.validate import parse_user, parse_volume
 from cantainer.kernel import cgroups, process
 from cantainer.kernel.statedir import StateDir
 from cantainer.projections.ipam import DEFAULT_NETWORK, Container
@@ -211,16 +211,12 @@ async def exec_(h, req: dict, ex) -> None:
     c = await owned(h, req, ex, "exec in")
     if c is None:
         return
-    state = StateDir(h.data_dir, c.id)
-    pid = state.pid()
-    if pid is None or state.ended():
-        raise Conflict(f"container {c.name} is not running")
+    pid = _running_pid(h, c)
     created = c.created
-    uid, _, gid = (created.user or "").partition(":")
+    uid, gid = parse_user(created.user)
     spec = {"id": c.id, "pid": pid, "command": req["command"], "env": list(created.env),
-            "caps": process.cap_mask(created.cap_add, created.cap_drop),
-            "uid": int(uid) if uid else None, "gid": int(gid) if gid else None,
-            "workdir": created.workdir}
+            "caps": process.cap_mask(created.cap_add, created.cap_drop), "uid": uid,
+            "gid": gid, "workdir": created.workdir}
     await exec_session.run(ex, spec, interactive=req["interactive"], tty=req["tty"],
                            size=req["size"])
 
@@ -268,15 +264,20 @@ async def kill(h, req: dict, ex) -> None:
     c = await owned(h, req, ex, "kill")
     if c is None:
         return
+    try:
+        os.kill(_running_pid(h, c), req["signal"])
+    except ProcessLookupError:
+        raise Conflict(f"container {c.name} is not running") from None
+    await ex.send({"killed": c.name})
+
+
+def _running_pid(h, c: Container) -> int:
+    """The host pid of this host's container's first process, if it still runs."""
     state = StateDir(h.data_dir, c.id)
     pid = state.pid()
     if pid is None or state.ended():
         raise Conflict(f"container {c.name} is not running")
-    try:
-        os.kill(pid, req["signal"])
-    except ProcessLookupError:
-        raise Conflict(f"container {c.name} is not running") from None
-    await ex.send({"killed": c.name})
+    return pid
 
 
 def _signal(name: str, value) -> int:

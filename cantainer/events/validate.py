@@ -200,6 +200,12 @@ def optional_user(_instance, attribute, value) -> None:
         _fail(attribute, value, "is not UID[:GID] (numbers)")
 
 
+def parse_user(value: str | None) -> tuple[int | None, int | None]:
+    """(uid, gid) of a valid ``user`` field; (None, None) for none (root)."""
+    uid, _, gid = (value or "").partition(":")
+    return (int(uid) if uid else None), (int(gid) if gid else None)
+
+
 def capabilities(_instance, attribute, value) -> None:
     _check_strings(attribute, value, 64)
     for item in value:

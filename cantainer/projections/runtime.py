@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import attrs
 
-from cantainer.events.validate import parse_volume
+from cantainer.events.validate import parse_user, parse_volume
 from cantainer.projections.state import ClusterState
 
 
@@ -51,12 +51,12 @@ def plan(state: ClusterState, host: str) -> dict[str, ContainerPlan]:
         if c.host != host:
             continue
         e, net = c.created, networks[c.network]
-        uid, _, gid = (e.user or "").partition(":")
+        uid, gid = parse_user(e.user)
         out[c.id] = ContainerPlan(
             id=c.id, name=c.name, image=e.image, command=(*(e.entrypoint or ()), *e.command),
             env=e.env, hostname=e.hostname or c.name, memory=e.memory,
             pids_limit=e.pids_limit, cpus=e.cpus, workdir=e.workdir,
-            uid=int(uid) if uid else None, gid=int(gid) if gid else None,
+            uid=uid, gid=gid,
             cap_add=e.cap_add, cap_drop=e.cap_drop,
             volumes=tuple(parse_volume(spec) for spec in e.volumes), tmpfs=e.tmpfs,
             read_only=e.read_only, ip=str(c.ip), prefixlen=net.cidr.prefixlen, mac=c.mac, vni=net.vni,
