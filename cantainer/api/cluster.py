@@ -90,13 +90,16 @@ async def node_rm(h, req: dict, ex) -> None:
                        "itself ('node leave'), or use --force")
     await new_join_secret(h)
     seq, = await h.append([NodeLeft(name=name)], [leave_id(name, node.joined)])
+    # Again, now that it is cut off: a host evicted while live could read the first one.
+    await new_join_secret(h)
     await ex.send({"removed": name, "seq": seq})
 
 
 async def new_join_secret(h) -> None:
     """Before a host leaves: the token it joined with joins no one any more (made first,
     so no host is ever gone with its token still good; an append that then fails has
-    cost a token, nothing else)."""
+    cost a token, nothing else).  A host that leaves by itself makes it, and knows it:
+    it is trusted until it has left, as it was with the CA's key all along."""
     await h.set_secret(JOIN_SECRET, pki.new_secret(), replace=True)
 
 

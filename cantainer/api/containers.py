@@ -214,9 +214,12 @@ async def exec_(h, req: dict, ex) -> None:
     pid = _running_pid(h, c)
     created = c.created
     uid, gid = parse_user(created.user)
+    try:  # a submitted event may name a capability this build does not know
+        caps = process.cap_mask(created.cap_add, created.cap_drop)
+    except ValueError as exc:
+        raise Conflict(f"container {c.name}: {exc}") from None
     spec = {"id": c.id, "pid": pid, "command": req["command"], "env": list(created.env),
-            "caps": process.cap_mask(created.cap_add, created.cap_drop), "uid": uid,
-            "gid": gid, "workdir": created.workdir}
+            "caps": caps, "uid": uid, "gid": gid, "workdir": created.workdir}
     await exec_session.run(ex, spec, interactive=req["interactive"], tty=req["tty"],
                            size=req["size"])
 

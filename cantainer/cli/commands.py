@@ -223,6 +223,9 @@ def cmd_run(args) -> int:
         from cantainer.cli import terminal  # pty relaying: only interactive runs need it
 
         code = terminal.attach(first["attach"], interactive=args.interactive, tty=args.tty)
+        if code is None:
+            print(f"cantainer: error: container {c['name']} did not start (cantainer logs "
+                  f"{c['id'][:12]} says why)", file=sys.stderr)
         if args.rm:
             call(args.socket, {"op": "rm", "ref": c["id"], "force": True})
         return REFUSED if code is None else code

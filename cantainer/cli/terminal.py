@@ -42,11 +42,16 @@ def _copy_size(source: int, target: int) -> None:
 
 
 def attach(path: str, interactive: bool, tty: bool) -> int | None:
+    """The container's stdio, relayed; its exit code, or None when it never waited for
+    us (it could not start: the reason is in its logs)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     here = os.getcwd()
-    os.chdir(os.path.dirname(path))  # a relative name: the full path may pass 108 bytes
     try:
+        os.chdir(os.path.dirname(path))  # a relative name: the full path may pass 108 bytes
         sock.connect(os.path.basename(path))
+    except OSError:
+        sock.close()
+        return None
     finally:
         os.chdir(here)
     stdin = sys.stdin.fileno() if interactive else os.open(os.devnull, os.O_RDONLY)

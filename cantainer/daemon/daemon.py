@@ -161,11 +161,12 @@ class Daemon:
         if self._ca_key is not None:  # this host made the cluster's CA: it creates it
             await self.log.set_secret(CA_KEY, self._ca_key, replace=False)
             await self.log.set_secret(JOIN_SECRET, new_secret(), replace=False)
-            credentials.stored(self.creds)
-            self._ca_key = None
             created = ClusterCreated(default_network=self.config.default_network
                                      or DEFAULT_NETWORK_CIDR)
             await self.log.append([created], ["ClusterCreated"])  # once per cluster
+            # Only now: a start cut short before here finds ca.key and does all of it again.
+            credentials.stored(self.creds)
+            self._ca_key = None
         elif self.config.default_network is not None:
             log.warning("--default-network is ignored: the cluster has its own, in its log")
         await self.runner.wait_applied(await self.reader.head(), timeout=CATCH_UP_TIMEOUT)

@@ -131,6 +131,12 @@ class ContainerCreated(Event):
     tmpfs: tuple[str, ...] = attrs.field(default=(), converter=v.to_tuple, validator=v.paths)
     read_only: bool = attrs.field(default=False, validator=v.boolean)
 
+    def __attrs_post_init__(self) -> None:
+        try:
+            v.mount_targets([*(v.parse_volume(m)[1] for m in self.volumes), *self.tmpfs])
+        except v.InvalidEvent as exc:
+            raise v.InvalidEvent(f"field 'volumes': {exc}") from None
+
 
 @attrs.frozen
 class ContainerStarted(Event):

@@ -223,10 +223,27 @@ def parse_volume(value: str) -> tuple[str, str, bool]:
     if not (source.startswith("/") or NAME_RE.match(source)):
         raise InvalidEvent(f"{shown(value)}: {shown(source)} is neither an absolute host path "
                            "nor a volume name")
-    if not target.startswith("/") or target == "/":
+    if not _mount_target(target):
         raise InvalidEvent(f"{shown(value)}: {shown(target)} is not an absolute path in the "
-                           "container (other than /)")
+                           "container (other than /, without '..')")
     return source, target, len(parts) == 3 and parts[2] == "ro"
+
+
+def _mount_target(path: str) -> bool:
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    return path.startswith("/") and bool(parts) and ".." not in parts
+
+
+def mount_targets(targets) -> None:
+    """No mount inside another of the same container: every directory on a target's
+    way is then the container's own (not a volume another container may change)."""
+    norm = ["/" + "/".join(p for p in t.split("/") if p not in ("", ".")) for t in targets]
+    for a in norm:
+        for b in norm:
+            if a != b and b.startswith(a + "/"):
+                raise InvalidEvent(f"mount {b} is inside mount {a}: give them apart")
+    if len(set(norm)) != len(norm):
+        raise InvalidEvent("two mounts at one path")
 
 
 def volumes(_instance, attribute, value) -> None:
@@ -241,8 +258,8 @@ def volumes(_instance, attribute, value) -> None:
 def paths(_instance, attribute, value) -> None:
     _check_strings(attribute, value, 64)
     for item in value:
-        if not item.startswith("/") or item == "/":
-            _fail(attribute, item, "is not an absolute path (other than /)")
+        if not _mount_target(item):
+            _fail(attribute, item, "is not an absolute path (other than /, without '..')")
 
 
 def boolean(_instance, attribute, value) -> None:

@@ -152,6 +152,8 @@ def _build_root(spec: ProcessSpec) -> str:
         os.makedirs(target, exist_ok=True)
         sc.mount("tmpfs", target, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
                  "mode=1777")
+    if spec.workdir:  # made while the root is still writable
+        os.makedirs(resolve_in(root, spec.workdir), exist_ok=True)
     if spec.read_only:  # the root mount only: /dev, /proc, volumes and tmpfs stay as they are
         sc.mount(root, root, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY)
     return root
@@ -215,6 +217,7 @@ def drop_privileges(mask: int = DEFAULT_CAP_MASK, uid: int | None = None,
     under Docker."""
     with open("/proc/sys/kernel/cap_last_cap") as f:
         last = int(f.read())
+    mask &= (1 << last + 1) - 1  # ALL is what this kernel knows
     for cap in range(last + 1):
         if not mask >> cap & 1:
             sc.prctl(sc.PR_CAPBSET_DROP, cap)
@@ -246,7 +249,6 @@ def _child(spec: ProcessSpec, go: int, stdio: tuple[int, int, int]) -> None:
         socket.sethostname(spec.hostname)
         _enter_root(root)
         if spec.workdir:
-            os.makedirs(spec.workdir, exist_ok=True)
             os.chdir(spec.workdir)
         drop_privileges(spec.caps, spec.uid, spec.gid)
         os.closerange(3, 65536)

@@ -14,7 +14,8 @@ A ``ContainerCreated`` naming a CIDR that no network has creates that
 network implicitly (named after the CIDR, e.g. ``198.18.0.0-24``); one naming
 ``default`` before that network exists creates it with the CIDR
 ``ClusterCreated`` recorded (no other network may overlap that CIDR, and none
-other may take the name).  Live
+other may take the name; a log without ``ClusterCreated``, from before there
+was one, keeps any network it named so).  Live
 containers differ in their first ``SHORT_ID`` id digits: those name their
 kernel objects (``kernel/names.py``).
 
@@ -163,7 +164,8 @@ class Ipam(Projection):
         return None
 
     def on_NetworkCreated(self, e: NetworkCreated, seq: int) -> str | None:
-        if e.name == DEFAULT_NETWORK:
+        # A log from before ClusterCreated may have made a network of that name itself.
+        if e.name == DEFAULT_NETWORK and self.default_cidr is not None:
             return (f"the network {DEFAULT_NETWORK!r} is the cluster's: 'run' without -n "
                     "makes it")
         return self._create_network(e.name, ipaddress.IPv4Network(e.cidr), seq)

@@ -397,9 +397,23 @@ def test_a_volume_in_use_is_not_removed(h):
     ("data:/data:rx", "is not SOURCE:TARGET[:ro|rw]"),
     ("data:relative", "is not an absolute path in the container"),
     ("bad name!:/data", "is neither an absolute host path nor a volume name"),
+    ("data:/.", "is not an absolute path in the container (other than /"),
+    ("data://", "is not an absolute path in the container (other than /"),
+    ("data:/a/../..", "without '..'"),
 ])
 def test_bad_volume_specs_are_refused_before_appending(h, spec, message):
     head = len(h.records)
     with pytest.raises(Invalid, match=re.escape(message)):
         call(h, {"op": "run", "network": "198.18.0.0/24", "volumes": [spec]})
     assert len(h.records) == head
+
+
+def test_mounts_inside_mounts_are_refused():
+    from cantainer import events as ev
+    from cantainer.errors import InvalidEvent
+    base = {"container": "a" * 12, "name": "x", "host": "h1", "network": "n"}
+    for volumes, tmpfs in [(["v:/data", "w:/data/sub"], []), (["v:/data"], ["/data/tmp"]),
+                           (["v:/data", "w:/data/"], [])]:
+        with pytest.raises(InvalidEvent, match="inside mount|two mounts at one path"):
+            ev.from_data("ContainerCreated", {**base, "volumes": volumes, "tmpfs": tmpfs})
+    assert ev.from_data("ContainerCreated", {**base, "volumes": ["v:/data", "w:/database"]})

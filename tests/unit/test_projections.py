@@ -315,3 +315,13 @@ def test_the_default_network_is_made_at_its_first_use_with_the_clusters_cidr():
     assert "overlaps network 'default'" in s.verdict(
         log(ev.NetworkCreated(name="wide", cidr="198.19.0.0/16")))
     assert view(s)["default_network"] == "198.19.128.0/18"
+
+
+def test_a_log_from_before_cluster_created_keeps_its_own_network_named_default():
+    s = ClusterState()
+    log = Log(s)
+    joined(log, "h1")
+    made = log(ev.NetworkCreated(name="default", cidr="198.18.5.0/24"))
+    ran = log(created("a", "web", "h1", "default"))
+    assert s.verdict(made) is None and s.verdict(ran) is None
+    assert str(s.ipam.containers["a" * 12].ip) == "198.18.5.2"
