@@ -5,8 +5,8 @@ host and from a follower's, through the API and as raw dqlite-client INSERTs.
 
 From the leader's host, an API append reaches the node through its own abstract
 socket (no TLS): what is left over plaintext is Raft's round trip to a follower,
-which crosses the TLS proxies twice each way (trust/proxy.py).  From a
-follower's host, the request and the answer cross both hosts' proxies too.  The
+which crosses the TLS relays twice each way (trust/relay.c).  From a
+follower's host, the request and the answer cross both hosts' relays too.  The
 difference of the two rows is what the client's hop costs; the leader's row
 against the plaintext build (bench.trust) is what Raft's hops cost.  A
 diagnostic for bench/gaps.md: it has no target of its own.

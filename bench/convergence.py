@@ -197,7 +197,7 @@ def ratio_of(ours: float, anchor: float) -> str:
 
 
 def daemon_pids(pid: int) -> list[int]:
-    """A daemon and its dqlite TLS proxy (a process of its own): one daemon's cost.
+    """A daemon and its dqlite TLS relay (a process of its own): one daemon's cost.
     Container shims are the containers', not counted."""
     pids = [pid]
     for task in os.listdir(f"/proc/{pid}/task"):
@@ -209,7 +209,7 @@ def daemon_pids(pid: int) -> list[int]:
         for child in children:
             try:
                 with open(f"/proc/{child}/cmdline", "rb") as f:
-                    if b"cantainer.trust.proxy" in f.read():
+                    if f.read().split(b"\0")[0].endswith(b"/cantainer-relay"):
                         pids.append(child)
             except OSError:
                 pass
@@ -217,7 +217,7 @@ def daemon_pids(pid: int) -> list[int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a daemon and its proxy."""
+    """CPU time (user + system) of a daemon and its relay."""
     total = 0
     for p in daemon_pids(pid):
         with open(f"/proc/{p}/stat") as f:
@@ -227,7 +227,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def rss_mib(pid: int) -> float:
-    """Resident memory of a daemon and its proxy."""
+    """Resident memory of a daemon and its TLS relay."""
     total = 0
     for p in daemon_pids(pid):
         with open(f"/proc/{p}/status") as f:

@@ -23,7 +23,7 @@ DEFAULT_SOCKET = os.path.join(DEFAULT_RUN_DIR, SOCKET_NAME)
 
 # Raft's one-way latency estimate: heartbeats every 1.5x, elections after 15x.  100 ms:
 # heartbeats every 150 ms, elections after 1.5 s, fail-overs in ~2 s (bench.failover).
-# Every Raft message crosses the TLS proxy on both hosts (trust/proxy.py), a wakeup
+# Every Raft message crosses the TLS relay on both hosts (trust/relay.c), a wakeup
 # and a TLS record each, so the leader's idle CPU follows the heartbeat rate: at 60 ms
 # (90 ms heartbeats, 1.8 s fail-overs) it was 1.15-1.2 % of a core, at 100 ms
 # 0.87-0.98 % (bench.trust, bench.idle; 2 cores, 3 hosts, 5 containers each).

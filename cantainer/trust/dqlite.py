@@ -2,23 +2,23 @@
 
     its own node     bound to an abstract unix socket, ``@cantainer-PORT`` (libdqlite
                      accepts connections there from its own process only)
-    the proxy        a process of its own (``trust/proxy.py``) holding the listener
-                     on the member's address (TCP): the TLS handshake, the gate,
-                     then the bytes relayed to a connection to the node that this
-                     process makes and hands over
+    the relay        a compiled process of its own (``trust/relay.c``, OpenSSL)
+                     holding the listener on the member's address (TCP): the TLS
+                     handshake, the gate, then the bytes relayed to a connection to
+                     the node that this process makes and hands over
     Raft to a peer   ``connect``, libdqlite's connect function: one end of a socket
-                     pair at once, the other to the proxy, which dials the peer over
+                     pair at once, the other to the relay, which dials the peer over
                      TLS (a peer that is down shows up as an end of file: Raft retries)
     SQL clients      ``dial``, dqlite-client's dial function: this member's own address
                      goes to the abstract socket; any other over TLS from this
-                     process's event loop, straight to that member (its proxy): the
-                     proxy here would cost two more relays a round trip, and the
+                     process's event loop, straight to that member (its relay): the
+                     relay here would cost two more hops a round trip, and the
                      loop does that I/O anyway (bench.append_paths)
 
-This side owns the proxy's life: started before the node, ended after it (the
+This side owns the relay's life: started before the node, ended after it (the
 end of their socket pair ends it; ``PR_SET_PDEATHSIG`` if this process dies).
-The gate's sets go to the proxy whenever they change; it cuts the connections
-of a member that leaves.
+The gate's sets go to the relay whenever they change; it cuts the connections
+of a member that leaves.  The messages on the pair are the relay's (its header).
 """
 
 from __future__ import annotations
@@ -26,22 +26,23 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import weakref
 
+from cantainer.errors import CantainerError
 from cantainer.trust.tls import Gate, peer_fingerprint, tune
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 2.0
 DIAL_TIMEOUT = 5.0  # seconds to a member's TLS handshake
+# Built from relay.c beside it by scripts/setup (gcc, OpenSSL).
+RELAY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cantainer-relay")
 
 
 def abstract_address(port: int) -> str:
@@ -59,31 +60,33 @@ class DqliteTls:
         self._gate = gate
         self._client_tls = client_tls
         self._control: socket.socket | None = None
-        self._proxy: subprocess.Popen | None = None
+        self._relay: subprocess.Popen | None = None
         self._send_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
-        """Listen on the member's address and start the proxy behind it.  On the event
-        loop's thread: the proxy dies with the thread that started it."""
+        """Listen on the member's address and start the relay behind it.  On the event
+        loop's thread: the relay dies with the thread that started it."""
+        if not os.access(RELAY, os.X_OK):
+            raise CantainerError(f"the TLS relay {RELAY} is not built: run scripts/setup")
         listener = socket.create_server(self._public)  # OSError: the address is taken
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         try:
-            self._proxy = subprocess.Popen(
-                [sys.executable, "-m", "cantainer.trust.proxy", self._data_dir,
-                 str(os.getpid()), str(theirs.fileno()), level], pass_fds=(theirs.fileno(),))
+            self._relay = subprocess.Popen(
+                [RELAY, self._data_dir, str(os.getpid()), str(theirs.fileno()), level],
+                pass_fds=(theirs.fileno(),))
         finally:
             theirs.close()
         self._control = mine
-        self._send({"listen": True}, listener)
+        self._send("listen", listener)
         listener.close()
         self._send_gate()
         self._gate.on_update = self._send_gate
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(mine, self._requests)
 
-    # -- what the proxy asks -----------------------------------------------------------
+    # -- what the relay asks -----------------------------------------------------------
 
     def _requests(self) -> None:
         """Incoming connections that passed the gate: each wants one to the node."""
@@ -95,17 +98,17 @@ class DqliteTls:
             except OSError:
                 data = b""
             if not data:
-                log.error("the dqlite TLS proxy is gone")
+                log.error("the dqlite TLS relay is gone")
                 self._loop.remove_reader(self._control)
                 return
-            wanted = json.loads(data)["local"]
+            wanted = data.decode()  # "local ID"
             try:
                 local = _abstract(self.bind_address)
             except OSError:
-                self._send({"local": wanted})  # the node is not serving: the proxy hangs up
+                self._send(wanted)  # the node is not serving: the relay hangs up
                 continue
             with contextlib.closing(local):
-                self._send({"local": wanted}, local)
+                self._send(wanted, local)
 
     # -- dialing -------------------------------------------------------------------------------
 
@@ -113,7 +116,7 @@ class DqliteTls:
         """libdqlite's connect function: a file descriptor for Raft to ``address``."""
         mine, theirs = socket.socketpair()
         with contextlib.closing(theirs):
-            if not self._send({"dial": address}, theirs):
+            if not self._send(f"dial {address}", theirs):
                 mine.close()
                 return -1
         return mine.detach()  # libdqlite owns it now
@@ -139,11 +142,10 @@ class DqliteTls:
     # -- the pair ---------------------------------------------------------------------------------
 
     def _send_gate(self) -> None:
-        self._send({"gate": {"trusted": sorted(self._gate.trusted),
-                             "revoked": sorted(self._gate.revoked),
-                             "caught_up": self._gate.caught_up}})
+        self._send(f"gate {int(self._gate.caught_up)}\n{' '.join(sorted(self._gate.trusted))}"
+                   f"\n{' '.join(sorted(self._gate.revoked))}")
 
-    def _send(self, message: dict, sock: socket.socket | None = None) -> bool:
+    def _send(self, message: str, sock: socket.socket | None = None) -> bool:
         control = self._control
         if control is None:
             return False
@@ -151,13 +153,13 @@ class DqliteTls:
         ancdata = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
         try:
             with self._send_lock:  # from the loop and from libdqlite's thread
-                control.sendmsg([json.dumps(message).encode()], ancdata)
+                control.sendmsg([message.encode()], ancdata)
                 return True
         except OSError:
             return False
 
     def close(self, timeout: float = STOP_TIMEOUT) -> None:
-        """End the proxy (the end of the pair) and wait for it."""
+        """End the relay (the end of the pair) and wait for it."""
         self._gate.on_update = None
         control, self._control = self._control, None
         if control is not None:
@@ -167,12 +169,12 @@ class DqliteTls:
             with contextlib.suppress(OSError):
                 control.shutdown(socket.SHUT_RDWR)
             control.close()
-        if self._proxy is not None:
+        if self._relay is not None:
             try:
-                self._proxy.wait(timeout)
+                self._relay.wait(timeout)
             except subprocess.TimeoutExpired:
-                self._proxy.kill()
-                self._proxy.wait()
+                self._relay.kill()
+                self._relay.wait()
 
 
 def _abstract(name: str) -> socket.socket:

@@ -87,7 +87,7 @@ class Gate:
         # Weakly: a connection its owner dropped (a dqlite-client's) leaves by itself.
         self._open: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
-        self.on_update: Callable[[], None] | None = None  # the dqlite proxy's copy
+        self.on_update: Callable[[], None] | None = None  # the dqlite relay's copy
 
     def admits(self, fingerprint: str | None) -> bool:
         """A connection to this member from the holder of this certificate."""

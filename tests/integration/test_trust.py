@@ -268,10 +268,10 @@ def state_of(lab, name):
 def test_forged_and_replayed_heartbeats_keep_no_dead_host_alive(lab):
     recorded = {n: datagram(lab, 3, n) for n in (1, 2)}
     refused = status(lab, 1)["heartbeats_refused"]
-    assert proxies_of(lab, 3), "control: h3's TLS proxy runs beside its daemon"
+    assert relays_of(lab, 3), "control: h3's TLS relay runs beside its daemon"
     lab.kill(3)
     killed = time.monotonic()
-    wait_for(lambda: not proxies_of(lab, 3), timeout=5)  # it dies with its daemon
+    wait_for(lambda: not relays_of(lab, 3), timeout=5)  # it dies with its daemon
     suspected = None
     while time.monotonic() - killed < 20:
         for n in (1, 2):  # every 0.3 s, as the issue's outsider did
@@ -292,8 +292,8 @@ def test_forged_and_replayed_heartbeats_keep_no_dead_host_alive(lab):
           "while forged and replayed datagrams came every 0.3 s")
 
 
-def proxies_of(lab, n) -> list[int]:
-    """The pids of the dqlite TLS proxies of host ``n``'s data directory."""
+def relays_of(lab, n) -> list[int]:
+    """The pids of the dqlite TLS relays of host ``n``'s data directory."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -301,7 +301,7 @@ def proxies_of(lab, n) -> list[int]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if b"cantainer.trust.proxy" in argv and str(lab.host(n).data_dir).encode() in argv:
+        if argv[0].endswith(b"/cantainer-relay") and str(lab.host(n).data_dir).encode() in argv:
             found.append(int(pid))
     return found
 
