@@ -220,14 +220,15 @@ class Daemon:
             except Exception as exc:  # an actor reports again at its next look
                 log.warning("append of %s failed: %s", type(event).__name__, exc)
                 return
-            self.runner.offer(records)
-            self.appended()
+            self.appended(read_here=not self.runner.offer(records))
 
         asyncio.run_coroutine_threadsafe(append(), self._loop)
 
-    def appended(self) -> None:
-        """Something reached the log from here: read it now, and tell the peers to."""
-        self.runner.wake()
+    def appended(self, read_here: bool = True) -> None:
+        """Something reached the log from here: tell the peers to read it, and read it
+        here too unless it was applied here already (``Runner.offer``)."""
+        if read_here:
+            self.runner.wake()
         self.heartbeats.poke()
 
     # -- liveness and roles ------------------------------------------------------------------

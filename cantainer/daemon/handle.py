@@ -44,8 +44,8 @@ class DaemonHandle:
             again = f"--id {ids[0]}" if len(ids) == 1 else "the same ids"
             raise LogUnavailable(f"{exc}; the event may still be appended later: retry "
                                  f"with {again} to append it at most once") from None
-        self._runner.offer(records)  # the next ones in order: applied without a read
-        self._appended()
+        # The next ones in order: applied without a read (and no read of our own after).
+        self._appended(read_here=not self._runner.offer(records))
         await self._runner.wait_applied(max(seqs))
         if (rejected := self.state.rejection(seqs)) is not None:
             raise rejected

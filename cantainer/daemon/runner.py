@@ -146,13 +146,16 @@ class Runner:
             except TimeoutError:
                 pass
 
-    def offer(self, records) -> None:
+    def offer(self, records) -> bool:
         """Records this host has just appended: when they are the next ones in order,
-        they are applied here and now, not read back from the leader."""
+        they are applied here and now, not read back from the leader; whether they were
+        (if not, the tailer must read: ``wake``)."""
         if records and records[0].seq == self.state.applied + 1:
             self.state.apply_all(records)
             self._progressed.set()
             self._publish()
+            return True
+        return False
 
     def _publish(self) -> None:
         """Each actor's plan as of the state's seq, if the state moved since the last."""

@@ -162,6 +162,41 @@ def test_heartbeats_refused_are_counted_and_wake_no_one():
     assert (rx.refused, woken, list(rx.last_heard)) == (1, [1], ["h2"])
 
 
+def test_pokes_close_together_go_as_one_at_the_gaps_end():
+    import asyncio
+
+    from cantainer.daemon import heartbeat
+
+    sent = []
+
+    class Transport:
+        def sendto(self, data, address):
+            sent.append((time.monotonic(), address))
+
+        def close(self):
+            pass
+
+    async def go():
+        tx = Heartbeats("h1", lambda: [("h2", ("192.0.2.2", 9001))], lambda: 0,
+                        lambda: None, {"h2": os.urandom(32)}.get)
+        tx._transport = Transport()
+        began = time.monotonic()
+        for _ in range(20):  # a burst of appends
+            tx.poke()
+        assert len(sent) == 1, "the first at once"
+        await asyncio.sleep(heartbeat.POKE_GAP * 3)
+        assert len(sent) == 2, "the other 19 as one"
+        assert sent[1][0] - began >= heartbeat.POKE_GAP * 0.9
+        tx.poke()
+        assert len(sent) == 3, "a poke after a quiet gap goes at once"
+        tx.poke()
+        tx.close()  # a merged one still waiting is dropped with the socket
+        await asyncio.sleep(heartbeat.POKE_GAP * 2)
+        assert len(sent) == 3
+
+    asyncio.run(go())
+
+
 def joined(name, i, cert=None):
     return NodeJoined(name=name, address=f"192.0.2.{i}", dqlite_address=f"192.0.2.{i}:9000",
                       certificate=cert, kx="ab" * 32 if cert else None)
