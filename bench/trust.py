@@ -5,7 +5,7 @@ interleaved in one run on this machine.
 
 The plaintext build is commit ``PLAINTEXT`` (the last one before mutual TLS,
 heartbeat MACs and the VXLAN table), checked out beside this tree with
-``git worktree`` and set up with its own ``scripts/setup``.  Each round runs,
+``git worktree`` and set up with its own ``scripts/setup`` (``bench/against.py``).  Each round runs,
 for each build in turn, that build's own benchmark modules (``bench.log_append``,
 ``bench.convergence``, ``bench.failover``, ``bench.idle``) and collects their
 figures; the table gives the median over the rounds of each, the ratio, and the
@@ -21,20 +21,17 @@ issue's target:
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import statistics
-import subprocess
 import sys
 
 from bench._util import Figure, machine, table
+from bench.against import HERE, interleaved, tree_at
 
 PLAINTEXT = "0571ec590f785a59656af054d6a0fa958301ccac"
 # Fixes applied to that checkout: bugs that stop its benchmarks, not what they measure
 # (a919007: busybox built twice at once on a fresh lab's first 'run').
 PLAINTEXT_FIXES = ["a9190070d1080b64fff7a09f987bec636c232e45"]
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # What each build runs, and which of its figures are compared: (module, arguments)
 MEASURES = [("log_append", "reps"), ("convergence", None), ("failover", None), ("idle", None)]
@@ -53,42 +50,9 @@ COMPARED = {  # name in this table -> (figure name prefix, target text, check of
     "idle RSS, worst daemon (MiB)": ("idle RSS of one daemon", "-", None),
 }
 
-DRIVER = """
-import importlib, json, sys
-module = importlib.import_module("bench." + sys.argv[1])
-_, figures = module.run(**json.loads(sys.argv[2]))
-print("FIGURES-JSON " + json.dumps([[f.name, f.ours] for f in figures]))
-"""
-
-
 def plaintext_tree() -> str:
     """The plaintext build, checked out and set up beside this tree (kept between runs)."""
-    tree = f"/tmp/cantainer-plaintext-{PLAINTEXT[:12]}"
-    if not os.path.isdir(tree):
-        subprocess.run(["git", "-C", HERE, "worktree", "add", "--detach", tree, PLAINTEXT],
-                       check=True, capture_output=True)
-        for fix in PLAINTEXT_FIXES:
-            patch = subprocess.run(["git", "-C", HERE, "show", fix, "--", "cantainer"],
-                                   check=True, capture_output=True).stdout
-            subprocess.run(["git", "-C", tree, "apply"], input=patch, check=True)
-    subprocess.run([os.path.join(tree, "scripts", "setup")], check=True)
-    return tree
-
-
-def measure(tree: str, module: str, kwargs: dict) -> dict[str, str]:
-    """Run one benchmark module of the build in ``tree``; its figures by name."""
-    python = os.path.join(tree, ".venv", "bin", "python")
-    result = subprocess.run([python, "-c", DRIVER, module, json.dumps(kwargs)], cwd=tree,
-                            capture_output=True, text=True)
-    line = next((ln for ln in result.stdout.splitlines() if ln.startswith("FIGURES-JSON ")),
-                None)
-    if line is None:
-        raise RuntimeError(f"{module} in {tree} failed: {result.stderr[-2000:]}")
-    return dict(json.loads(line.removeprefix("FIGURES-JSON ")))
-
-
-def number(text: str) -> float:
-    return float(re.search(r"-?[\d,]+(\.\d+)?", text).group(0).replace(",", ""))
+    return tree_at(PLAINTEXT, tuple(PLAINTEXT_FIXES))
 
 
 def run(rounds: int = 3, reps: int = 20, quick: bool = False) -> tuple[str, list[Figure]]:
@@ -97,12 +61,8 @@ def run(rounds: int = 3, reps: int = 20, quick: bool = False) -> tuple[str, list
               "convergence": {"hosts": 3, "events": 10 if quick else 40},
               "failover": {"reps": 1 if quick else 2},
               "idle": {"seconds": 10.0 if quick else 30.0, "containers": 2 if quick else 5}}
-    found: dict[str, dict[str, list[float]]] = {"trust": {}, "plaintext": {}}
-    for _ in range(rounds):
-        for build, tree in (("plaintext", plain), ("trust", HERE)):
-            for module, _ in MEASURES:
-                for name, value in measure(tree, module, kwargs[module]).items():
-                    found[build].setdefault(name, []).append(number(value))
+    found = interleaved({"plaintext": plain, "trust": HERE},
+                        [(module, kwargs[module]) for module, _ in MEASURES], rounds)
     rows, figures = [], []
     for label, (prefix, target, check) in COMPARED.items():
         values = {build: next((statistics.median(v) for name, v in figures_of.items()
