@@ -21,7 +21,7 @@ import sys
 import time
 
 from bench import (container_start, convergence, dataplane, failover, idle, log_append,
-                   replay_speed, scale, trust)
+                   names, replay_speed, scale, trust)
 from bench._util import Figure, figures_table, machine
 
 # name -> (module, arguments of the full run, arguments of --quick, the command)
@@ -41,6 +41,8 @@ BENCHMARKS = {
     "scale": (scale, {"hosts": 8, "per_host": 50, "events": 100},
               {"hosts": 4, "per_host": 10, "events": 5},
               "python -m bench.scale --hosts 8 --per-host 50 --events 100"),
+    "names": (names, {"hosts": 3, "reps": 100}, {"hosts": 3, "reps": 10},
+              "python -m bench.names --hosts 3 --reps 100"),
     "trust": (trust, {"rounds": 3, "reps": 20}, {"rounds": 1, "reps": 5, "quick": True},
               "python -m bench.trust --rounds 3 --reps 20"),
 }

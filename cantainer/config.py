@@ -55,7 +55,8 @@ class Config:
                  network_latency_ms: int = NETWORK_LATENCY_MS,
                  suspect_after: float = SUSPECT_AFTER, idle_poll: float = IDLE_POLL,
                  reconcile_every: float = RECONCILE_EVERY, join_token: str | None = None,
-                 default_network: str | None = None, fixed_poll: float | None = None) -> None:
+                 default_network: str | None = None, fixed_poll: float | None = None,
+                 dns: tuple[str, ...] = ()) -> None:
         self.name = name
         self.host = host  # this host's underlay address
         self.port = port
@@ -70,6 +71,7 @@ class Config:
         self.reconcile_every = reconcile_every
         self.join_token = join_token  # how a new member proves it may join
         self.default_network = default_network  # a new cluster's; None: the default
+        self.dns = dns  # resolvers for containers' other names; (): /etc/resolv.conf's
         self.fixed_poll = fixed_poll  # benchmarks only: see bench/convergence.py
 
     @property

@@ -5,7 +5,9 @@ ContainerPlan.  For each container in it, the actor makes sure it has a state
 directory (``kernel/statedir.py``) with a started shim, after building its
 network namespace and veth with the address and MAC the log decided; and it
 reports what the shim records: ``ContainerStarted`` once the pid is there,
-``ContainerExited`` once the exit code is.  A stop asked for gets SIGTERM,
+``ContainerExited`` once the exit code is.  An exited container's restart
+policy is carried out here (``_restart_if_due``): the start is recorded in the
+log, and the next run begins in the same state directory.  A stop asked for gets SIGTERM,
 then SIGKILL after its timeout (a daemon restarted meanwhile sends SIGTERM
 again).  A container the plan no longer has is killed if it still runs, and
 its namespace, veth and state directory go.  The shims outlive the daemon, so
@@ -27,7 +29,8 @@ import time
 import attrs
 
 from cantainer.actors.base import KernelActor, Reconcile
-from cantainer.events import ContainerExited, ContainerStarted
+from cantainer.events import ContainerExited, ContainerStarted, ContainerStartRequested
+from cantainer.events.validate import parse_restart
 from cantainer.kernel import container_net, names, process, supervise
 from cantainer.kernel.images import ImageStore
 from cantainer.kernel.overlay import VXLAN_OVERHEAD
@@ -40,6 +43,13 @@ from cantainer.projections.runtime import ContainerPlan
 log = logging.getLogger(__name__)
 
 REMOVE_WAIT = 5.0  # seconds for a killed container's shim to record its end
+BACKOFF_FIRST, BACKOFF_MAX = 0.1, 60.0  # seconds before a restart (Docker's)
+STEADY = 10.0  # seconds a run must last for the back-off to start again from the first
+
+
+def _event_id(kind: str, c: ContainerPlan) -> str:
+    """One report of each kind per run (the first run's ids as they always were)."""
+    return f"{kind}-{c.id}" if c.run == 0 else f"{kind}-{c.id}-{c.run}"
 
 
 @attrs.frozen
@@ -65,6 +75,8 @@ class RuntimeActor(KernelActor):
         self.images = ImageStore(context.data_dir)
         self.volumes = VolumeStore(context.data_dir)
         self._kill_at: dict[str, float] = {}  # container -> when SIGTERM turns to SIGKILL
+        self._restart_at: dict[str, tuple[int, float]] = {}  # container -> (run, when due)
+        self._streak: dict[str, int] = {}  # container -> its runs in a row shorter than STEADY
         self._watched: set[str] = set()  # containers whose end a thread waits for
         self._removing: set[str] = set()  # containers a thread is removing
         self._removals_running: list[threading.Thread] = []
@@ -113,15 +125,23 @@ class RuntimeActor(KernelActor):
             self._repair(local)
         for cid, c in local.items():
             state = self.state(cid)
+            if c.state == "created" and state.run() != c.run and state.exists():
+                state.next_run(c.run)  # started again after an exit: the same directory
+                self._watched.discard(cid)
+                self._kill_at.pop(cid, None)
             if c.state == "created" and not state.has_spec() and not self._names_busy(cid):
                 self._start(c, state)
+            if state.run() != c.run:
+                continue  # the files are of another run than the log's (not begun yet)
             pid, code = state.pid(), state.exit_code()
             if c.state == "created" and pid is not None:
                 self.context.listener.report(ContainerStarted(container=cid, pid=pid),
-                                             f"ContainerStarted-{cid}")
+                                             _event_id("ContainerStarted", c))
             if c.state != "exited" and code is not None:
                 self.context.listener.report(ContainerExited(container=cid, exit_code=code),
-                                             f"ContainerExited-{cid}")
+                                             _event_id("ContainerExited", c))
+            if c.state == "exited" and code is not None:
+                self._restart_if_due(c, state)
             if pid is not None and code is None and cid not in self._watched:
                 self._watched.add(cid)  # adopted after a restart: no shim of ours to wait on
                 threading.Thread(target=self._watch_adopted, args=(pid, state),
@@ -130,6 +150,34 @@ class RuntimeActor(KernelActor):
                 self._stop_container(cid, pid, c.stop_timeout)
             elif code is not None:
                 self._kill_at.pop(cid, None)
+
+    def _restart_if_due(self, c: ContainerPlan, state: StateDir) -> None:
+        """Its restart policy, Docker's way: not after a stop asked for; on-failure only
+        for a non-zero code and up to its count; after a back-off of 100 ms doubling
+        with each run shorter than ``STEADY`` (at most ``BACKOFF_MAX``).  Decided here,
+        recorded in the log (``ContainerStartRequested`` with ``policy``), counted there."""
+        policy, most = parse_restart(c.restart)
+        if policy == "no" or c.stop_timeout is not None:
+            return
+        if policy == "on-failure" and (c.exit_code == 0 or
+                                       (most is not None and c.restarts >= most)):
+            return
+        due = self._restart_at.get(c.id)
+        if due is None or due[0] != c.run:
+            times = state.times()
+            steady = times is not None and times[1] - times[0] >= STEADY
+            streak = 0 if steady else self._streak.get(c.id, -1) + 1
+            self._streak[c.id] = streak
+            delay = min(BACKOFF_FIRST * 2 ** min(streak, 20), BACKOFF_MAX)
+            self._restart_at[c.id] = (c.run, time.monotonic() + delay)
+            log.info("container %s exited (%d): restart %d in %.1f s (--restart %s)", c.name,
+                     c.exit_code, c.restarts + 1, delay, c.restart)
+            timer = threading.Timer(delay, self.tell_self, (Reconcile(full=False),))
+            timer.daemon = True
+            timer.start()
+        elif time.monotonic() >= due[1]:
+            self.context.listener.report(ContainerStartRequested(container=c.id, policy=True),
+                                         f"ContainerStartRequested-{c.id}-{c.run + 1}")
 
     def _names_busy(self, cid: str) -> bool:
         """A container being removed has the same kernel names (its first 12 digits):
@@ -145,7 +193,16 @@ class RuntimeActor(KernelActor):
                        target, read_only) for source, target, read_only in c.volumes]
             lower = self.images.rootfs(c.image)
             ns = container_net.ensure(c.id, names.bridge(c.vni), c.ip, c.prefixlen, c.mac,
-                                      self.context.underlay_mtu - VXLAN_OVERHEAD)
+                                      self.context.underlay_mtu - VXLAN_OVERHEAD,
+                                      c.gateway if c.egress else None)
+            # Names: this host's name server on the network's .1 (daemon/dns.py); a
+            # volume the user put on either file comes later and wins (as in Docker).
+            mounts = [(state.write_resolv_conf(c.gateway), "/etc/resolv.conf", False),
+                      (state.write_hosts(c.hostname, c.ip), "/etc/hosts", False), *mounts]
+            command = list(c.command)
+            if c.init:
+                mounts.append((process.INIT_BINARY, process.INIT_PATH, True))
+                command = [process.INIT_PATH, *command]
         except Exception as exc:  # the container cannot start: record why, as an exit
             log.error("container %s cannot start: %s", c.name, exc)
             state.say(f"cantainer: cannot start the container: {exc}")
@@ -154,7 +211,7 @@ class RuntimeActor(KernelActor):
             return
         attach = state.attach_marked()  # run -i/-t: the shim waits for the CLI's terminal
         state.write_spec({"id": c.id, "lower": lower, "hostname": c.hostname,
-                          "command": list(c.command), "env": list(c.env), "netns": ns,
+                          "command": command, "env": list(c.env), "netns": ns,
                           "memory": c.memory, "pids_limit": c.pids_limit, "cpus": c.cpus,
                           "workdir": c.workdir, "uid": c.uid, "gid": c.gid, "caps": caps,
                           "mounts": mounts, "tmpfs": list(c.tmpfs), "read_only": c.read_only,
@@ -184,6 +241,8 @@ class RuntimeActor(KernelActor):
         """Kill it if it runs; a thread waits for its end and removes the rest."""
         state = self.state(cid)
         self._kill_at.pop(cid, None)
+        self._restart_at.pop(cid, None)
+        self._streak.pop(cid, None)
         self._watched.discard(cid)
         self._removing.add(cid)
         pid = state.pid()

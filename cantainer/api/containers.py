@@ -4,17 +4,20 @@
      "hostname": H?, "memory": B?, "pids_limit": N?, "cpus": X?, "workdir": W?,
      "user": "UID[:GID]"?, "entrypoint": [...]?, "cap_add": [...], "cap_drop": [...],
      "volumes": ["SOURCE:TARGET[:ro]", ...], "tmpfs": [PATH, ...], "read_only": bool,
+     "ports": ["[IP:]HOSTPORT:PORT[/tcp|/udp]", ...], "restart": POLICY?, "init": bool,
      "attach": bool, "follow": bool, "remove": bool, "id": ID?}
         -> {"container": {...}} (with "attach": SOCKET for run -i/-t); with "follow":
            then {"data": "..."} per chunk of output and {"exit_code": N}, after
            removing it too with "remove" (a foreground run --rm, in one exchange)
     {"op": "ps", "all": bool}                -> {"containers": [...]}
     {"op": "inspect", "ref": R}              -> {"container": {...}}
-    {"op": "logs", "ref": R, "follow": bool, "tail": N?}
+    {"op": "logs", "ref": R, "follow": bool, "tail": N?, "timestamps": bool}
                                              -> {"data": "..."} per chunk, then {"end": true}
     {"op": "exec", "ref": R, "command": [...], "interactive": bool, "tty": bool,
      "size": [ROWS, COLS]?}                  -> a session: see exec_session.py
     {"op": "stop", "ref": R, "timeout": S}   -> {"stopped": NAME}   (ContainerStopRequested)
+    {"op": "start", "ref": R}                -> {"started": NAME}   (ContainerStartRequested)
+    {"op": "restart", "ref": R, "timeout": S} -> {"restarted": NAME} (a stop, then a start)
     {"op": "rm", "ref": R, "force": bool}    -> {"removed": NAME}   (ContainerRemoved)
     {"op": "wait", "ref": R}                 -> {"exit_code": N}, once it has exited
     {"op": "kill", "ref": R, "signal": S}    -> {"killed": NAME}    (on its host, at once)
@@ -30,12 +33,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 
 from cantainer.api import exec_session, fields as f, forward
 from cantainer.errors import Conflict, Invalid, InvalidEvent, NotFound, Unavailable
 from cantainer.events import from_data, new_event_id
-from cantainer.events.validate import parse_user, parse_volume
-from cantainer.kernel import cgroups, process
+from cantainer.events.validate import parse_port, parse_restart, parse_user, parse_volume
+from cantainer.kernel import cgroups, process, rtnl
 from cantainer.kernel.statedir import StateDir
 from cantainer.projections.ipam import DEFAULT_NETWORK, Container
 from cantainer.projections.view import container_detail, container_json
@@ -110,6 +114,16 @@ async def run(h, req: dict, ex) -> None:
             raise Invalid(f"-v {exc}") from None
         if source.startswith("/") and not os.path.exists(source):
             raise Invalid(f"-v {spec}: {source} does not exist on this host")
+    _check_ports(h, req["ports"])
+    if req["init"] and not os.access(process.INIT_BINARY, os.X_OK):
+        raise Unavailable(f"--init: {process.INIT_BINARY} is not built: run scripts/setup")
+    if req["restart"] is not None:
+        try:
+            parse_restart(req["restart"])
+        except InvalidEvent as exc:
+            raise Invalid(f"--restart {exc}") from None
+        if req["remove"] and req["restart"] != "no":
+            raise Invalid("--restart and --rm conflict: a removed container cannot restart")
     command = req["command"] if req["command"] is not None else \
         [] if req["entrypoint"] else ["/bin/sh"]
     cid = os.urandom(32).hex()
@@ -119,7 +133,8 @@ async def run(h, req: dict, ex) -> None:
               "pids_limit": req["pids_limit"], "cpus": req["cpus"],
               "workdir": req["workdir"], "user": req["user"], "entrypoint": req["entrypoint"],
               "cap_add": cap_add, "cap_drop": cap_drop, "volumes": req["volumes"],
-              "tmpfs": req["tmpfs"], "read_only": req["read_only"]}
+              "tmpfs": req["tmpfs"], "read_only": req["read_only"], "ports": req["ports"],
+              "restart": req["restart"], "init": req["init"]}
     event = from_data("ContainerCreated", {k: v for k, v in fields.items() if v is not None})
     state = StateDir(h.data_dir, cid)
     if req["attach"]:  # run -i/-t: the runtime actor's shim will wait for the CLI
@@ -148,6 +163,27 @@ async def run(h, req: dict, ex) -> None:
         if req["remove"] and c is not None:
             await remove(h, c)
         await ex.send({"exit_code": c.exit_code if c else None})
+
+
+def _check_ports(h, specs: list[str]) -> None:
+    """Well formed, at an address of this host, and free here as far as this host's
+    state knows (log order has the last word)."""
+    mine = None
+    for spec in specs:
+        try:
+            ip, port, _, proto = parse_port(spec)
+        except InvalidEvent as exc:
+            raise Invalid(f"-p {exc}") from None
+        if ip is not None:
+            if mine is None:
+                mine = {a.split("/")[0] for found in rtnl.addresses().values() for a in found}
+            if ip not in mine:
+                raise Invalid(f"-p {spec}: {ip} is not an address of this host ({h.node})")
+        holder = h.state.ipam.published.get((h.node, port, proto))
+        if holder is not None:
+            raise Conflict(f"-p {spec}: port {port}/{proto} is already published on "
+                           f"{h.node} by container "
+                           f"{h.state.ipam.containers[holder].name!r}")
 
 
 def _state(h, cid: str) -> str | None:
@@ -184,19 +220,22 @@ async def logs(h, req: dict, ex) -> None:
     state = StateDir(h.data_dir, c.id)
     offset = 0 if req["tail"] is None else await asyncio.to_thread(state.tail_offset,
                                                                    req["tail"])
-    await stream_output(c, state, ex, follow=req["follow"], offset=offset)
+    await stream_output(c, state, ex, follow=req["follow"], offset=offset,
+                        timestamps=req["timestamps"])
     await ex.send({"end": True})
 
 
 async def stream_output(c: Container, state: StateDir, ex, follow: bool,
-                        offset: int = 0) -> None:
+                        offset: int = 0, timestamps: bool = False) -> None:
     """Send the container's output from ``offset`` as {"data"} lines; with ``follow``,
-    until it ends."""
+    until it ends; with ``timestamps``, each line after the time it came (logs -t)."""
+    stamp = _Stamper(state.output_times(), offset) if timestamps else None
     while True:
         chunk = await asyncio.to_thread(state.read_output, offset)
         if chunk:
+            text = stamp(chunk) if stamp else chunk
             offset += len(chunk)
-            await ex.send({"data": chunk.decode(errors="replace")})
+            await ex.send({"data": text.decode(errors="replace")})
             continue
         if not follow:
             return
@@ -205,6 +244,36 @@ async def stream_output(c: Container, state: StateDir, ex, follow: bool,
                 return
             continue
         await asyncio.sleep(OUTPUT_POLL)
+
+
+class _Stamper:
+    """Output with Docker's ``logs -t`` prefix before each line: the RFC 3339 time, in
+    UTC to the nanosecond, at which its first byte came."""
+
+    def __init__(self, times, offset: int) -> None:
+        self.times, self.offset, self.line_start = times, offset, True
+
+    def __call__(self, chunk: bytes) -> bytes:
+        out = bytearray()
+        at = 0
+        while at < len(chunk):
+            if self.line_start:
+                out += self._prefix(self.offset + at)
+            end = chunk.find(b"\n", at)
+            end = len(chunk) if end == -1 else end + 1
+            out += chunk[at:end]
+            self.line_start = chunk[end - 1:end] == b"\n"
+            at = end
+        self.offset += len(chunk)
+        return bytes(out)
+
+    def _prefix(self, offset: int) -> bytes:
+        ns = self.times.at(offset)
+        if ns is None:
+            return b"-" + b" "
+        seconds, rest = divmod(ns, 1_000_000_000)
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode() + \
+            b".%09dZ " % rest
 
 
 async def exec_(h, req: dict, ex) -> None:
@@ -230,11 +299,48 @@ async def stop(h, req: dict, ex) -> None:
     c = await container(h, req["ref"])
     event = from_data("ContainerStopRequested", {"container": c.id,
                                                  "timeout": req["timeout"]})
-    if c.state != "exited":
-        await h.append([event], [req["id"] or new_event_id()])
+    await _stop(h, c, event, req["id"])
+    await ex.send({"stopped": c.name})
+
+
+async def _stop(h, c: Container, event, event_id: str | None) -> None:
+    # An exited one with a restart policy is stopped too: no restart then.
+    if c.state != "exited" or (c.created.restart != "no" and c.stop_timeout is None):
+        await h.append([event], [event_id or new_event_id()])
         await h.until(lambda: _state(h, c.id) in ("exited", None),
                       event.timeout + STOP_GRACE, f"container {c.name} to stop")
-    await ex.send({"stopped": c.name})
+
+
+async def start(h, req: dict, ex) -> None:
+    """An exited container runs again, on its host, in the same root (docker start); one
+    that runs or is starting already is left as it is."""
+    c = await container(h, req["ref"])
+    await _start(h, c, req["id"])
+    await ex.send({"started": c.name})
+
+
+async def _start(h, c: Container, event_id: str | None) -> None:
+    run = c.run
+    if c.state == "exited":
+        if c.host not in h.state.members.live():
+            raise Unavailable(f"cannot start container {c.name}: its host {c.host} has "
+                              "left the cluster")
+        event = from_data("ContainerStartRequested", {"container": c.id})
+        await h.append([event], [event_id or new_event_id()])
+        run += 1
+    await h.until(lambda: (x := _live(h, c.id)) is None or x.run > run or
+                  (x.run == run and x.state != "created"), START_TIMEOUT,
+                  f"container {c.name} to start")
+
+
+async def restart(h, req: dict, ex) -> None:
+    c = await container(h, req["ref"])
+    if c.state != "exited":
+        stop = from_data("ContainerStopRequested", {"container": c.id,
+                                                    "timeout": req["timeout"]})
+        await _stop(h, c, stop, None)
+    await _start(h, _live(h, c.id) or c, req["id"])
+    await ex.send({"restarted": c.name})
 
 
 async def rm(h, req: dict, ex) -> None:
@@ -308,17 +414,21 @@ OPS = {
                   "entrypoint": (f.command, None), "cap_add": (f.texts, []),
                   "cap_drop": (f.texts, []), "volumes": (f.texts, []),
                   "tmpfs": (f.texts, []), "read_only": (f.flag, False),
+                  "ports": (f.texts, []), "restart": (f.text, None), "init": (f.flag, False),
                   "attach": (f.flag, False), "follow": (f.flag, False),
                   "remove": (f.flag, False), "id": (f.text, None)}),
     "ps": (ps, {"all": (f.flag, False)}),
     "inspect": (inspect, {"ref": (f.text, f.REQUIRED)}),
     "logs": (logs, {"ref": (f.text, f.REQUIRED), "follow": (f.flag, False),
-                    "tail": (f.count, None)}, "member"),
+                    "tail": (f.count, None), "timestamps": (f.flag, False)}, "member"),
     "exec": (exec_, {"ref": (f.text, f.REQUIRED), "command": (f.command, f.REQUIRED),
                      "interactive": (f.flag, False), "tty": (f.flag, False),
                      "size": (f.size, None)}, "member"),
     "stop": (stop, {"ref": (f.text, f.REQUIRED), "timeout": (_timeout, 10),
                     "id": (f.text, None)}),
+    "start": (start, {"ref": (f.text, f.REQUIRED), "id": (f.text, None)}),
+    "restart": (restart, {"ref": (f.text, f.REQUIRED), "timeout": (_timeout, 10),
+                          "id": (f.text, None)}),
     "rm": (rm, {"ref": (f.text, f.REQUIRED), "force": (f.flag, False)}),
     "wait": (wait, {"ref": (f.text, f.REQUIRED)}),
     "kill": (kill, {"ref": (f.text, f.REQUIRED), "signal": (_signal, int(signal.SIGKILL))}, "member"),

@@ -1,6 +1,7 @@
 """Overlay networks.
 
-    {"op": "network_create", "cidr": C, "name": N?, "id": ID?} -> {"network": {...}}
+    {"op": "network_create", "cidr": C, "name": N?, "internal": B?, "id": ID?}
+                                                             -> {"network": {...}}
     {"op": "network_ls"}                                     -> {"networks": [...]}
     {"op": "network_rm", "name": N, "id": ID?}               -> {"removed": N}
 """
@@ -21,7 +22,8 @@ def _cidr(name: str, value) -> str:
 
 async def network_create(h, req: dict, ex) -> None:
     name = req["name"] or implicit_name(parse_cidr(req["cidr"]))
-    event = from_data("NetworkCreated", {"name": name, "cidr": req["cidr"]})
+    event = from_data("NetworkCreated", {"name": name, "cidr": req["cidr"],
+                                         "internal": req["internal"]})
     await h.append([event], [req["id"] or new_event_id()])
     await ex.send({"network": network_json(h.state.ipam.networks[name])})
 
@@ -42,7 +44,7 @@ async def network_rm(h, req: dict, ex) -> None:
 
 OPS = {
     "network_create": (network_create, {"cidr": (_cidr, f.REQUIRED), "name": (f.text, None),
-                                        "id": (f.text, None)}),
+                                        "internal": (f.flag, False), "id": (f.text, None)}),
     "network_ls": (network_ls, {}),
     "network_rm": (network_rm, {"name": (f.text, f.REQUIRED), "id": (f.text, None)}),
 }

@@ -142,7 +142,7 @@ def cmd_nodes(args) -> int:
 
 def cmd_network_create(args) -> int:
     net = call(args.socket, {"op": "network_create", "cidr": args.cidr, "name": args.name,
-                             "id": os.urandom(16).hex()})["network"]
+                             "internal": args.internal, "id": os.urandom(16).hex()})["network"]
     print(net["name"])
     return 0
 
@@ -150,7 +150,8 @@ def cmd_network_create(args) -> int:
 def cmd_network_ls(args) -> int:
     return _show(call(args.socket, {"op": "network_ls"})["networks"], args.json, [
         ("NAME", 20, lambda n: n["name"]), ("CIDR", 18, lambda n: n["cidr"]),
-        ("VNI", 8, lambda n: n["vni"]), ("CONTAINERS", 0, lambda n: n["containers"])])
+        ("VNI", 8, lambda n: n["vni"]), ("EGRESS", 8, lambda n: "no" if n["internal"] else "nat"),
+        ("CONTAINERS", 0, lambda n: n["containers"])])
 
 
 def cmd_network_rm(args) -> int:
@@ -201,7 +202,9 @@ def cmd_run(args) -> int:
             "user": args.user,
             "entrypoint": [args.entrypoint] if args.entrypoint is not None else None,
             "cap_add": args.cap_add, "cap_drop": args.cap_drop, "volumes": args.volume,
-            "tmpfs": args.tmpfs, "read_only": args.read_only, "attach": attach,
+            "tmpfs": args.tmpfs, "read_only": args.read_only, "ports": args.publish,
+            "restart": args.restart, "init": args.init,
+            "attach": attach,
             "follow": not (attach or args.detach), "remove": args.rm,
             "id": os.urandom(16).hex()}
     replies = request(args.socket, spec)
@@ -265,7 +268,7 @@ def cmd_new(args) -> int:
     args.name = args.hostname = args.memory = args.pids_limit = args.cpus = None
     args.workdir = args.user = args.entrypoint = None
     args.env, args.cap_add, args.cap_drop, args.volume, args.tmpfs = [], [], [], [], []
-    args.read_only = False
+    args.publish, args.read_only, args.restart, args.init = [], False, None, False
     return cmd_run(args)
 
 
@@ -273,7 +276,8 @@ def cmd_new(args) -> int:
 PS_FIELDS = {"ID": lambda c: c["id"][:12], "Names": lambda c: c["name"],
              "Image": lambda c: c["image"], "Status": lambda c: c["state"],
              "State": lambda c: c["state"], "Networks": lambda c: c["network"],
-             "Host": lambda c: c["host"], "Address": lambda c: c["ip"]}
+             "Host": lambda c: c["host"], "Address": lambda c: c["ip"],
+             "Ports": lambda c: ", ".join(c.get("ports", []))}
 _FIELD_RE = re.compile(r"\{\{\s*\.(\w+)\s*\}\}")
 
 
@@ -301,7 +305,8 @@ def cmd_ps(args) -> int:
         ("ID", 14, lambda c: c["id"][:12]), ("NAME", 16, lambda c: c["name"]),
         ("HOST", 10, lambda c: c["host"]), ("IMAGE", 14, lambda c: c["image"]),
         ("ADDRESS", 16, lambda c: c["ip"]), ("STATE", 10, lambda c: c["state"]),
-        ("NETWORK", 0, lambda c: c["network"])])
+        ("NETWORK", 16, lambda c: c["network"]),
+        ("PORTS", 0, lambda c: ", ".join(c.get("ports", [])))])
 
 
 def cmd_inspect(args) -> int:
@@ -312,7 +317,7 @@ def cmd_inspect(args) -> int:
 
 def cmd_logs(args) -> int:
     for reply in request(args.socket, {"op": "logs", "ref": args.ref, "follow": args.follow,
-                                       "tail": args.tail}):
+                                       "tail": args.tail, "timestamps": args.timestamps}):
         if "end" in reply:
             break
         sys.stdout.write(reply["data"])
@@ -323,6 +328,20 @@ def cmd_logs(args) -> int:
 def cmd_stop(args) -> int:
     for ref in args.refs:
         print(call(args.socket, {"op": "stop", "ref": ref, "timeout": args.time})["stopped"])
+    return 0
+
+
+def cmd_start(args) -> int:
+    for ref in args.refs:
+        print(call(args.socket, {"op": "start", "ref": ref,
+                                 "id": os.urandom(16).hex()})["started"])
+    return 0
+
+
+def cmd_restart(args) -> int:
+    for ref in args.refs:
+        print(call(args.socket, {"op": "restart", "ref": ref, "timeout": args.time,
+                                 "id": os.urandom(16).hex()})["restarted"])
     return 0
 
 

@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = net.add_parser("create", help="create an overlay network; prints its name")
     p.add_argument("cidr", metavar="CIDR", help="e.g. 198.18.0.0/24")
     p.add_argument("--name", help="default: the CIDR with '-' for '/'")
+    p.add_argument("--internal", action="store_true",
+                   help="no traffic in or out of the cluster (no NAT, no default route)")
     p.set_defaults(func=commands.cmd_network_create)
     p = net.add_parser("ls", help="list networks")
     p.add_argument("--json", action="store_true")
@@ -146,6 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an empty tmpfs at PATH")
     p.add_argument("--read-only", action="store_true",
                    help="the root file system read-only (volumes and tmpfs stay writable)")
+    p.add_argument("--init", action="store_true",
+                   help="an init as its first process: signals passed on, orphans reaped")
+    p.add_argument("--restart", metavar="POLICY",
+                   help="no (default), on-failure[:N], always, unless-stopped: carried out "
+                        "by its host, recorded in the log")
+    p.add_argument("-p", "--publish", action="append", default=[],
+                   metavar="[IP:]HOSTPORT:PORT[/udp]",
+                   help="this host's port HOSTPORT (at IP, or at all its addresses) to the "
+                        "container's PORT, TCP unless /udp")
     p.add_argument("image", nargs="?", default="busybox", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
     p.set_defaults(func=commands.cmd_run)
@@ -174,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--tail", type=_tail, metavar="N|all",
                    help="only the last N lines (default: all)")
+    p.add_argument("-t", "--timestamps", action="store_true",
+                   help="each line after the time it came (RFC 3339, UTC)")
     p.add_argument("ref", metavar="NAME|ID")
     p.set_defaults(func=commands.cmd_logs)
     p = sub.add_parser("stop", help="SIGTERM, then SIGKILL after -t seconds (any host, "
@@ -181,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--time", type=int, default=10, metavar="SECONDS")
     p.add_argument("refs", nargs="+", metavar="NAME|ID")
     p.set_defaults(func=commands.cmd_stop)
+    p = sub.add_parser("start", help="run exited containers again, on their hosts, in the "
+                                     "same root (any host, through the log)")
+    p.add_argument("refs", nargs="+", metavar="NAME|ID")
+    p.set_defaults(func=commands.cmd_start)
+    p = sub.add_parser("restart", help="stop, then start (any host, through the log)")
+    p.add_argument("-t", "--time", type=int, default=10, metavar="SECONDS")
+    p.add_argument("refs", nargs="+", metavar="NAME|ID")
+    p.set_defaults(func=commands.cmd_restart)
     p = sub.add_parser("wait", help="until containers exit; prints their exit codes")
     p.add_argument("refs", nargs="+", metavar="NAME|ID")
     p.set_defaults(func=commands.cmd_wait)

@@ -2,13 +2,15 @@
 
 Start order (``Daemon.run``), each step undone in reverse on the way out:
 
-    1. the kernel's neighbour table limits raised; a warning if no cgroups are visible
+    1. the kernel's neighbour table limits raised, IPv4 forwarding on (containers' egress);
+       a warning if no cgroups are visible
     2. the embedded dqlite node started; joined through the seeds if new  -> stopped
-    3. the runner: the state, the tailer, the kernel actors               -> stopped
-    4. this host announced (NodeJoined unless a member)    -> leadership and seat handed over
-    5. heartbeats sent and heard                                          -> closed
-    6. the API served (unix socket, peer port)                            -> closed
-    7. the loops: Raft roles, the leader's suspicion of silent hosts      -> cancelled
+    3. the containers' name server (its sockets follow the state)         -> closed
+    4. the runner: the state, the tailer, the kernel actors               -> stopped
+    5. this host announced (NodeJoined unless a member)    -> leadership and seat handed over
+    6. heartbeats sent and heard                                          -> closed
+    7. the API served (unix socket, peer port)                            -> closed
+    8. the loops: Raft roles, the leader's suspicion of silent hosts      -> cancelled
 
 Stopping is not leaving: after SIGTERM the host stays a member, its
 containers keep running under their shims, and the restarted daemon adopts
@@ -30,6 +32,7 @@ from cantainer.api.server import ApiServer
 from cantainer.api.trust import CA_KEY, JOIN_SECRET
 from cantainer.config import DEFAULT_NETWORK_CIDR, Config, heartbeat_port
 from cantainer.daemon import credentials
+from cantainer.daemon.dns import NameServer
 from cantainer.daemon.handle import DaemonHandle
 from cantainer.daemon.heartbeat import INTERVAL as HEARTBEAT_INTERVAL
 from cantainer.daemon.heartbeat import Heartbeats, Suspicion
@@ -41,7 +44,7 @@ from cantainer.events.raft import RaftMember
 from cantainer.kernel.cgroups import CGROUP_ROOT, CONTROLLERS
 from cantainer.kernel.cgroups import available as cgroups_available
 from cantainer.kernel.images import ImageStore
-from cantainer.kernel.net import ensure_neighbour_table, mtu_of
+from cantainer.kernel.net import ensure_neighbour_table, forward_ipv4, mtu_of
 from cantainer.projections.membership import LEFT
 from cantainer.projections.state import ClusterState
 from cantainer.trust.dqlite import DqliteTls
@@ -83,6 +86,7 @@ class Daemon:
                                      lambda: self.runner.state.applied,
                                      on_poke=self.runner.wake, keys=self._pair_key)
         self.suspicion = Suspicion(config.name, config.suspect_after)
+        self.names = NameServer(config.name, lambda: self.runner.state, config.dns)
         self._pair_keys: dict[str, tuple[str, bytes]] = {}
         self.api = ApiServer(DaemonHandle(config, self.log, self.reader, self.runner,
                                           self.raft, self.heartbeats,
@@ -99,7 +103,9 @@ class Daemon:
         steps = [  # (start, stop): started in this order, stopped in the reverse
             (self._raise_neighbour_table, None),
             (self._look_at_cgroups, None),
+            (self._forward_ipv4, None),
             (self.raft.start, self._stop_raft),
+            (self.names.start, self.names.close),
             (self._start_runner, self.runner.stop),
             (self._announce, self._hand_over),
             (self._start_heartbeats, self.heartbeats.close),
@@ -136,6 +142,15 @@ class Daemon:
                 log.info("raised the kernel's neighbour table: %s", change)
         except OSError as exc:  # containers still work; many of them may not reach each other
             log.warning("cannot raise the kernel's neighbour table limits: %s", exc)
+
+    def _forward_ipv4(self) -> None:
+        """Containers reach the outside through this host (NAT: the firewall actor)."""
+        try:
+            if forward_ipv4():
+                log.info("IPv4 forwarding turned on (net.ipv4.ip_forward=1): containers' egress")
+        except OSError as exc:
+            log.warning("cannot turn on IPv4 forwarding: containers reach no further than "
+                        "this host: %s", exc)
 
     def _look_at_cgroups(self) -> None:
         missing = set(CONTROLLERS) - cgroups_available()
@@ -254,6 +269,7 @@ class Daemon:
 
     def _state_moved(self, state: ClusterState) -> None:
         """After every batch the runner applied: who may connect now."""
+        self.names.update(state)
         trusted, revoked = state.members.trusted(), state.members.revoked()
         if trusted | {self.gate.own} != self.gate.trusted or \
                 revoked - {self.gate.own} != self.gate.revoked:

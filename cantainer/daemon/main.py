@@ -87,6 +87,9 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
                         help="the CIDR of the network 'default' that 'run' without -n "
                              "joins; only when this host creates the cluster (default: "
                              f"{DEFAULT_NETWORK_CIDR}); it is recorded in the log")
+    parser.add_argument("--dns", action="append", default=[], metavar="ADDRESS",
+                        help="a resolver for the names containers ask that are not the "
+                             "cluster's (repeatable; default: this host's /etc/resolv.conf)")
     parser.add_argument("--fixed-poll", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
@@ -128,6 +131,11 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
             args.default_network = parse_cidr(args.default_network).with_prefixlen
         except InvalidEvent as exc:
             raise ConfigError(f"--default-network: {exc}") from None
+    for resolver in args.dns:
+        try:
+            ipaddress.ip_address(resolver)
+        except ValueError:
+            raise ConfigError(f"--dns {resolver!r} is not an IP address") from None
     if not NAME_RE.match(args.name):
         raise ConfigError(f"--name {args.name!r} is not a valid node name")
     config = Config(name=args.name, host=host, port=port, seeds=seeds,
@@ -136,7 +144,8 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
                     standbys=args.standbys, network_latency_ms=args.network_latency_ms,
                     suspect_after=args.suspect_after, idle_poll=args.idle_poll,
                     reconcile_every=args.reconcile_every, join_token=args.join_token,
-                    default_network=args.default_network, fixed_poll=args.fixed_poll)
+                    default_network=args.default_network, fixed_poll=args.fixed_poll,
+                    dns=tuple(args.dns))
     return config, args.log_level
 
 

@@ -19,6 +19,7 @@ from cantainer.events.catalogue import (
     ContainerExited,
     ContainerRemoved,
     ContainerStarted,
+    ContainerStartRequested,
     ContainerStopRequested,
     Event,
     NetworkCreated,
@@ -43,7 +44,7 @@ from cantainer.events.validate import parse_cidr
 
 __all__ = [
     "CATALOGUE", "MAX_PAYLOAD", "ClusterCreated", "ContainerCreated", "ContainerExited", "ContainerRemoved",
-    "ContainerStarted", "ContainerStopRequested", "Event", "NetworkCreated", "NetworkRemoved",
+    "ContainerStarted", "ContainerStartRequested", "ContainerStopRequested", "Event", "NetworkCreated", "NetworkRemoved",
     "NodeJoined", "NodeLeft", "NodeRecovered", "NodeSuspected", "Recorded", "UnknownEvent",
     "decode", "decode_fields", "encode", "from_data", "new_event_id", "parse_cidr", "to_data",
 ]

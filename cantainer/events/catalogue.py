@@ -80,10 +80,14 @@ class NodeRecovered(Event):
 
 @attrs.frozen
 class NetworkCreated(Event):
-    """An overlay subnet was created; its VNI follows from log order."""
+    """An overlay subnet was created; its VNI follows from log order.  Version 2 added
+    ``internal``: no traffic in or out of the cluster (a version 1 record has egress)."""
+
+    VERSION: ClassVar[int] = 2
 
     name: str = attrs.field(validator=v.name)
     cidr: str = attrs.field(validator=v.cidr)
+    internal: bool = attrs.field(default=False, validator=v.boolean)
 
 
 @attrs.frozen
@@ -101,9 +105,11 @@ class ContainerCreated(Event):
     """A container was requested on a host; its address follows from log order.
     Version 2 added how its process runs: ``workdir``, ``user``, ``entrypoint``,
     ``cap_add``/``cap_drop``, and what is mounted: ``volumes``, ``tmpfs``,
-    ``read_only`` (a version 1 record has their defaults)."""
+    ``read_only`` (a version 1 record has their defaults).  Version 3 added ``ports``
+    published on its host, ``[IP:]HOSTPORT:PORT[/tcp|/udp]`` (none before), its
+    ``restart`` policy (``no`` before), and ``init`` (an init as its first process)."""
 
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
 
     container: str = attrs.field(validator=v.container_id)
     name: str = attrs.field(validator=v.name)
@@ -130,6 +136,10 @@ class ContainerCreated(Event):
                                            validator=v.volumes)  # SOURCE:TARGET[:ro|rw]
     tmpfs: tuple[str, ...] = attrs.field(default=(), converter=v.to_tuple, validator=v.paths)
     read_only: bool = attrs.field(default=False, validator=v.boolean)
+    ports: tuple[str, ...] = attrs.field(default=(), converter=v.to_tuple, validator=v.ports)
+    # no | on-failure[:N] | always | unless-stopped (docker run --restart)
+    restart: str = attrs.field(default="no", validator=v.restart_policy)
+    init: bool = attrs.field(default=False, validator=v.boolean)  # docker run --init
 
     def __attrs_post_init__(self) -> None:
         try:
@@ -156,6 +166,16 @@ class ContainerStopRequested(Event):
 
 
 @attrs.frozen
+class ContainerStartRequested(Event):
+    """The container, exited, is to run again: asked for (``start``, ``restart``: any
+    host may append it) or, with ``policy``, decided by its owner from its restart
+    policy (counted as a restart).  Its owner starts it: ``ContainerStarted`` again."""
+
+    container: str = attrs.field(validator=v.container_id)
+    policy: bool = attrs.field(default=False, validator=v.boolean)
+
+
+@attrs.frozen
 class ContainerExited(Event):
     """The container's process ended with this code (128 + signal when killed)."""
 
@@ -174,6 +194,6 @@ CATALOGUE: dict[str, type[Event]] = {
     cls.type_name(): cls
     for cls in (ClusterCreated, NodeJoined, NodeLeft, NodeSuspected, NodeRecovered,
                 NetworkCreated, NetworkRemoved,
-                ContainerCreated, ContainerStarted, ContainerStopRequested, ContainerExited,
-                ContainerRemoved)
+                ContainerCreated, ContainerStarted, ContainerStopRequested,
+                ContainerStartRequested, ContainerExited, ContainerRemoved)
 }

@@ -85,12 +85,18 @@ def parse_cidr(value: object) -> ipaddress.IPv4Network:
     return net
 
 
-def cidr(_instance, attribute, value) -> None:
-    _check_str(attribute, value)
-    try:
-        parse_cidr(value)
-    except InvalidEvent as exc:
-        raise InvalidEvent(f"field {attribute.name!r}: {exc}") from None
+def _parsed_by(parse):
+    """A validator of a string field: ``parse`` accepts it, or names why not."""
+    def check(_instance, attribute, value) -> None:
+        _check_str(attribute, value)
+        try:
+            parse(value)
+        except InvalidEvent as exc:
+            raise InvalidEvent(f"field {attribute.name!r}: {exc}") from None
+    return check
+
+
+cidr = _parsed_by(parse_cidr)
 
 
 def network_ref(_instance, attribute, value) -> None:
@@ -227,6 +233,58 @@ def parse_volume(value: str) -> tuple[str, str, bool]:
         raise InvalidEvent(f"{shown(value)}: {shown(target)} is not an absolute path in the "
                            "container (other than /, without '..')")
     return source, target, len(parts) == 3 and parts[2] == "ro"
+
+
+def parse_port(value: str) -> tuple[str | None, int, int, str]:
+    """``[IP:]HOSTPORT:PORT[/tcp|/udp]`` (``-p``): (the host address, None for all of
+    them; the host's port; the container's; the protocol)."""
+    spec, _, proto = value.partition("/") if isinstance(value, str) else ("", "", "")
+    proto = proto or "tcp"
+    parts = spec.split(":")
+    if proto not in ("tcp", "udp") or len(parts) not in (2, 3):
+        raise InvalidEvent(f"{shown(value)} is not [IP:]HOSTPORT:PORT[/tcp|/udp]")
+    ip = None
+    if len(parts) == 3:
+        try:
+            ip = str(ipaddress.IPv4Address(parts[0]))
+        except ValueError:
+            raise InvalidEvent(f"{shown(value)}: {shown(parts[0])} is not an IPv4 "
+                               "address") from None
+    numbers = []
+    for text in parts[-2:]:
+        if not text.isdigit() or not 1 <= int(text) <= 65535:
+            raise InvalidEvent(f"{shown(value)}: {shown(text)} is not a port (1-65535)")
+        numbers.append(int(text))
+    return ip, numbers[0], numbers[1], proto
+
+
+def ports(_instance, attribute, value) -> None:
+    _check_strings(attribute, value, 64)
+    seen = set()
+    for item in value:
+        try:
+            _, host_port, _, proto = parse_port(item)
+        except InvalidEvent as exc:
+            raise InvalidEvent(f"field {attribute.name!r}: {exc}") from None
+        if (host_port, proto) in seen:
+            _fail(attribute, item, f"publishes {host_port}/{proto} twice")
+        seen.add((host_port, proto))
+
+
+def parse_restart(value: object) -> tuple[str, int | None]:
+    """``no | on-failure[:N] | always | unless-stopped``: (the policy, on-failure's
+    most restarts, None: no bound)."""
+    policy, _, count = value.partition(":") if isinstance(value, str) else ("", "", "")
+    if policy in ("no", "always", "unless-stopped") and not count and ":" not in value:
+        return policy, None
+    if policy == "on-failure" and (":" not in value or (count.isdigit() and
+                                                         0 < int(count) <= 1_000_000)):
+        return policy, int(count) if count else None
+    raise InvalidEvent(f"{shown(value)} is not a restart policy (no, on-failure[:N], "
+                       "always, unless-stopped)")
+
+
+restart_policy = _parsed_by(parse_restart)
 
 
 def _mount_target(path: str) -> bool:

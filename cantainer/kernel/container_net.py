@@ -3,6 +3,8 @@
     netns ct<id12>        the container's network namespace   (names: kernel/names.py)
     vh<id12>              the host end, enslaved to bridge ctbr<VNI>
     eth0 (in the netns)   the container end: the IPAM address and MAC, MTU of the overlay
+    default route         via the network's .1 on this host's bridge, unless the
+                          network is internal (no way out)
 
 Idempotent: ``ensure`` completes what is missing, ``remove`` what is there.
 """
@@ -24,7 +26,7 @@ ENSURE_ATTEMPTS = 20
 
 
 def ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: str,
-           mtu: int) -> str:
+           mtu: int, gateway: str | None = None) -> str:
     """Build the container's namespace and veth; returns the namespace's name.
 
     The overlay actor may remove an empty bridge at the same moment (it can be a
@@ -33,7 +35,7 @@ def ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: st
     """
     for attempt in range(ENSURE_ATTEMPTS):
         try:
-            return _ensure(container_id, bridge, address, prefixlen, mac, mtu)
+            return _ensure(container_id, bridge, address, prefixlen, mac, mtu, gateway)
         except NetlinkError as exc:
             if exc.code not in (errno.ENODEV, errno.EINVAL) or attempt == ENSURE_ATTEMPTS - 1:
                 raise
@@ -68,7 +70,7 @@ def remove_veth(name: str) -> None:
 
 
 def _ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: str,
-            mtu: int) -> str:
+            mtu: int, gateway: str | None) -> str:
     ns, veth = names.netns(container_id), names.veth(container_id)
     fresh = netns.create(ns)
     with IPRoute() as ipr:
@@ -95,6 +97,8 @@ def _ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: s
                 inner.addr("add", index=eth0, address=address, prefixlen=prefixlen)
             inner.link("set", index=eth0, state="up")
             inner.link("set", index=index_of("lo"), state="up")
+            if gateway is not None:
+                inner.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=eth0)
 
     netns.run_in(ns, configure)
     return ns

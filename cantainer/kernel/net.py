@@ -66,3 +66,17 @@ def ensure_neighbour_table(directory: str = _NEIGH_DIR) -> list[str]:
                 f.write(str(minimum))
             changed.append(f"net.ipv4.neigh.default.{name} {current} -> {minimum}")
     return changed
+
+
+IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+
+
+def forward_ipv4(path: str = IP_FORWARD) -> bool:
+    """Turn IPv4 forwarding on in this network namespace (Docker does it too: containers'
+    traffic out is routed through the host); whether it was off."""
+    with open(path) as f:
+        if f.read().strip() == "1":
+            return False
+    with open(path, "w") as f:
+        f.write("1")
+    return True

@@ -29,7 +29,7 @@ NUD_PERMANENT = 0x80
 
 @attrs.define
 class ActualNetwork:
-    bridge: dict | None = None  # {"index", "up"}
+    bridge: dict | None = None  # {"index", "up", "addresses"}
     vxlan: dict | None = None   # {"index", "vni", "learning", "proxy", "local", "port", "mtu", "master", "up"}
     fdb: dict[str, str] = attrs.Factory(dict)
     neigh: dict[str, str] = attrs.Factory(dict)
@@ -53,12 +53,14 @@ class OverlayKernel:
 
     def actual(self) -> dict[int, ActualNetwork]:
         nets: dict[int, ActualNetwork] = {}
+        addresses = rtnl.addresses()
         for link in rtnl.links():
             for prefix in (BRIDGE_PREFIX, VXLAN_PREFIX):
                 if link.name.startswith(prefix) and link.name[len(prefix):].isdigit():
                     net = nets.setdefault(int(link.name[len(prefix):]), ActualNetwork())
                     if prefix == BRIDGE_PREFIX:
-                        net.bridge = {"index": link.index, "up": link.up}
+                        net.bridge = {"index": link.index, "up": link.up,
+                                      "addresses": addresses.get(link.index, set())}
                     else:
                         net.vxlan = {"index": link.index, "up": link.up, "mtu": link.mtu,
                                      "master": link.master, "vni": link.vxlan.get("vni"),
@@ -98,6 +100,10 @@ class OverlayKernel:
             actions.append((f"add bridge {plan.bridge}", lambda: self._add_bridge(plan.bridge)))
         elif not have.bridge["up"]:
             actions.append((f"set bridge {plan.bridge} up", lambda: self._up(plan.bridge)))
+        # The network's .1: this host is its containers' gateway and name server.
+        if have.bridge is None or plan.gateway not in have.bridge["addresses"]:
+            actions.append((f"add address {plan.gateway} to bridge {plan.bridge}",
+                            lambda: self._add_gateway(plan)))
         want = {"vni": plan.vni, "learning": 0, "proxy": 1, "local": self.local,
                 "port": VXLAN_PORT}
         vx = have.vxlan
@@ -159,6 +165,11 @@ class OverlayKernel:
         # The runtime actor may create it at the same moment (a container's veth).
         self._ignore_gone(lambda: self.ipr.link("add", ifname=ifname, kind="bridge"))
         self._up(ifname)
+
+    def _add_gateway(self, plan) -> None:
+        address, prefixlen = plan.gateway.split("/")
+        self._ignore_gone(lambda: self.ipr.addr("add", index=index_of(plan.bridge),
+                                                address=address, prefixlen=int(prefixlen)))
 
     def _add_vxlan(self, plan, mtu: int) -> None:
         if index_of(plan.vxlan) is not None:

@@ -52,6 +52,12 @@ CAPS = {name: bit for bit, name in enumerate((
 assert all(CAPS[name] == bit for name, bit in DEFAULT_CAPS.items())
 
 
+# run --init: this static binary (built by scripts/setup from init.c beside it) is bound
+# read-only at INIT_PATH in the container and runs the command as its child.
+INIT_BINARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cantainer-init")
+INIT_PATH = "/sbin/cantainer-init"
+
+
 def cap_mask(add=(), drop=()) -> int:
     """The set ``--cap-add``/``--cap-drop`` give, as Docker computes it (names without
     CAP_): add ALL, then drop some; or drop ALL, then add some; else Docker's default

@@ -11,6 +11,7 @@ costs a fraction of that.  Changes to the kernel still go through pyroute2.
                             kind and, for VXLAN devices, their settings
     neighbours(family)      one RTM_GETNEIGH dump: AF_INET for the neighbour
                             table, AF_BRIDGE for the forwarding database (FDB)
+    addresses()             one RTM_GETADDR dump: each link's IPv4 addresses
     attributes(data, a, b)  the route attributes between offsets a and b
 """
 
@@ -26,12 +27,15 @@ import attrs
 NLMSG_HEADER = struct.Struct("=LHHLL")  # length, type, flags, seq, pid
 IFINFOMSG = struct.Struct("=BxHiII")    # family, type, index, flags, change
 NDMSG = struct.Struct("=BxxxiHBB")      # family, ifindex, state, flags, type
+IFADDRMSG = struct.Struct("=BBBBI")     # family, prefix length, flags, scope, index
 RTATTR = struct.Struct("=HH")           # length, type
 U32, U16_BE = struct.Struct("=I"), struct.Struct("!H")
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 RTM_GETLINK, RTM_DELLINK, RTM_DELNEIGH, RTM_GETNEIGH = 18, 17, 29, 30
+RTM_GETADDR = 22
+IFA_LOCAL = 2
 IFF_UP = 0x1
 IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO = 3, 4, 10, 18
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
@@ -112,6 +116,19 @@ def neighbours(family: int) -> list[Neighbour]:
                                if len(a.get(NDA_DST, b"")) == 4 else None,
                                lladdr=mac(a[NDA_LLADDR])
                                if len(a.get(NDA_LLADDR, b"")) == 6 else None))
+    return found
+
+
+def addresses() -> dict[int, set[str]]:
+    """Link index -> its IPv4 addresses, each ``ADDRESS/PREFIXLEN``."""
+    found: dict[int, set[str]] = {}
+    for data, body, end in _dump(RTM_GETADDR, IFADDRMSG.pack(socket.AF_INET, 0, 0, 0, 0)):
+        if end < body + IFADDRMSG.size:
+            continue
+        family, prefixlen, _, _, index = IFADDRMSG.unpack_from(data, body)
+        a = attributes(data, body + IFADDRMSG.size, end)
+        if family == socket.AF_INET and len(a.get(IFA_LOCAL, b"")) == 4:
+            found.setdefault(index, set()).add(f"{socket.inet_ntoa(a[IFA_LOCAL])}/{prefixlen}")
     return found
 
 

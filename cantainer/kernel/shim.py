@@ -6,7 +6,8 @@ start-up is then off the container's start path.)
 
 It reads the spec of its state directory (``kernel/statedir.py``), puts the
 container's limits in a cgroup, starts the container's first process
-(``kernel/process.py``) with its output going to ``output.log``, and records
+(``kernel/process.py``) with its output going through a pipe to ``output.log``
+(each piece's time to ``output.times``), and records
 its ``pid`` and, when it ends, its ``exit_code`` (128 + signal when killed).
 
 When the spec asks for ``attach``, the shim first listens on
@@ -29,10 +30,13 @@ import os
 import signal
 import socket
 import sys
+import threading
 
 from cantainer.kernel import process
 from cantainer.kernel.cgroups import Cgroup
 from cantainer.kernel.statedir import StateDir
+
+COPY_WAIT = 5.0  # seconds for the last output once the container has ended
 
 
 def run(path: str) -> int:
@@ -79,8 +83,11 @@ def _run_container(spec, state: StateDir, raw: dict, cgroup: Cgroup):
             spec = spec._replace(console=theirs.detach(), size=_size(message.get("size")))
     else:
         client = None
-        log = os.open(state.output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        stdio = (os.open(os.devnull, os.O_RDONLY), log, log)
+        # Through a pipe, so each piece of output gets its time (logs -t).
+        source, sink = os.pipe2(os.O_CLOEXEC)
+        stdio = (os.open(os.devnull, os.O_RDONLY), sink, sink)
+        copier = threading.Thread(target=state.copy_output, args=(source,), daemon=True)
+        copier.start()
     try:
         pid = process.start(spec, stdio, before_exec=cgroup.add)
     finally:
@@ -103,6 +110,8 @@ def _run_container(spec, state: StateDir, raw: dict, cgroup: Cgroup):
     code = process.exit_code(status)
     if code != 137 and cgroup.oom_killed():
         code = 137
+    if attached is None:  # its namespace's other processes are gone with it: their end
+        copier.join(COPY_WAIT)  # of the pipe too; the output is all in before the code
     state.write_exit_code(code)
     return code, client
 

@@ -9,7 +9,9 @@ answer with no further coordination:
   skipping the network and broadcast addresses and the ``.1`` gateway;
 * its MAC is ``02:42:`` followed by the four bytes of that address.
 
-An address is freed by ``ContainerRemoved`` and by ``NodeLeft`` of its host.
+An address is freed by ``ContainerRemoved`` and by ``NodeLeft`` of its host; so is
+each port a container publishes on its host (one container a port and protocol
+a host: the later ``ContainerCreated`` is rejected).
 A ``ContainerCreated`` naming a CIDR that no network has creates that
 network implicitly (named after the CIDR, e.g. ``198.18.0.0-24``); one naming
 ``default`` before that network exists creates it with the CIDR
@@ -37,11 +39,13 @@ from cantainer.events import (
     ContainerExited,
     ContainerRemoved,
     ContainerStarted,
+    ContainerStartRequested,
     ContainerStopRequested,
     NetworkCreated,
     NetworkRemoved,
     NodeLeft,
 )
+from cantainer.events.validate import parse_port
 from cantainer.kernel.names import SHORT_ID
 from cantainer.projections.base import Projection
 from cantainer.projections.membership import Membership
@@ -84,6 +88,13 @@ class Network:
     seq: int
     pool: AddressPool = attrs.field(eq=False, repr=False)
     containers: int = 0
+    internal: bool = False  # no egress (network create --internal)
+
+    @property
+    def gateway(self) -> IPv4Address:
+        """The .1 address: every host's bridge of this network holds it (its containers'
+        route out and their name server)."""
+        return self.cidr.network_address + 1
 
 
 @attrs.define
@@ -100,6 +111,8 @@ class Container:
     pid: int | None = None
     exit_code: int | None = None
     stop_timeout: int | None = None  # seconds, once a stop was requested
+    run: int = 0       # how many times it was asked to run again (ContainerStartRequested)
+    restarts: int = 0  # of those, how many its restart policy decided
 
 
 def mac_of(ip: IPv4Address) -> str:
@@ -118,6 +131,7 @@ class Ipam(Projection):
         self.containers: dict[str, Container] = {}
         self.names: dict[str, str] = {}  # container name -> id
         self.short_ids: dict[str, str] = {}  # id[:SHORT_ID] -> id: kernel names use it
+        self.published: dict[tuple[str, int, str], str] = {}  # (host, port, proto) -> id
         self.networks_created = 0
         self.default_cidr: IPv4Network | None = None  # from ClusterCreated
 
@@ -148,7 +162,8 @@ class Ipam(Projection):
         self.default_cidr = ipaddress.IPv4Network(e.default_network)
         return None
 
-    def _create_network(self, name: str, cidr: IPv4Network, seq: int) -> str | None:
+    def _create_network(self, name: str, cidr: IPv4Network, seq: int,
+                        internal: bool = False) -> str | None:
         if name in self.networks:
             return f"network {name!r} already exists"
         for other in self.networks.values():
@@ -159,7 +174,7 @@ class Ipam(Projection):
             return (f"{cidr} overlaps the default network's {self.default_cidr} (made at "
                     "the first 'run' without -n)")
         self.networks[name] = Network(name, cidr, VNI_BASE + self.networks_created, seq,
-                                      AddressPool(cidr))
+                                      AddressPool(cidr), internal=internal)
         self.networks_created += 1
         return None
 
@@ -168,7 +183,7 @@ class Ipam(Projection):
         if e.name == DEFAULT_NETWORK and self.default_cidr is not None:
             return (f"the network {DEFAULT_NETWORK!r} is the cluster's: 'run' without -n "
                     "makes it")
-        return self._create_network(e.name, ipaddress.IPv4Network(e.cidr), seq)
+        return self._create_network(e.name, ipaddress.IPv4Network(e.cidr), seq, e.internal)
 
     def on_NetworkRemoved(self, e: NetworkRemoved, seq: int) -> str | None:
         if e.name not in self.networks:
@@ -191,6 +206,12 @@ class Ipam(Projection):
                     f"container {other} (its namespace and veth are named by them)")
         if e.host not in self.members.live():
             return f"host {e.host!r} is not a member of the cluster"
+        wanted = [(e.host, port, proto) for _, port, _, proto in map(parse_port, e.ports)]
+        for key in wanted:
+            if key in self.published:
+                holder = self.containers[self.published[key]].name
+                return (f"port {key[1]}/{key[2]} is already published on {e.host} by "
+                        f"container {holder!r}")
         net = self.network_of(e.network)
         if net is None and e.network == DEFAULT_NETWORK and self.default_cidr is not None:
             reason = self._create_network(DEFAULT_NETWORK, self.default_cidr, seq)
@@ -212,6 +233,8 @@ class Ipam(Projection):
                                                  mac_of(ip), e, seq)
         self.names[e.name] = e.container
         self.short_ids[e.container[:SHORT_ID]] = e.container
+        for key in wanted:
+            self.published[key] = e.container
         net.containers += 1
         return None
 
@@ -220,6 +243,8 @@ class Ipam(Projection):
         c = self.containers.pop(cid)
         del self.names[c.name]
         del self.short_ids[cid[:SHORT_ID]]
+        for _, port, _, proto in map(parse_port, c.created.ports):
+            del self.published[(c.host, port, proto)]
         net = self.networks[c.network]
         net.pool.release(c.ip)
         net.containers -= 1
@@ -228,16 +253,29 @@ class Ipam(Projection):
         c = self.containers.get(e.container)
         if c is None:
             return f"no container {e.container}"
+        if c.state != "created":  # a report of a run that has ended already
+            return f"container {c.name} is {c.state}, not starting"
         c.state, c.pid = "running", e.pid
+        return None
+
+    def on_ContainerStartRequested(self, e: ContainerStartRequested, seq: int) -> str | None:
+        c = self.containers.get(e.container)
+        if c is None:
+            return f"no container {e.container}"
+        if c.state != "exited":
+            return f"container {c.name} is {c.state}: only an exited one starts again"
+        c.state, c.pid, c.exit_code, c.stop_timeout = "created", None, None, None
+        c.run += 1
+        c.restarts += e.policy
         return None
 
     def on_ContainerStopRequested(self, e: ContainerStopRequested, seq: int) -> str | None:
         c = self.containers.get(e.container)
         if c is None:
             return f"no container {e.container}"
-        if c.state != "exited":
-            c.stop_timeout = e.timeout if c.stop_timeout is None else min(c.stop_timeout,
-                                                                          e.timeout)
+        # Kept after an exit too: a container stopped on purpose is not restarted.
+        c.stop_timeout = e.timeout if c.stop_timeout is None else min(c.stop_timeout,
+                                                                      e.timeout)
         return None
 
     def on_ContainerExited(self, e: ContainerExited, seq: int) -> str | None:

@@ -1,7 +1,10 @@
 """The overlay plan: the VXLAN picture each host should have, derived from the state.
 
-A host holds a network (a bridge and a VXLAN device enslaved to it) while the
-log has at least one container of that network on this host.  For every
+A host holds a network (a bridge with the network's .1 gateway address, and a
+VXLAN device enslaved to it) while the log has at least one container of that
+network on this host.  Every host's bridge holds the same .1: each host is its
+own containers' gateway and name server, and no frame for it crosses the overlay
+(the FDB names remote containers only).  For every
 container of that network on another live host it holds one FDB entry (MAC ->
 that host's underlay address) and one permanent neighbour entry (IP -> MAC) on
 the VXLAN device, which answers ARP by proxy: no flooding, no learning.
@@ -21,6 +24,7 @@ class NetworkPlan:
 
     name: str
     vni: int
+    gateway: str           # the bridge's address: the network's .1, with its prefix length
     fdb: dict[str, str]    # MAC of a remote container -> its host's underlay address
     neigh: dict[str, str]  # IP of a remote container -> its MAC
 
@@ -34,7 +38,7 @@ class NetworkPlan:
 
     def to_json(self) -> dict:
         return {"name": self.name, "vni": self.vni, "bridge": self.bridge,
-                "vxlan": self.vxlan, "fdb": dict(sorted(self.fdb.items())),
+                "gateway": self.gateway, "vxlan": self.vxlan, "fdb": dict(sorted(self.fdb.items())),
                 "neigh": dict(sorted(self.neigh.items()))}
 
 
@@ -51,5 +55,8 @@ def plan(state: ClusterState, host: str) -> dict[int, NetworkPlan]:
             fdb[c.network][c.mac] = live[c.host].address
             neigh[c.network][str(c.ip)] = c.mac
     networks = state.ipam.networks
-    return {networks[name].vni: NetworkPlan(name, networks[name].vni, fdb[name], neigh[name])
+    return {networks[name].vni: NetworkPlan(
+                name, networks[name].vni,
+                f"{networks[name].gateway}/{networks[name].cidr.prefixlen}",
+                fdb[name], neigh[name])
             for name in sorted(local)}

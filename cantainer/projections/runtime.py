@@ -3,7 +3,8 @@
 A frozen ``ContainerPlan`` per container, so the runtime actor holds a copy of
 its part of the state, never the state: the address, MAC and VNI the log
 decided, what to run, its limits, and what the log has recorded of its life
-(created, running with a pid, exited with a code; a stop asked for).
+(created, running with a pid, exited with a code; a stop asked for; which run
+it is at, and its restart policy).
 """
 
 from __future__ import annotations
@@ -37,10 +38,16 @@ class ContainerPlan:
     prefixlen: int
     mac: str
     vni: int
+    gateway: str             # the network's .1 on this host's bridge: its name server
+    egress: bool             # a default route through the gateway (not --internal)
     state: str               # created | running | exited
     pid: int | None
     exit_code: int | None
     stop_timeout: int | None  # seconds, once a stop was asked for
+    restart: str             # its restart policy (--restart)
+    init: bool               # cantainer-init as its first process (--init)
+    run: int                 # which run of it the log is at: 0, then one more a start
+    restarts: int            # how many runs its policy decided
 
 
 def plan(state: ClusterState, host: str) -> dict[str, ContainerPlan]:
@@ -60,5 +67,7 @@ def plan(state: ClusterState, host: str) -> dict[str, ContainerPlan]:
             cap_add=e.cap_add, cap_drop=e.cap_drop,
             volumes=tuple(parse_volume(spec) for spec in e.volumes), tmpfs=e.tmpfs,
             read_only=e.read_only, ip=str(c.ip), prefixlen=net.cidr.prefixlen, mac=c.mac, vni=net.vni,
-            state=c.state, pid=c.pid, exit_code=c.exit_code, stop_timeout=c.stop_timeout)
+            gateway=str(net.gateway), egress=not net.internal,
+            state=c.state, pid=c.pid, exit_code=c.exit_code, stop_timeout=c.stop_timeout,
+            restart=e.restart, init=e.init, run=c.run, restarts=c.restarts)
     return out

@@ -42,13 +42,14 @@ def record_from_json(obj: dict) -> Recorded:
 
 def network_json(net: Network) -> dict:
     return {"name": net.name, "cidr": str(net.cidr), "vni": net.vni, "seq": net.seq,
+            "gateway": str(net.gateway), "internal": net.internal,
             "containers": net.containers}
 
 
 def container_json(c: Container) -> dict:
     return {"id": c.id, "name": c.name, "host": c.host, "network": c.network,
             "ip": str(c.ip), "mac": c.mac, "state": c.state, "seq": c.seq,
-            "image": c.created.image}
+            "image": c.created.image, "ports": list(c.created.ports)}
 
 
 def container_detail(c: Container) -> dict:
@@ -61,7 +62,8 @@ def container_detail(c: Container) -> dict:
             "entrypoint": list(created.entrypoint) if created.entrypoint is not None else None,
             "cap_add": list(created.cap_add), "cap_drop": list(created.cap_drop),
             "volumes": list(created.volumes), "tmpfs": list(created.tmpfs),
-            "read_only": created.read_only}
+            "read_only": created.read_only, "init": created.init, "restart": created.restart,
+            "restart_count": c.restarts, "starts": c.run + 1}
 
 
 # -- replay -----------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Small helpers shared by the integration tests."""
 
+import contextlib
 import json
+import os
 import time
 
 
@@ -45,3 +47,21 @@ def leader_host(lab, asking):
     """The number of the host whose dqlite node leads, as host ``asking`` sees it."""
     address = status(lab, asking)["leader"]
     return next(h.number for h in lab.hosts if h.dqlite_address == address)
+
+
+@contextlib.contextmanager
+def module_lab(hosts: int, tag: str, **kwargs):
+    """A lab for one module's tests, built and, however they end, removed; if setting
+    it up fails, the daemons' logs are printed first."""
+    from lab import Lab
+
+    lab = Lab(hosts, tag=f"{tag}{os.getpid() % 100000}", **kwargs)
+    try:
+        lab.build()
+        yield lab
+    except BaseException:
+        for h in lab.hosts:
+            print(f"----- cantainerd log of {h.name} -----\n{lab.log(h.number)}")
+        raise
+    finally:
+        lab.close()

@@ -230,7 +230,7 @@ def test_unknown_types_newer_versions_and_garbage_in_the_log_are_skipped(lab):
     shown = {e["id"]: e for e in events(lab, 1)}
     assert {"future-1", "future-2", "garbage-1"} <= set(shown), "kept in the log, shown"
     assert shown["future-1"]["unknown"] == "unknown event type"
-    assert shown["future-2"]["unknown"] == "version 99 is newer than this build's 1"
+    assert shown["future-2"]["unknown"] == "version 99 is newer than this build's 2"
     assert shown["garbage-1"]["unknown"].startswith("payload does not decode")
     nets = json.loads(lab.cli(1, "network", "ls", "--json").stdout)
     assert "after" in {n["name"] for n in nets}, "the next event is applied"

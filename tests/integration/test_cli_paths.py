@@ -16,10 +16,12 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+
 import pytest
 
 from cantainer.kernel.cgroups import Cgroup
-from tests.integration.helpers import events, inspect, ps, wait_for
+from tests.integration.helpers import events, inspect, module_lab, ps, wait_for
 from tests.integration.test_faults import fdb_destinations
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -29,19 +31,9 @@ NET = "198.18.0.0/24"
 
 @pytest.fixture(scope="module")
 def lab(request):
-    from lab import Lab
-
-    lab = Lab(3, tag=f"cli{os.getpid() % 100000}")
-    try:
-        lab.build()
+    with module_lab(3, "cli") as lab:
         lab.start_all()
         yield lab
-    except BaseException:
-        for h in lab.hosts:
-            print(f"----- cantainerd log of {h.name} -----\n{lab.log(h.number)}")
-        raise
-    finally:
-        lab.close()
 
 
 def one_line(result, code):
@@ -324,6 +316,90 @@ def test_volumes_tmpfs_and_a_read_only_root(lab, tmp_path):
                       check=False)
     assert missing.returncode == 125 and "/nonexistent/x does not exist on this host" in \
         missing.stderr
+
+
+def test_restart_policies_and_start_and_restart_from_any_host(lab):
+    # on-failure:3, counted in the log: four runs, then it stays exited.
+    lab.cli(1, "run", "-d", "--restart", "on-failure:3", "--name", "flaky", "busybox", "sh",
+            "-c", "echo ran; exit 3")
+    wait_for(lambda: (c := inspect(lab, 2, "flaky"))["restart_count"] == 3 and
+             c["state"] == "exited", timeout=30)
+    restarts = [e for e in events(lab, 3, "--type", "ContainerStartRequested")
+                if e["data"]["container"] == inspect(lab, 3, "flaky")["id"]]
+    assert [e["data"]["policy"] for e in restarts] == [True] * 3
+    assert [e["node"] for e in restarts] == ["h1"] * 3, "decided by its host"
+    time.sleep(3)  # the next back-off would be 0.8 s: no fourth restart comes
+    flaky = inspect(lab, 1, "flaky")
+    assert (flaky["restart_count"], flaky["starts"], flaky["exit_code"]) == (3, 4, 3)
+    assert lab.cli(2, "logs", "flaky").stdout == "ran\n" * 4, "every run's output is kept"
+    # on-failure leaves a clean exit alone; always restarts it, until it is stopped.
+    lab.cli(2, "run", "-d", "--restart", "on-failure", "--name", "clean", "busybox", "true")
+    lab.cli(2, "run", "-d", "--restart", "always", "--name", "again", "busybox", "sh", "-c",
+            "sleep 0.2")
+    wait_for(lambda: inspect(lab, 3, "again")["restart_count"] >= 2, timeout=30)
+    assert lab.cli(3, "stop", "-t", "1", "again").stdout == "again\n"
+    stopped = inspect(lab, 1, "again")
+    time.sleep(2)
+    assert inspect(lab, 1, "again")["restart_count"] == stopped["restart_count"], \
+        "a container stopped on purpose is not restarted"
+    assert inspect(lab, 1, "clean")["restart_count"] == 0
+    # start and restart, from hosts other than its own: the same root each run.
+    lab.cli(1, "run", "-d", "--name", "sleeper", "busybox", "sh", "-c",
+            "date >> /runs; wc -l < /runs; exec sleep 600")
+    first = inspect(lab, 2, "sleeper")["pid"]
+    lab.cli(2, "stop", "-t", "1", "sleeper")
+    assert lab.cli(3, "start", "sleeper").stdout == "sleeper\n"
+    assert inspect(lab, 1, "sleeper")["state"] == "running"
+    assert lab.cli(3, "restart", "-t", "1", "sleeper").stdout == "sleeper\n"
+    after = inspect(lab, 1, "sleeper")
+    assert after["state"] == "running" and after["pid"] != first and after["starts"] == 3
+    wait_for(lambda: lab.cli(1, "logs", "sleeper").stdout.split() == ["1", "2", "3"])
+    assert after["restart_count"] == 0, "asked for, not the policy's"
+    # Bad input: one line, nothing appended.
+    head = len(events(lab, 1))
+    for args, says in ((("--restart", "sometimes"), "is not a restart policy"),
+                       (("--restart", "on-failure:x"), "is not a restart policy"),
+                       (("--restart", "always", "--rm"), "--restart and --rm conflict")):
+        bad = lab.cli(1, "run", *args, "busybox", "true", check=False)
+        assert says in one_line(bad, 125), bad
+    assert len(events(lab, 1)) == head
+    lab.cli(1, "rm", "-f", "flaky", "clean", "again", "sleeper")
+
+
+def test_logs_with_timestamps_from_another_host(lab):
+    import datetime
+
+    lab.cli(1, "run", "-d", "--name", "stamped", "busybox", "sh", "-c",
+            "echo first; sleep 1; echo second")
+    assert lab.cli(2, "wait", "stamped").stdout == "0\n"
+    lines = lab.cli(3, "logs", "-t", "stamped").stdout.splitlines()
+    stamps = [datetime.datetime.fromisoformat(line.split(" ", 1)[0][:26] + "+00:00")
+              for line in lines]
+    assert [line.split(" ", 1)[1] for line in lines] == ["first", "second"], lines
+    assert 0.9 < (stamps[1] - stamps[0]).total_seconds() < 3, lines
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert abs((now - stamps[1]).total_seconds()) < 30, "UTC, now-ish"
+    assert lab.cli(2, "logs", "-t", "-n", "1", "stamped").stdout.splitlines() == lines[1:]
+    lab.cli(1, "rm", "stamped")
+
+
+def test_init_passes_signals_on_and_reaps_orphans(lab):
+    lab.cli(1, "run", "-d", "--init", "--name", "with-init", "busybox", "sleep", "600")
+    lab.cli(1, "run", "-d", "--name", "without-init", "busybox", "sleep", "600")
+    began = time.monotonic()
+    lab.cli(2, "stop", "-t", "5", "with-init")
+    took = time.monotonic() - began
+    assert inspect(lab, 3, "with-init")["exit_code"] == 143 and took < 4, took
+    # Control: sleep as PID 1 has no default action for SIGTERM: SIGKILL after -t.
+    lab.cli(2, "stop", "-t", "1", "without-init")
+    assert inspect(lab, 3, "without-init")["exit_code"] == 137
+    out = lab.cli(1, "run", "--rm", "--init", "busybox", "sh", "-c",
+                  "tr '\\0' ' ' < /proc/1/cmdline; echo; (sleep 0.2 &); sleep 1; "
+                  "grep -l '^State:.*Z' /proc/[0-9]*/status || echo no-zombie").stdout
+    assert out.splitlines()[0].startswith("/sbin/cantainer-init sh -c"), out
+    assert "no-zombie" in out, out
+    assert inspect(lab, 1, "with-init")["init"] is True
+    lab.cli(1, "rm", "with-init", "without-init")
 
 
 def test_leaving_evicting_and_rejoining_are_each_recorded_once(lab):

@@ -26,7 +26,7 @@ from cantainer.kernel import netns
 from cantainer.trust import pki
 from cantainer.trust.files import Credentials
 from cantainer.trust.tls import client_context
-from tests.integration.helpers import events, inspect, status, wait_for
+from tests.integration.helpers import events, inspect, module_lab, status, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -35,11 +35,7 @@ NET = "198.18.0.0/24"
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    from lab import Lab
-
-    lab = Lab(5, tag=f"trust{os.getpid() % 100000}", daemon_args=("--suspect-after", "3"))
-    try:
-        lab.build()
+    with module_lab(5, "trust", daemon_args=("--suspect-after", "3")) as lab:
         for n in (1, 2, 3):
             lab.start(n)
         lab.wait_formed(hosts=3)
@@ -49,12 +45,6 @@ def lab(tmp_path_factory):
         lab.outside = lab.outsider()
         lab.tmp = tmp_path_factory.mktemp("trust")
         yield lab
-    except BaseException:
-        for h in lab.hosts:
-            print(f"----- cantainerd log of {h.name} -----\n{lab.log(h.number)}")
-        raise
-    finally:
-        lab.close()
 
 
 def in_ns(ns, fn):

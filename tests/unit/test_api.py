@@ -199,7 +199,13 @@ def test_events_are_read_after_a_seq_and_by_type(h):
 def test_networks_are_created_listed_and_removed(h):
     sent = call(h, {"op": "network_create", "cidr": "198.18.0.0/24"})
     assert sent == [{"network": {"name": "198.18.0.0-24", "cidr": "198.18.0.0/24",
-                                 "vni": 4096, "seq": 4, "containers": 0}}]
+                                 "vni": 4096, "seq": 4, "gateway": "198.18.0.1",
+                                 "internal": False, "containers": 0}}]
+    internal = call(h, {"op": "network_create", "cidr": "198.18.9.0/24", "internal": True,
+                        "name": "quiet"})
+    assert internal[0]["network"]["internal"] is True
+    assert h.records[-1].event.internal is True, "recorded in the event"
+    call(h, {"op": "network_rm", "name": "quiet"})
     assert [n["name"] for n in call(h, {"op": "network_ls"})[0]["networks"]] == \
         ["198.18.0.0-24"]
     with pytest.raises(Invalid, match="host bits set"):

@@ -144,7 +144,7 @@ def test_vni_addresses_and_freeing_follow_log_order():
     assert ipam.networks["red"].vni == VNI_BASE + 2, "VNIs are never reused"
 
 
-def test_stop_requests_keep_the_shortest_timeout_until_the_exit():
+def test_stop_requests_keep_the_shortest_timeout_and_mark_a_stop_until_the_next_start():
     state = ClusterState()
     ipam = state.ipam
     log = Log(state)
@@ -156,8 +156,14 @@ def test_stop_requests_keep_the_shortest_timeout_until_the_exit():
     log(ev.ContainerStopRequested(container="a" * 12, timeout=10))
     assert ipam.containers["a" * 12].stop_timeout == 2
     log(ev.ContainerExited(container="a" * 12, exit_code=143))
+    assert ipam.containers["a" * 12].stop_timeout == 2, "stopped on purpose: no restart"
+    log(ev.ContainerStartRequested(container="a" * 12))
+    c = ipam.containers["a" * 12]
+    assert (c.state, c.stop_timeout, c.run, c.restarts) == ("created", None, 1, 0)
+    log(ev.ContainerExited(container="a" * 12, exit_code=1))
+    assert ipam.containers["a" * 12].stop_timeout is None, "an exit of its own"
     log(ev.ContainerStopRequested(container="a" * 12, timeout=1))
-    assert ipam.containers["a" * 12].stop_timeout == 2, "a stop after the exit changes nothing"
+    assert ipam.containers["a" * 12].stop_timeout == 1, "a stop while it waits to restart"
     missing = log(ev.ContainerStopRequested(container="e" * 12))
     assert "no container" in ipam.verdict(missing)
 
@@ -226,6 +232,27 @@ def test_a_full_subnet_rejects_the_next_container():
     for i in range(5):
         assert ipam.verdict(log(created(f"{i}", f"c{i}", "h1", "tiny"))) is None
     assert "is full" in ipam.verdict(log(created("9", "c9", "h1", "tiny")))
+
+
+def test_runs_again_after_an_exit_only_and_reports_of_ended_runs_are_rejected():
+    state = ClusterState()
+    ipam = state.ipam
+    log = Log(state)
+    joined(log, "h1")
+    log(created("a", "c1", "h1", "198.18.0.0/24", restart="on-failure:2"))
+    early = log(ev.ContainerStartRequested(container="a" * 12, policy=True))
+    assert "only an exited one starts again" in ipam.verdict(early)
+    log(ev.ContainerStarted(container="a" * 12, pid=10))
+    log(ev.ContainerExited(container="a" * 12, exit_code=3))
+    late = log(ev.ContainerStarted(container="a" * 12, pid=10))
+    assert "is exited, not starting" in ipam.verdict(late), "an ended run's report"
+    log(ev.ContainerStartRequested(container="a" * 12, policy=True))
+    twice = log(ev.ContainerStartRequested(container="a" * 12))
+    assert ipam.verdict(twice) is not None, "one start a run: the second one is rejected"
+    c = ipam.containers["a" * 12]
+    assert (c.state, c.run, c.restarts, c.exit_code, c.pid) == ("created", 1, 1, None, None)
+    log(ev.ContainerStarted(container="a" * 12, pid=11))
+    assert (c.state, c.pid) == ("running", 11)
 
 
 def test_container_lifecycle_states():

@@ -70,3 +70,32 @@ def test_the_last_lines_of_the_output_for_logs_tail(tmp_path):
         f.write(b"no newline yet")
     assert state.read_output(state.tail_offset(2, block=4), 1 << 20) == \
         b"line 999\nno newline yet"
+
+
+def test_output_times_stamp_each_line_with_when_its_piece_came(tmp_path):
+    import os as _os
+    import time as _time
+
+    from cantainer.api.containers import _Stamper
+    from cantainer.kernel.statedir import StateDir as _StateDir
+
+    state = _StateDir(str(tmp_path), "ab" * 32)
+    state.create()
+    source, sink = _os.pipe()
+    _os.write(sink, b"one\ntw")
+    _os.close(sink)
+    before = _time.time_ns()
+    state.copy_output(source)
+    state.say("three")  # the runtime's own line, timed too
+    data = state.read_output(0)
+    assert data == b"one\ntwthree\n"
+    times = state.output_times()
+    first, later = times.at(0), times.at(len(b"one\ntw"))
+    assert before <= first <= later <= _time.time_ns()
+    lines = _Stamper(times, 0)(data).split(b"\n")
+    assert lines[0].endswith(b"Z one") and lines[0][:4].isdigit() and b"T" in lines[0]
+    assert lines[1].endswith(b"Z twthree"), lines
+    split = _Stamper(times, 0)
+    assert split(b"on") + split(b"e\ntw") == _Stamper(times, 0)(b"one\ntw"), \
+        "a line cut between two reads gets one stamp"
+    assert _Stamper(_StateDir(str(tmp_path), "cd" * 32).output_times(), 0)(b"x\n") == b"- x\n"

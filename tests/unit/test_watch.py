@@ -61,7 +61,7 @@ def test_the_overlay_wants_back_only_what_its_plan_holds():
     from cantainer.actors.overlay import OverlayActor
     from cantainer.projections.overlay import NetworkPlan
 
-    plan = {4096: NetworkPlan("blue", 4096, fdb={"02:42:c6:12:00:05": "198.51.100.12"},
+    plan = {4096: NetworkPlan("blue", 4096, "198.18.0.1/24", fdb={"02:42:c6:12:00:05": "198.51.100.12"},
                               neigh={"198.18.0.5": "02:42:c6:12:00:05"})}
     actor = SimpleNamespace(_reconciled_plan=plan)
 
