@@ -1,7 +1,8 @@
 """The firewall actor: this host accepts VXLAN from the live members' addresses only,
 masquerades its containers' traffic out, and keeps networks apart.
 
-Its plan (``allowed``) is the state seen from this host: the underlay addresses
+Its plan (``allowed``) is the state seen from this host (a new plan changes
+only what differs from the last; the periodic and first looks read the table): the underlay addresses
 of the live members; the CIDRs of the networks with a container here and egress
 (NAT out through this host); the bridges of those that are internal (nothing
 routed in or out); the ports its containers publish (DNAT, while the container
@@ -18,7 +19,7 @@ import logging
 from cantainer.actors.base import KernelActor
 from cantainer.kernel import names
 from cantainer.events.validate import parse_port
-from cantainer.kernel.firewall import Firewall, FirewallPlan, Published
+from cantainer.kernel.firewall import Firewall, FirewallPlan, NftError, Published
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class FirewallActor(KernelActor):
     def __init__(self, context) -> None:
         super().__init__(context)
         self._firewall: Firewall | None = None
+        self._applied: FirewallPlan | None = None  # what the table was last made to hold
 
     def on_start(self) -> None:
         self._firewall = Firewall()
@@ -57,7 +59,20 @@ class FirewallActor(KernelActor):
             self._firewall.close()
 
     def reconcile(self, changed_only: bool = False) -> None:
-        for change in self._firewall.ensure(self.plan):
+        """A new plan changes only what differs from the last one the table was made to
+        hold (``Firewall.update``); anything else compares the table with the plan."""
+        old, plan = self._applied, self.plan
+        self._applied = None  # until the change below is in
+        changes = None
+        if changed_only and old is not None and plan is not None:
+            try:
+                changes = self._firewall.update(old, plan)
+            except NftError as exc:  # the table changed behind our back: look at it
+                log.warning("firewall: %s: comparing the whole table", exc)
+        if changes is None:
+            changes = self._firewall.ensure(plan)
+        self._applied = plan
+        for change in changes:
             log.info("firewall: %s", change)
 
     def differences(self) -> list[str]:

@@ -245,6 +245,27 @@ class Firewall:
             self._nft.run(commands)
         return changes
 
+    def update(self, old: FirewallPlan, new: FirewallPlan) -> list[str]:
+        """From ``old`` (what the table was last made to hold) to ``new``, reading
+        nothing back: only the sets and chains that differ, in one transaction.  A
+        container's start and removal change these plans; each read of the table
+        through libnftables costs milliseconds of CPU, beside the start."""
+        changes, commands = [], ""
+        for name in SETS:
+            before, after = getattr(old, name), getattr(new, name)
+            if before != after:
+                changes.append(f"set {name}: {len(before)} -> {len(after)}")
+                commands += f"flush set inet {self.table} {name}\n"
+                if after:
+                    commands += (f"add element inet {self.table} {name} "
+                                 f"{{ {_elements(name, after)} }}\n")
+        if old.published != new.published:
+            changes.append(f"published ports: {len(old.published)} -> {len(new.published)}")
+            commands += _published(self.table, new)
+        if commands:
+            self._nft.run(commands)
+        return changes
+
     def dropped(self) -> int:
         """Packets the rule has dropped (from outsiders)."""
         out = self._nft.run(f"list counter inet {self.table} vxlan_dropped", as_json=True)
