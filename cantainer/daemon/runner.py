@@ -215,7 +215,10 @@ class Runner:
 
     async def until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
         """Until ``done()`` holds, asked again whenever records are applied or an actor
-        reports; ``Unavailable`` after ``timeout`` seconds."""
+        reports; ``Unavailable`` after ``timeout`` seconds.  The tailer is woken to read
+        only when it is not true already (an append applied here by ``offer`` is)."""
+        if done():
+            return
         self.wake()
         try:
             async with asyncio.timeout(None if timeout == float("inf") else timeout):
