@@ -43,8 +43,8 @@ BENCHMARKS = {
               "python -m bench.scale --hosts 8 --per-host 50 --events 100"),
     "names": (names, {"hosts": 3, "reps": 100}, {"hosts": 3, "reps": 10},
               "python -m bench.names --hosts 3 --reps 100"),
-    "trust": (trust, {"rounds": 3, "reps": 20}, {"rounds": 1, "reps": 5, "quick": True},
-              "python -m bench.trust --rounds 3 --reps 20"),
+    "trust": (trust, {"rounds": 3, "reps": 100}, {"rounds": 1, "reps": 5, "quick": True},
+              "python -m bench.trust --rounds 3 --reps 100"),
 }
 
 

@@ -38,7 +38,8 @@ def tree_at(commit: str, fixes: tuple[str, ...] = ()) -> str:
     ``fixes`` (commits) applied to its ``cantainer/``: bugs that stop its benchmarks."""
     full = subprocess.run(["git", "-C", HERE, "rev-parse", commit], check=True,
                           capture_output=True, text=True).stdout.strip()
-    tree = f"/tmp/cantainer-at-{full[:12]}"
+    # One tree for each commit and set of fixes: a tree made without them is not reused.
+    tree = f"/tmp/cantainer-at-{full[:12]}" + "".join(f"+{fix[:7]}" for fix in fixes)
     if not os.path.isdir(tree):
         subprocess.run(["git", "-C", HERE, "worktree", "add", "--detach", tree, full],
                        check=True, capture_output=True)

@@ -55,7 +55,7 @@ def plaintext_tree() -> str:
     return tree_at(PLAINTEXT, tuple(PLAINTEXT_FIXES))
 
 
-def run(rounds: int = 3, reps: int = 20, quick: bool = False) -> tuple[str, list[Figure]]:
+def run(rounds: int = 3, reps: int = 100, quick: bool = False) -> tuple[str, list[Figure]]:
     plain = plaintext_tree()
     kwargs = {"log_append": {"reps": reps},
               "convergence": {"hosts": 3, "events": 10 if quick else 40},
@@ -87,7 +87,9 @@ def run(rounds: int = 3, reps: int = 20, quick: bool = False) -> tuple[str, list
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--reps", type=int, default=20, help="batches per append cell")
+    parser.add_argument("--reps", type=int, default=100,
+                        help="batches per append cell (with 30, one stall moved a batch-1 "
+                             "cell by a tenth)")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if os.geteuid() != 0:
