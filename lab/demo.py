@@ -125,9 +125,10 @@ def main() -> int:
             say("a container on h1 serves TCP on the blue network (detached)")
             run(lab, 1, "run", "-d", "-n", "blue", "--name", "web", "busybox", "sh", "-c",
                 "while true; do nc -l -p 80 -e echo hello from $(hostname); done")
-            say("a container on h2 reaches it across hosts: ping and TCP over the VXLAN overlay")
+            say("a container on h2 reaches it across hosts, by name: ping and TCP over the "
+                "VXLAN overlay (h2's daemon answers 'web' from the log)")
             run(lab, 2, "run", "--rm", "-n", "blue", "--name", "client", "busybox", "sh", "-c",
-                "ping -c 2 198.18.0.2; echo | nc -w 2 198.18.0.2 80")
+                "ping -c 2 web; echo | nc -w 2 web 80")
             say("a container on another subnet (green, on h3) cannot reach it")
             run(lab, 3, "run", "--rm", "-n", "green", "busybox", "sh", "-c",
                 "ping -c 1 -W 1 198.18.0.2 || echo 'unreachable, as it should be'")
