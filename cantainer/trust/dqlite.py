@@ -81,8 +81,8 @@ class DqliteTls:
         self._control = mine
         self._send("listen", listener)
         listener.close()
+        self._gate.on_update = self._send_gate  # first: an update meanwhile is not lost
         self._send_gate()
-        self._gate.on_update = self._send_gate
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(mine, self._requests)
 
@@ -142,8 +142,10 @@ class DqliteTls:
     # -- the pair ---------------------------------------------------------------------------------
 
     def _send_gate(self) -> None:
-        self._send(f"gate {int(self._gate.caught_up)}\n{' '.join(sorted(self._gate.trusted))}"
+        message = (f"gate {int(self._gate.caught_up)}\n{' '.join(sorted(self._gate.trusted))}"
                    f"\n{' '.join(sorted(self._gate.revoked))}")
+        if not self._send(message):
+            log.error("cannot give the TLS relay the gate's sets: it keeps its last ones")
 
     def _send(self, message: str, sock: socket.socket | None = None) -> bool:
         control = self._control

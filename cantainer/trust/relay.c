@@ -84,7 +84,7 @@ struct relay {
 };
 
 static struct {
-    int epoll, debug, running;
+    int epoll, debug, running, listener_paused;
     struct end control, listener;
     SSL_CTX *server, *client;
     char own[FP_LEN + 1];
@@ -200,13 +200,14 @@ static void tune(int fd) {
 /* -- the daemon ------------------------------------------------------------------------- */
 
 static void send_control(const char *text, int fd) {
-    char cbuf[CMSG_SPACE(sizeof(int))];
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control_buf;
+    char *cbuf = control_buf.buf;
     struct iovec iov = {.iov_base = (void *)text, .iov_len = strlen(text)};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
     if (fd >= 0) {
-        memset(cbuf, 0, sizeof cbuf);
+        memset(cbuf, 0, sizeof control_buf.buf);
         msg.msg_control = cbuf;
-        msg.msg_controllen = sizeof cbuf;
+        msg.msg_controllen = sizeof control_buf.buf;
         struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
         c->cmsg_level = SOL_SOCKET;
         c->cmsg_type = SCM_RIGHTS;
@@ -468,8 +469,17 @@ static void accept_all(void) {
         struct sockaddr_storage peer;
         socklen_t len = sizeof peer;
         int fd = accept4(P.listener.fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+                /* Out of descriptors or memory: the listener stays readable, so stop
+                 * watching it until a relay has closed (else epoll spins). */
+                WARNING("relay: cannot accept: %s: listening again once a connection ends",
+                        strerror(errno));
+                epoll_ctl(P.epoll, EPOLL_CTL_DEL, P.listener.fd, NULL);
+                P.listener_paused = 1;
+            }
             return;
+        }
         tune(fd);
         struct relay *r = new_relay(fd, 1, -1);
         if (!r)
@@ -609,10 +619,10 @@ static struct relay *waiting(unsigned long id) {
 static void control(void) {
     static char data[CONTROL_MAX + 1];
     for (;;) {
-        char cbuf[CMSG_SPACE(MAX_FDS * sizeof(int))];
+        union { char buf[CMSG_SPACE(MAX_FDS * sizeof(int))]; struct cmsghdr align; } cbuf;
         struct iovec iov = {.iov_base = data, .iov_len = CONTROL_MAX};
         struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
-                             .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+                             .msg_control = cbuf.buf, .msg_controllen = sizeof cbuf.buf};
         ssize_t n = recvmsg(P.control.fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return;
@@ -627,6 +637,8 @@ static void control(void) {
             P.running = 0;  /* the daemon is gone */
             return;
         }
+        if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+            WARNING("relay: a message from the daemon was cut short");
         data[n] = 0;
         int fd = nfds ? fds[0] : -1;
         for (int i = 1; i < nfds; i++)
@@ -656,6 +668,8 @@ static void control(void) {
                 }
             }
         } else if (strncmp(data, "gate ", 5) == 0) {
+            if (fd >= 0)
+                close(fd);
             update_gate(data + 5);
         } else {
             WARNING("relay: an unknown message from the daemon: %.40s", data);
@@ -740,7 +754,8 @@ int main(int argc, char **argv) {
     struct epoll_event events[64];
     while (P.running) {
         /* Nothing to time out: sleep until something happens (the daemon's end too). */
-        int n = epoll_wait(P.epoll, events, 64, setting_up() ? 1000 : -1);
+        int n = epoll_wait(P.epoll, events, 64,
+                           setting_up() || P.listener_paused ? 1000 : -1);
         if (n < 0 && errno != EINTR)
             break;
         for (int i = 0; i < n; i++) {
@@ -753,6 +768,11 @@ int main(int argc, char **argv) {
                 ready(end->relay, end, events[i].events);
         }
         expire();
+        if (P.listener_paused && (n_closed > 0 || n == 0)) {  /* a descriptor came free */
+            struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &P.listener};
+            if (epoll_ctl(P.epoll, EPOLL_CTL_ADD, P.listener.fd, &ev) == 0)
+                P.listener_paused = 0;
+        }
         for (int i = 0; i < n_closed; i++)
             free(closed_relays[i]);
         n_closed = 0;
