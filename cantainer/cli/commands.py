@@ -179,6 +179,18 @@ def cmd_image_import(args) -> int:
     return 0
 
 
+def _each(args, targets, op: str, answer: str, key: str = "ref", fresh_id: bool = False,
+          **fields) -> int:
+    """One request per target, in order, printing each answer's ``answer``; the first
+    refusal stops there (what went before is done, as in Docker)."""
+    for target in targets:
+        message = {"op": op, key: target, **fields}
+        if fresh_id:  # the idempotency key of the event it appends
+            message["id"] = os.urandom(16).hex()
+        print(call(args.socket, message)[answer])
+    return 0
+
+
 def cmd_image_pull(args) -> int:
     image = call(args.socket, {"op": "image_pull", "ref": args.ref,
                                "mirror": args.mirror})["image"]
@@ -187,9 +199,7 @@ def cmd_image_pull(args) -> int:
 
 
 def cmd_image_rm(args) -> int:
-    for ref in args.refs:
-        print(call(args.socket, {"op": "image_rm", "ref": ref})["removed"])
-    return 0
+    return _each(args, args.refs, "image_rm", "removed")
 
 
 def cmd_run(args) -> int:
@@ -326,23 +336,15 @@ def cmd_logs(args) -> int:
 
 
 def cmd_stop(args) -> int:
-    for ref in args.refs:
-        print(call(args.socket, {"op": "stop", "ref": ref, "timeout": args.time})["stopped"])
-    return 0
+    return _each(args, args.refs, "stop", "stopped", timeout=args.time)
 
 
 def cmd_start(args) -> int:
-    for ref in args.refs:
-        print(call(args.socket, {"op": "start", "ref": ref,
-                                 "id": os.urandom(16).hex()})["started"])
-    return 0
+    return _each(args, args.refs, "start", "started", fresh_id=True)
 
 
 def cmd_restart(args) -> int:
-    for ref in args.refs:
-        print(call(args.socket, {"op": "restart", "ref": ref, "timeout": args.time,
-                                 "id": os.urandom(16).hex()})["restarted"])
-    return 0
+    return _each(args, args.refs, "restart", "restarted", fresh_id=True, timeout=args.time)
 
 
 def cmd_volume_create(args) -> int:
@@ -363,21 +365,15 @@ def cmd_volume_inspect(args) -> int:
 
 
 def cmd_volume_rm(args) -> int:
-    for name in args.names:
-        print(call(args.socket, {"op": "volume_rm", "name": name})["removed"])
-    return 0
+    return _each(args, args.names, "volume_rm", "removed", key="name")
 
 
 def cmd_wait(args) -> int:
-    for ref in args.refs:
-        print(call(args.socket, {"op": "wait", "ref": ref})["exit_code"])
-    return 0
+    return _each(args, args.refs, "wait", "exit_code")
 
 
 def cmd_kill(args) -> int:
-    for ref in args.refs:
-        print(call(args.socket, {"op": "kill", "ref": ref, "signal": args.signal})["killed"])
-    return 0
+    return _each(args, args.refs, "kill", "killed", signal=args.signal)
 
 
 def cmd_version(args) -> int:
@@ -426,9 +422,7 @@ def cmd_node_rm(args) -> int:
 
 
 def cmd_rm(args) -> int:
-    for ref in args.refs:
-        print(call(args.socket, {"op": "rm", "ref": ref, "force": args.force})["removed"])
-    return 0
+    return _each(args, args.refs, "rm", "removed", force=args.force)
 
 
 def _records_from(args):
