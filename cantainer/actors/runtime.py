@@ -192,9 +192,7 @@ class RuntimeActor(KernelActor):
             mounts = [(source if source.startswith("/") else self.volumes.data(source),
                        target, read_only) for source, target, read_only in c.volumes]
             lower = self.images.rootfs(c.image)
-            ns = container_net.ensure(c.id, names.bridge(c.vni), c.ip, c.prefixlen, c.mac,
-                                      self.context.underlay_mtu - VXLAN_OVERHEAD,
-                                      c.gateway if c.egress else None)
+            ns = self._network(c)
             # Names: this host's name server on the network's .1 (daemon/dns.py); a
             # volume the user put on either file comes later and wins (as in Docker).
             mounts = [(state.write_resolv_conf(c.gateway), "/etc/resolv.conf", False),
@@ -223,6 +221,13 @@ class RuntimeActor(KernelActor):
                  (time.perf_counter() - began) * 1000)
         self._watched.add(c.id)
         threading.Thread(target=self._watch, args=(shim, state), daemon=True).start()
+
+    def _network(self, c: ContainerPlan) -> str:
+        """Its namespace, veth and eth0 (with its route out, unless internal): at its
+        start, and again when a veth was lost (a new eth0 has no route yet)."""
+        return container_net.ensure(c.id, names.bridge(c.vni), c.ip, c.prefixlen, c.mac,
+                                    self.context.underlay_mtu - VXLAN_OVERHEAD,
+                                    c.gateway if c.egress else None)
 
     def _stop_container(self, cid: str, pid: int, timeout: int) -> None:
         """SIGTERM once, SIGKILL once the timeout has passed (docker stop)."""
@@ -342,9 +347,7 @@ class RuntimeActor(KernelActor):
             elif kind == "netns":
                 container_net.restore_netns(subject, local[subject].pid)
             else:
-                c = local[subject]
-                container_net.ensure(subject, names.bridge(c.vni), c.ip, c.prefixlen, c.mac,
-                                     self.context.underlay_mtu - VXLAN_OVERHEAD)
+                self._network(local[subject])
 
     def differences(self) -> list[str]:
         return [what for what, _, _ in self._drift(self.plan)]
