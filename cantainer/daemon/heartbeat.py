@@ -71,7 +71,7 @@ class Heartbeats(asyncio.DatagramProtocol):
         self._floor = time.time_ns() - START_SLACK_NS
         self._transport: asyncio.DatagramTransport | None = None
         self._last_poke = float("-inf")  # when the last poke went (monotonic)
-        self._poke_due: asyncio.TimerHandle | None = None  # the next, merged one
+        self._poke_due: asyncio.Handle | None = None  # the next, merged one
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -139,11 +139,11 @@ class Heartbeats(asyncio.DatagramProtocol):
         at the gap's end (on the event loop)."""
         if self._transport is None or self._poke_due is not None:
             return
+        # Never inline: the appender's answer goes out first (this runs on its path).
+        loop = asyncio.get_running_loop()
         wait = self._last_poke + POKE_GAP - time.monotonic()
-        if wait > 0:
-            self._poke_due = asyncio.get_running_loop().call_later(wait, self._poke_now)
-        else:
-            self._poke_now()
+        self._poke_due = (loop.call_later(wait, self._poke_now) if wait > 0
+                          else loop.call_soon(self._poke_now))
 
     def _poke_now(self) -> None:
         self._poke_due = None

@@ -62,6 +62,8 @@ class Runner:
         self.classes = {cls.name: cls for cls in actors}
         self.refs: dict[str, pykka.ActorRef] = {}
         self.reconciled_seq: dict[str, int] = {}
+        self._told: dict[str, tuple[int, object]] = {}  # actor -> (seq, plan) last sent
+        self._holds_until: dict[str, int] = {}  # actor -> last seq its plan was derived at
         self._published = 0
         self._restart_at: dict[str, float] = {}
         self._started_at: dict[str, float] = {}
@@ -83,8 +85,9 @@ class Runner:
         self.refs[name] = self.classes[name].start(self.context)
         self._started_at[name] = time.monotonic()
         self.reconciled_seq[name] = 0
+        self._told.pop(name, None)
         if self._published:  # a restarted actor: its plan now
-            self._tell(name, Desired(self._published, self._derive(name)))
+            self._send_plan(name)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -101,6 +104,9 @@ class Runner:
         self._loop.call_soon_threadsafe(self._set_reconciled, actor, seq)
 
     def _set_reconciled(self, actor: str, seq: int) -> None:
+        told = self._told.get(actor)
+        if told is not None and seq == told[0]:  # that plan holds until a later seq
+            seq = self._holds_until.get(actor, seq)
         self.reconciled_seq[actor] = max(seq, self.reconciled_seq.get(actor, 0))
         self._progressed.set()
 
@@ -163,11 +169,20 @@ class Runner:
             return
         self._published = self.state.applied
         for name in self.refs:
-            self._tell(name, Desired(self._published, self._derive(name)))
+            self._send_plan(name)
         self._on_state(self.state)
 
-    def _derive(self, name: str):
-        return self.classes[name].derive(self.state, self.node)
+    def _send_plan(self, name: str) -> None:
+        """The actor's plan as of ``_published``, unless it holds that plan already."""
+        seq, plan = self._published, self.classes[name].derive(self.state, self.node)
+        self._holds_until[name] = seq
+        told = self._told.get(name)
+        if told is not None and told[1] == plan:
+            if self.reconciled_seq.get(name, 0) >= told[0]:  # made true already
+                self._set_reconciled(name, told[0])
+            return
+        self._told[name] = (seq, plan)
+        self._tell(name, Desired(seq, plan))
 
     def _tell(self, name: str, message) -> None:
         try:
