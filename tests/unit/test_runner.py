@@ -9,7 +9,7 @@ import pytest
 from cantainer.actors.base import ActorContext, Desired, KernelActor, Reconcile, Vanished
 from cantainer.daemon import runner as runner_module
 from cantainer.daemon.runner import Runner
-from cantainer.events import NodeJoined, NodeLeft, Recorded
+from cantainer.events import NetworkCreated, NodeJoined, NodeLeft, Recorded
 from cantainer.projections.state import ClusterState
 
 
@@ -97,6 +97,38 @@ def test_each_record_is_applied_once_in_order_and_plans_follow():
     run(go())
     assert Recording.plans == [(2, ("h1", "h2"), False), (3, ("h1",), True)], \
         "the first plan compared in full, then only what changed"
+
+
+class Told(Recording):
+    name = "told"
+    received = []
+
+    def on_receive(self, message):
+        if isinstance(message, Desired):
+            Told.received.append(message.seq)
+        super().on_receive(message)
+
+
+def test_a_plan_that_did_not_change_is_not_sent_but_counts_as_reconciled():
+    log = MemoryLog([joined("h1", 1), joined("h2", 2)])
+    Told.received = []
+
+    async def go():
+        r = start(log, (Told,))
+        try:
+            await r.wait_reconciled("told", 2)
+            log.add(NetworkCreated(name="n1", cidr="198.18.0.0/24"))  # no member changes
+            r.wake()
+            await r.wait_applied(3)
+            await r.wait_reconciled("told", 3)
+            log.add(NodeLeft(name="h2"))
+            r.wake()
+            await r.wait_reconciled("told", 4)
+        finally:
+            await r.stop()
+
+    run(go())
+    assert Told.received == [2, 4], "seq 3 changed no plan: nothing sent, yet reconciled"
 
 
 def test_a_long_log_is_caught_up_before_any_plan(monkeypatch):
