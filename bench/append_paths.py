@@ -33,8 +33,8 @@ def run(reps: int = 60) -> str:
         leader = by_address[status["leader"]]
         follower = next(n for n in (1, 2, 3) if n != leader)
         for role, n in (("leader", leader), ("follower", follower)):
-            api = log_append.bench_api(lab, 1, reps, host=n)
-            raw = log_append.bench_raw(lab, 1, reps, host=n)
+            times = log_append.bench_ways(lab, 1, reps, host=n, ways=("raw", "api"))
+            api, raw = times["api"], times["raw"]
             ms = lambda ts: (f"{median(ts) * 1000:.2f} / {statistics.mean(ts) * 1000:.2f} / "  # noqa: E731
                              f"{percentile(ts, 99) * 1000:.1f} / {max(ts) * 1000:.1f}")
             rows.append([f"h{n} ({role})", ms(api), ms(raw), f"{len(api) / sum(api):,.0f}",

@@ -3,7 +3,9 @@
     .venv/bin/python -m bench.log_append [--reps N]
 
 For batch sizes 1, 10 and 100 it appends REPS batches three ways, on the same
-cluster, one after the other:
+cluster.  The API and the raw anchor take turns batch by batch, in turn first
+(so that each meets the cluster in the same state: the length of its Raft log,
+its snapshots, what the other daemons are doing); the CLI's batches follow:
 
 * ``submit-event``: the whole CLI command (process start, API, validation,
   idempotent append, and the wait for this host's IPAM verdict),
@@ -38,57 +40,67 @@ def batch_jsonl(size: int, tag: str) -> str:
                                  "id": f"{tag}-{i}"}) for i in range(size))
 
 
-def bench_cli(lab: Lab, size: int, reps: int) -> list[float]:
-    times = []
-    for r in range(reps):
-        started = time.perf_counter()
-        lab.cli(2, "submit-event", "--file", "-", input=batch_jsonl(size, f"cli{size}-{r}"))
-        times.append(time.perf_counter() - started)
-    return times
+def _raw_rows(size: int, tag: str, host: int, payload: bytes) -> list[tuple]:
+    return [(f"{tag}-{i}", "NodeRecovered", 1, f"h{host}", time.time(), payload)
+            for i in range(size)]
 
 
-def bench_api(lab: Lab, size: int, reps: int, host: int = 2) -> list[float]:
-    times = []
-    for r in range(reps):
-        items = [json.loads(line) for line in
-                 batch_jsonl(size, f"api{size}-h{host}-{r}").splitlines()]
-        started = time.perf_counter()
-        cli.call(lab.host(host).socket, {"op": "submit", "events": items})
-        times.append(time.perf_counter() - started)
-    return times
+async def _raw_batch(conn, rows: list[tuple]) -> None:
+    """One batch as raw INSERTs: one statement per 42 rows, one transaction."""
+    chunks = [rows[i:i + ROWS_PER_STATEMENT] for i in range(0, len(rows), ROWS_PER_STATEMENT)]
+    if len(chunks) > 1:
+        await conn.execute("BEGIN")
+    for chunk in chunks:
+        marks = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+        await conn.execute("INSERT INTO raw_bench (id, type, version, node, time, "
+                           f"payload) VALUES {marks}", [x for row in chunk for x in row])
+    if len(chunks) > 1:
+        await conn.execute("COMMIT")
 
 
-def bench_raw(lab: Lab, size: int, reps: int, host: int = 2) -> list[float]:
+def bench_ways(lab: Lab, size: int, reps: int, host: int = 2,
+               ways: tuple[str, ...] = ("raw", "api", "cli")) -> dict[str, list[float]]:
+    """Seconds per batch for each way, the ways taking turns batch by batch (the same
+    moment of the cluster for each: its Raft log, its snapshots, the other load).
+
+    * ``raw``: dqlite-client from ``host``'s namespace, over the same mutual TLS as
+      every member's session (a member's credentials), into a table of its own;
+    * ``api``: the submit request straight to ``host``'s daemon socket;
+    * ``cli``: the whole ``submit-event --file -`` command.
+    """
     payload = encode(NodeRecovered(name="h1"))
     addresses = [h.dqlite_address for h in lab.hosts]
-    tls = lab.tls(host)  # a member's credentials, as the daemons' own sessions use
+    tls = lab.tls(host)
+    socket_path = lab.host(host).socket
 
     async def dial(address: str):
-        host, port = address.rsplit(":", 1)
-        return await asyncio.open_connection(host, int(port), ssl=tls, server_hostname=None)
+        address_host, port = address.rsplit(":", 1)
+        return await asyncio.open_connection(address_host, int(port), ssl=tls,
+                                             server_hostname=None)
 
-    async def go() -> list[float]:
+    async def go() -> dict[str, list[float]]:
         client = ClusterClient(MemoryNodeStore(addresses), timeout=5.0, dial_func=dial)
         conn = await client.connect("cantainer")
         await conn.execute("CREATE TABLE IF NOT EXISTS raw_bench (seq INTEGER PRIMARY KEY, "
                            "id TEXT NOT NULL UNIQUE, type TEXT, version INTEGER, node TEXT, "
                            "time REAL, payload BLOB)")
-        times = []
+        times: dict[str, list[float]] = {way: [] for way in ways}
         for r in range(reps):
-            rows = [(f"raw{size}-h{host}-{r}-{i}", "NodeRecovered", 1, f"h{host}", time.time(),
-                     payload)
-                    for i in range(size)]
-            started = time.perf_counter()
-            chunks = [rows[i:i + ROWS_PER_STATEMENT] for i in range(0, size, ROWS_PER_STATEMENT)]
-            if len(chunks) > 1:
-                await conn.execute("BEGIN")
-            for chunk in chunks:
-                marks = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
-                await conn.execute("INSERT INTO raw_bench (id, type, version, node, time, "
-                                   f"payload) VALUES {marks}", [x for row in chunk for x in row])
-            if len(chunks) > 1:
-                await conn.execute("COMMIT")
-            times.append(time.perf_counter() - started)
+            for way in ways[r % len(ways):] + ways[:r % len(ways)]:  # each after each
+                tag = f"{way}{size}-h{host}-{r}"
+                if way == "raw":
+                    rows = _raw_rows(size, tag, host, payload)
+                    started = time.perf_counter()
+                    await _raw_batch(conn, rows)
+                elif way == "api":
+                    items = [json.loads(line) for line in batch_jsonl(size, tag).splitlines()]
+                    started = time.perf_counter()
+                    cli.call(socket_path, {"op": "submit", "events": items})
+                else:
+                    text = batch_jsonl(size, tag)
+                    started = time.perf_counter()
+                    lab.cli(host, "submit-event", "--file", "-", input=text)
+                times[way].append(time.perf_counter() - started)
         await conn.close()
         return times
 
@@ -100,9 +112,10 @@ def run(reps: int = 40) -> tuple[str, list[Figure]]:
     with Lab(3) as lab:
         lab.start_all()
         for size in BATCHES:
-            raw = bench_raw(lab, size, reps)
-            api = bench_api(lab, size, reps)
-            cmd = bench_cli(lab, size, reps)
+            times = bench_ways(lab, size, reps, ways=("raw", "api"))
+            raw, api = times["raw"], times["api"]
+            # Apart: a process start's aftermath would fall on the next batch of the others.
+            cmd = bench_ways(lab, size, reps, ways=("cli",))["cli"]
             rate = lambda ts: size * len(ts) / sum(ts)
             rows.append([str(size), f"{rate(cmd):,.0f}", f"{rate(api):,.0f}", f"{rate(raw):,.0f}",
                          f"{rate(cmd) / rate(raw):.2f}", f"{rate(api) / rate(raw):.2f}",
