@@ -20,14 +20,16 @@ import platform
 import sys
 import time
 
-from bench import (container_start, convergence, dataplane, failover, idle, log_append,
-                   names, replay_speed, scale, trust)
+from bench import (cli_start, container_start, convergence, dataplane, failover, idle,
+                   log_append, names, replay_speed, scale, trust)
 from bench._util import Figure, figures_table, machine
 
 # name -> (module, arguments of the full run, arguments of --quick, the command)
 BENCHMARKS = {
     "container_start": (container_start, {"reps": 30}, {"reps": 5},
                         "python -m bench.container_start --reps 30"),
+    "cli_start": (cli_start, {"reps": 100}, {"reps": 10},
+                  "python -m bench.cli_start --reps 100"),
     "convergence": (convergence, {"hosts": 3, "events": 100}, {"hosts": 3, "events": 5},
                     "python -m bench.convergence --hosts 3 --events 100"),
     "log_append": (log_append, {"reps": 40}, {"reps": 5}, "python -m bench.log_append --reps 40"),

@@ -19,9 +19,10 @@ from cantainer.errors import CantainerError, exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cantainer.cli.parser import build_parser
+    from cantainer.cli.parser import build_parser, command_named
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(only=command_named(argv)).parse_args(argv)
     try:
         return args.func(args)
     except CantainerError as exc:

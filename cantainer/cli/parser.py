@@ -47,19 +47,71 @@ def _tail(value: str) -> int | None:
     return int(value)
 
 
+def _columns() -> int:
+    """The terminal's width, as ``shutil.get_terminal_size`` finds it (shutil costs a
+    start 2 ms of imports, and argparse makes a formatter for every argument added)."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(1).columns
+    except OSError:
+        return 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=max(_columns() - 2, 20))
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, formatter_class=_Formatter, **kwargs)
+
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+_COMMANDS: dict = {}  # name -> the function that adds its parser, in help's order
+
+
+def _command(name: str):
+    """Registers the function that adds command ``name``'s parser."""
+    def register(define):
+        _COMMANDS[name] = define
+        return define
+    return register
+
+
+def command_named(argv: list[str]) -> str | None:
+    """The command ``argv`` names, when only its parser need be built: None when an
+    option comes first (but --socket) or the name is no command's."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--socket":
+            next(args, None)
+        elif not arg.startswith("--socket="):
+            return arg if arg in _COMMANDS else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The grammar; ``only``: of that one command (a start builds just the one it runs)."""
     parser = _Parser(prog="cantainer", description="Cantainer command line.")
     parser.add_argument("--version", action="version", version=f"cantainer {__version__}")
     parser.add_argument("--socket", default=os.environ.get("CANTAINER_SOCKET", DEFAULT_SOCKET),
                         help=f"the daemon's API socket (default: $CANTAINER_SOCKET or "
                              f"{DEFAULT_SOCKET})")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, define in _COMMANDS.items():
+        if only is None or name == only:
+            define(sub)
+    return parser
 
+
+@_command("submit-event")
+def _submit_event(sub) -> None:
     p = sub.add_parser("submit-event", help="append a raw event to the log; prints its seq")
     p.add_argument("type", nargs="?", metavar="TYPE", help="event type, e.g. NetworkCreated")
     p.add_argument("fields", nargs="*", metavar="key=value")
@@ -69,22 +121,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON Lines of {type, data, id} appended as one atomic batch ('-': stdin)")
     p.set_defaults(func=commands.cmd_submit_event)
 
+
+@_command("events")
+def _events(sub) -> None:
     p = sub.add_parser("events", help="print the event log")
     p.add_argument("--since", type=_since, default=0, metavar="SEQ",
                    help="only events after this seq")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     p.add_argument("--type", action="append", metavar="T", help="only events of this type")
     p.add_argument("--json", action="store_true", help="JSON Lines")
+    p.add_argument("--msgpack", action="store_true",
+                   help="the records as the log stores them (binary, for 'replay --file': "
+                        "quicker to read than JSON)")
     p.set_defaults(func=commands.cmd_events)
 
+
+@_command("status")
+def _status(sub) -> None:
     p = sub.add_parser("status", help="nodes, Raft roles, leader, log head, applied seqs")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=commands.cmd_status)
 
+
+@_command("nodes")
+def _nodes(sub) -> None:
     p = sub.add_parser("nodes", help="cluster members: name, address, state, Raft role")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=commands.cmd_nodes)
 
+
+@_command("join-token")
+def _join_token(sub) -> None:
     p = sub.add_parser("join-token", help="print the token a new host joins with "
                                           "(cantainerd --seeds HOST:PORT --join-token TOKEN)")
     p.add_argument("--rotate", action="store_true",
@@ -92,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(members stay members)")
     p.set_defaults(func=commands.cmd_join_token)
 
+
+@_command("node")
+def _node(sub) -> None:
     node = sub.add_parser("node", help="this host's membership").add_subparsers(
         dest="node_command", required=True, parser_class=_Parser)
     p = node.add_parser("leave", help="leave the cluster: stop this host's containers, free "
@@ -102,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="+", metavar="NAME")
     p.set_defaults(func=commands.cmd_node_rm)
 
+
+@_command("network")
+def _network(sub) -> None:
     net = sub.add_parser("network", help="overlay networks").add_subparsers(
         dest="network_command", required=True, parser_class=_Parser)
     p = net.add_parser("create", help="create an overlay network; prints its name")
@@ -117,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="+", metavar="NAME")
     p.set_defaults(func=commands.cmd_network_rm)
 
+
+@_command("run")
+def _run(sub) -> None:
     p = sub.add_parser("run", help="run a container on this host")
     p.add_argument("-d", "--detach", action="store_true", help="print the id and return")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached")
@@ -160,15 +236,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", nargs="?", default="busybox", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
     p.set_defaults(func=commands.cmd_run)
+
+
+@_command("new")
+def _new(sub) -> None:
     p = sub.add_parser("new", help="an interactive shell in a new container on a subnet")
     p.add_argument("-n", "--network", required=True, metavar="CIDR|NAME")
     p.set_defaults(func=commands.cmd_new)
+
+
+@_command("exec")
+def _exec(sub) -> None:
     p = sub.add_parser("exec", help="run a command in a running container (any host)")
     p.add_argument("-i", "--interactive", action="store_true", help="pass stdin on")
     p.add_argument("-t", "--tty", action="store_true", help="give the command a terminal")
     p.add_argument("ref", metavar="NAME|ID")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
     p.set_defaults(func=commands.cmd_exec)
+
+
+@_command("ps")
+def _ps(sub) -> None:
     p = sub.add_parser("ps", help="containers of the whole cluster")
     p.add_argument("-a", "--all", action="store_true", help="exited ones too")
     p.add_argument("-q", "--quiet", action="store_true", help="short ids only")
@@ -178,9 +266,17 @@ def build_parser() -> argparse.ArgumentParser:
                         + ")")
     p.add_argument("--json", action="store_true", help="one JSON array")
     p.set_defaults(func=commands.cmd_ps)
+
+
+@_command("inspect")
+def _inspect(sub) -> None:
     p = sub.add_parser("inspect", help="a container, as JSON")
     p.add_argument("ref", metavar="NAME|ID")
     p.set_defaults(func=commands.cmd_inspect)
+
+
+@_command("logs")
+def _logs(sub) -> None:
     p = sub.add_parser("logs", help="a container's output (any host)")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--tail", type=_tail, metavar="N|all",
@@ -189,37 +285,72 @@ def build_parser() -> argparse.ArgumentParser:
                    help="each line after the time it came (RFC 3339, UTC)")
     p.add_argument("ref", metavar="NAME|ID")
     p.set_defaults(func=commands.cmd_logs)
+
+
+@_command("stop")
+def _stop(sub) -> None:
     p = sub.add_parser("stop", help="SIGTERM, then SIGKILL after -t seconds (any host, "
                                     "through the log)")
     p.add_argument("-t", "--time", type=int, default=10, metavar="SECONDS")
     p.add_argument("refs", nargs="+", metavar="NAME|ID")
     p.set_defaults(func=commands.cmd_stop)
+
+
+@_command("start")
+def _start(sub) -> None:
     p = sub.add_parser("start", help="run exited containers again, on their hosts, in the "
                                      "same root (any host, through the log)")
     p.add_argument("refs", nargs="+", metavar="NAME|ID")
     p.set_defaults(func=commands.cmd_start)
+
+
+@_command("restart")
+def _restart(sub) -> None:
     p = sub.add_parser("restart", help="stop, then start (any host, through the log)")
     p.add_argument("-t", "--time", type=int, default=10, metavar="SECONDS")
     p.add_argument("refs", nargs="+", metavar="NAME|ID")
     p.set_defaults(func=commands.cmd_restart)
+
+
+@_command("wait")
+def _wait(sub) -> None:
     p = sub.add_parser("wait", help="until containers exit; prints their exit codes")
     p.add_argument("refs", nargs="+", metavar="NAME|ID")
     p.set_defaults(func=commands.cmd_wait)
+
+
+@_command("kill")
+def _kill(sub) -> None:
     p = sub.add_parser("kill", help="send a signal to containers (any host; default KILL)")
     p.add_argument("-s", "--signal", default="KILL", metavar="SIG",
                    help="a name (KILL, TERM, HUP...) or a number")
     p.add_argument("refs", nargs="+", metavar="NAME|ID")
     p.set_defaults(func=commands.cmd_kill)
+
+
+@_command("version")
+def _version(sub) -> None:
     p = sub.add_parser("version", help="this CLI's version and the daemon's")
     p.set_defaults(func=commands.cmd_version)
+
+
+@_command("info")
+def _info(sub) -> None:
     p = sub.add_parser("info", help="this host's daemon and the cluster, in short")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=commands.cmd_info)
+
+
+@_command("rm")
+def _rm(sub) -> None:
     p = sub.add_parser("rm", help="remove containers (from any host, through the log)")
     p.add_argument("-f", "--force", action="store_true", help="also running ones")
     p.add_argument("refs", nargs="+", metavar="NAME|ID")
     p.set_defaults(func=commands.cmd_rm)
 
+
+@_command("volume")
+def _volume(sub) -> None:
     vol = sub.add_parser("volume", help="this host's named volumes").add_subparsers(
         dest="volume_command", required=True, parser_class=_Parser)
     p = vol.add_parser("create", help="make a volume; prints its name")
@@ -235,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="+", metavar="NAME")
     p.set_defaults(func=commands.cmd_volume_rm)
 
+
+@_command("image")
+def _image(sub) -> None:
     img = sub.add_parser("image", help="this host's images").add_subparsers(
         dest="image_command", required=True, parser_class=_Parser)
     p = img.add_parser("ls", help="list images")
@@ -253,13 +387,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("refs", nargs="+", metavar="NAME[:TAG]")
     p.set_defaults(func=commands.cmd_image_rm)
 
+
+@_command("replay")
+def _replay(sub) -> None:
     p = sub.add_parser("replay", help="what every host should look like, from the log alone")
     p.add_argument("--until", type=_since, metavar="SEQ", help="stop after this seq")
     p.add_argument("--node", metavar="NAME", help="only this host's overlay")
     p.add_argument("--json", action="store_true")
     p.add_argument("--file", metavar="FILE",
-                   help="read 'events --json' output instead of asking the daemon ('-': stdin)")
+                   help="read 'events --json' or 'events --msgpack' output instead of asking "
+                        "the daemon ('-': stdin)")
     p.add_argument("--check", action="store_true",
                    help="compare this host's kernel with the log; print every difference")
     p.set_defaults(func=commands.cmd_replay)
-    return parser

@@ -126,6 +126,23 @@ def test_replay_from_a_file_needs_no_daemon(tmp_path):
     assert result.returncode == 1 and "not an event record" in result.stderr
 
 
+def test_replay_reads_a_record_stream_from_events_msgpack(tmp_path):
+    from cantainer import events as ev
+
+    joined = ev.NodeJoined(name="h1", address="192.0.2.1", dqlite_address="192.0.2.1:9000")
+    blue = ev.NetworkCreated(name="blue", cidr="198.18.0.0/24")
+    stream = tmp_path / "log.msgpack"
+    stream.write_bytes(ev.pack_rows([(1, "a", "NodeJoined", 2, "h1", 0.0, ev.encode(joined)),
+                                     (2, "b", "NetworkCreated", 2, "h1", 0.0, ev.encode(blue))]))
+    result = run("replay", "--file", str(stream))
+    assert result.returncode == 0, result.stderr
+    assert "blue             198.18.0.0/24      vni 4096" in result.stdout
+    stream.write_bytes(stream.read_bytes()[:-3])
+    result = run("replay", "--file", str(stream))
+    assert (result.returncode, result.stderr.count("\n")) == (1, 1)
+    assert "is not a record stream from 'events --msgpack'" in result.stderr
+
+
 def test_version_needs_no_daemon():
     from cantainer import __version__
     for argv in ([*CLI, "--version"], [sys.executable, "-m", "cantainer.daemon", "--version"]):
@@ -133,3 +150,24 @@ def test_version_needs_no_daemon():
         assert result.returncode == 0 and result.stderr == "", result
         assert result.stdout.split() == [argv[2].split(".")[-1].replace("cli", "cantainer")
                                          .replace("daemon", "cantainerd"), __version__]
+
+
+@pytest.mark.parametrize("argv", [
+    ["status", "--json"], ["--socket", "/s", "ps", "-a"], ["--socket=/s", "run", "-d", "--rm",
+                                                          "-p", "80:80", "busybox", "true"],
+    ["network", "create", "198.18.0.0/24", "--internal"], ["image", "rm", "a", "b"],
+    ["replay", "--until", "5"]])
+def test_a_start_builds_only_its_commands_parser_and_parses_the_same(argv):
+    from cantainer.cli.parser import build_parser, command_named
+
+    only = command_named(argv)
+    assert only == next(a for a in argv if not a.startswith("-") and a != "/s")
+    narrow = build_parser(only=only)
+    assert list(narrow._subparsers._group_actions[0].choices) == [only]
+    assert vars(narrow.parse_args(argv)) == vars(build_parser().parse_args(argv))
+
+
+def test_help_and_an_unknown_command_get_the_whole_grammar():
+    from cantainer.cli.parser import command_named
+
+    assert [command_named(a) for a in (["--help"], ["-h", "ps"], ["bogus"], [])] == [None] * 4
