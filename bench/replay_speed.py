@@ -8,7 +8,8 @@ network in turn (about 2 000 alive at any time, 25 000 in all).  Timed, REPS
 times each (the median is reported):
 
 * ``cantainer replay --file F --json``, the whole command, over those events
-  as ``cantainer events --json`` prints them;
+  as ``cantainer events --json`` prints them, and as ``events --msgpack`` writes
+  them (the log's own rows);
 * ``cantainer replay --json`` against a one-host lab whose log holds them:
   the daemon reads them from dqlite and streams them to the CLI;
 * the anchor: ``msgpack.unpackb`` of the same events' stored payloads, in a
@@ -69,6 +70,12 @@ def as_jsonl(events: list[ev.Event]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def as_record_stream(events: list[ev.Event]) -> bytes:
+    """The same records as ``cantainer events --msgpack`` writes them."""
+    return ev.pack_rows((seq, f"e{seq}", e.type_name(), e.VERSION, "n0", 1.7e9 + seq,
+                         encode(e)) for seq, e in enumerate(events, 1))
+
+
 def timed(argv: list[str], env: dict | None = None) -> float:
     started = time.perf_counter()
     result = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -96,6 +103,11 @@ def run(n: int = 100_000, reps: int = 3, daemon: bool = True) -> tuple[str, list
             f.write(as_jsonl(events))
         results["cantainer replay --file (JSON Lines)"] = [
             timed(replay + ["--file", path]) for _ in range(reps)]
+        stream = os.path.join(tmp, "events.msgpack")
+        with open(stream, "wb") as f:
+            f.write(as_record_stream(events))
+        results["cantainer replay --file (events --msgpack)"] = [
+            timed(replay + ["--file", stream]) for _ in range(reps)]
     if daemon:
         from cantainer.cli import client as cli
         from lab import Lab

@@ -37,6 +37,10 @@ class Handle(Protocol):
                    types: Sequence[str] | None = None) -> list[Recorded]:
         """Records after seq ``after``, from the replicated log."""
 
+    async def read_rows(self, after: int, limit: int,
+                        types: Sequence[str] | None = None) -> list[list]:
+        """The same as stored, payloads not decoded (a record stream's rows)."""
+
     async def head(self) -> int:
         """The seq of the log's last record."""
 

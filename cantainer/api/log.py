@@ -2,21 +2,26 @@
 
     {"op": "submit", "events": [{"type": T, "data": {...}, "id": ID?}, ...]}
         -> {"seqs": [N, ...]}            one atomic batch, in order, with this host's verdict
-    {"op": "events", "since": N, "follow": bool, "types": [T, ...]}
-        -> {"event": {...}} per record, then {"end": true} unless following
+    {"op": "events", "since": N, "follow": bool, "types": [T, ...], "raw": bool}
+        -> {"event": {...}} per record, then {"end": true} unless following;
+           raw: {"records": BASE64} per batch instead, a record stream
+           (events/codec.py: the stored rows, payloads as stored, for the reader to
+           decode: ``events --msgpack`` and ``replay``)
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 
 from cantainer.api import fields as f
 from cantainer.errors import Invalid, InvalidEvent
-from cantainer.events import from_data, new_event_id
+from cantainer.events import from_data, new_event_id, pack_rows
 from cantainer.projections.view import record_json
 
 MAX_BATCH = 1000  # events per append: one transaction, bounded (events/log.py: PAGE_CACHE)
 FOLLOW_POLL = 0.1  # seconds between reads of the log while following
+RAW_BATCH = 1000  # records per line of a record stream
 
 
 def _batch(name: str, value) -> list[dict]:
@@ -56,6 +61,8 @@ async def submit(h, req: dict, ex) -> None:
 
 async def events(h, req: dict, ex) -> None:
     since, types = req["since"], req["types"] or None
+    if req["raw"]:
+        return await _raw_events(h, since, types, req["follow"], ex)
     while True:
         batch = await h.read(since, 1000, types)
         for rec in batch:
@@ -69,8 +76,29 @@ async def events(h, req: dict, ex) -> None:
         await asyncio.sleep(FOLLOW_POLL)
 
 
+async def _raw_events(h, since: int, types, follow: bool, ex) -> None:
+    """The record stream, a batch per line; the next batch is read from the log while
+    this one is sent (and the client decodes it)."""
+    reading = asyncio.ensure_future(h.read_rows(since, RAW_BATCH, types))
+    try:
+        while True:
+            rows = await reading
+            if rows:
+                since = rows[-1][0]
+                reading = asyncio.ensure_future(h.read_rows(since, RAW_BATCH, types))
+                await ex.send({"records": base64.b64encode(pack_rows(rows)).decode()})
+                continue
+            if not follow:
+                await ex.send({"end": True})
+                return
+            await asyncio.sleep(FOLLOW_POLL)
+            reading = asyncio.ensure_future(h.read_rows(since, RAW_BATCH, types))
+    finally:
+        reading.cancel()
+
+
 OPS = {
     "submit": (submit, {"events": (_batch, f.REQUIRED)}),
     "events": (events, {"since": (_since, 0), "follow": (f.flag, False),
-                        "types": (_types, [])}),
+                        "types": (_types, []), "raw": (f.flag, False)}),
 }

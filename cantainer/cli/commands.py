@@ -88,6 +88,8 @@ def _iso(t: float) -> str:
 def cmd_events(args) -> int:
     message = {"op": "events", "since": args.since, "follow": args.follow,
                "types": args.type or []}
+    if args.msgpack:
+        return _events_raw(args, message)
     for reply in request(args.socket, message):
         if "end" in reply:
             break
@@ -100,6 +102,24 @@ def cmd_events(args) -> int:
             line = (f"{ev['seq']:>6}  {_iso(ev['time'])}  {ev['node']:<12} "
                     f"{ev['type']:<17} {ev['id']}  {data}")
         print(line, flush=args.follow)
+    return 0
+
+
+def _events_raw(args, message: dict) -> int:
+    """``events --msgpack``: the record stream the daemon sends, as it is."""
+    import base64
+
+    if args.json:
+        raise Invalid("--json and --msgpack are two formats: give one")
+    if sys.stdout.isatty():
+        raise Invalid("--msgpack writes binary: send it to a file or a pipe")
+    out = sys.stdout.buffer
+    for reply in request(args.socket, {**message, "raw": True}):
+        if "end" in reply:
+            break
+        out.write(base64.b64decode(reply["records"]))
+        if args.follow:
+            out.flush()
     return 0
 
 
@@ -425,17 +445,35 @@ def cmd_rm(args) -> int:
     return _each(args, args.refs, "rm", "removed", force=args.force)
 
 
-def _records_from(args):
-    if args.file is None:
-        return [reply["event"] for reply in request(args.socket, {"op": "events", "since": 0})
-                if "event" in reply]
+def _records_from(args, view):
+    """The records to replay, in order: the daemon's log, or a file of ``events --json`` (JSON
+    Lines) or ``events --msgpack`` (a record stream), told apart by their first byte."""
+    if args.file is None:  # each batch decoded while the daemon reads the next
+        import base64
+
+        return (rec for reply in request(args.socket, {"op": "events", "since": 0,
+                                                       "raw": True})
+                if "records" in reply
+                for rec in view.records_from_stream(base64.b64decode(reply["records"])))
     try:
-        with (sys.stdin if args.file == "-" else open(args.file)) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        if args.file == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(args.file, "rb") as f:
+                data = f.read()
     except OSError as exc:
         raise Invalid(f"cannot read {args.file}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise Invalid(f"{args.file} is not JSON Lines from 'events --json': {exc}") \
+    if data.lstrip()[:1] in (b"{", b""):
+        try:
+            return [view.record_from_json(json.loads(line)) for line in data.splitlines()
+                    if line.strip()]
+        except ValueError as exc:
+            raise Invalid(f"{args.file} is not JSON Lines from 'events --json': {exc}") \
+                from None
+    try:
+        return view.records_from_stream(data)
+    except Invalid as exc:
+        raise Invalid(f"{args.file} is not a record stream from 'events --msgpack': {exc}") \
             from None
 
 
@@ -456,7 +494,7 @@ def cmd_replay(args) -> int:
     # rescan them again and again (a third of the command's time at 100 000 events).
     import gc
     gc.disable()
-    records = [view.record_from_json(obj) for obj in _records_from(args)]
+    records = _records_from(args, view)
     result = view.view(view.replay(records, args.until), args.node)
     print(json.dumps(result) if args.json else view.render(result))
     return 0

@@ -55,6 +55,10 @@ class DaemonHandle:
                    types: Sequence[str] | None = None) -> list[Recorded]:
         return await self._reader.read(after=after, limit=limit, types=types)
 
+    async def read_rows(self, after: int, limit: int,
+                        types: Sequence[str] | None = None) -> list[list]:
+        return await self._reader.read_rows(after=after, limit=limit, types=types)
+
     async def head(self) -> int:
         return await self._reader.head()
 

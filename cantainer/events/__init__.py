@@ -31,6 +31,7 @@ from cantainer.events.catalogue import (
 )
 from cantainer.events.codec import (
     MAX_PAYLOAD,
+    BadStream,
     Recorded,
     UnknownEvent,
     decode,
@@ -38,7 +39,9 @@ from cantainer.events.codec import (
     encode,
     from_data,
     new_event_id,
+    pack_rows,
     to_data,
+    unpack_records,
 )
 from cantainer.events.validate import parse_cidr
 
@@ -47,4 +50,5 @@ __all__ = [
     "ContainerStarted", "ContainerStartRequested", "ContainerStopRequested", "Event", "NetworkCreated", "NetworkRemoved",
     "NodeJoined", "NodeLeft", "NodeRecovered", "NodeSuspected", "Recorded", "UnknownEvent",
     "decode", "decode_fields", "encode", "from_data", "new_event_id", "parse_cidr", "to_data",
+    "BadStream", "pack_rows", "unpack_records",
 ]

@@ -6,6 +6,12 @@ an unknown type, of a newer version than this build knows, or with a payload
 that does not decode becomes an :class:`UnknownEvent`, which projections skip.
 ``from_data`` builds an event from user input (JSON or ``key=value`` strings)
 for ``submit-event``, with one-line errors that name the problem.
+
+A *record stream* is the log's rows as they are stored, one msgpack array
+``[seq, id, type, version, node, time, payload]`` after another, the payload
+the stored bytes themselves: ``events --msgpack`` writes one, ``replay`` reads
+one (from a file, or from the daemon), and each payload is decoded once, by its
+reader.  ``pack_rows`` and ``unpack_records`` are the format's one owner.
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ class UnknownEvent:
     reason: str
 
 
-@attrs.frozen
-class Recorded:
-    """An event as the log holds it: its position, identity and origin."""
+class Recorded(typing.NamedTuple):
+    """An event as the log holds it: its position, identity and origin.  (A named
+    tuple, not an attrs class: one is made for every record read, and replay reads
+    hundreds of thousands.)"""
 
     seq: int
     id: str
@@ -66,11 +73,11 @@ def encode(event: Event) -> bytes:
 
 def decode(type_name: object, version: object, payload: object) -> Event | UnknownEvent:
     """The event a log record holds, or an :class:`UnknownEvent` saying why not."""
-    if isinstance(payload, bytes) and len(payload) > MAX_PAYLOAD:
+    if type(payload) is not bytes:
+        return _unknown(type_name, version, "payload is not bytes")
+    if len(payload) > MAX_PAYLOAD:
         return _unknown(type_name, version, f"payload of {len(payload)} bytes exceeds "
                                             f"{MAX_PAYLOAD}")
-    if not isinstance(payload, bytes):
-        return _unknown(type_name, version, "payload is not bytes")
     try:
         data = msgpack.unpackb(payload, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises many kinds on garbage
@@ -83,14 +90,10 @@ def decode_fields(type_name: object, version: object, data: object) -> Event | U
 
     Used for decoded payloads and for records read back from ``events --json``.
     """
-    cls = CATALOGUE.get(type_name) if isinstance(type_name, str) else None
+    cls = _READABLE.get((type_name, version)) if type(type_name) is str and \
+        type(version) is int else None
     if cls is None:
-        return _unknown(type_name, version, "unknown event type")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        return _unknown(type_name, version, f"invalid version {shown(version)}")
-    if version > cls.VERSION:
-        return _unknown(type_name, version, f"version {version} is newer than this "
-                                            f"build's {cls.VERSION}")
+        return _unreadable(type_name, version)
     if not isinstance(data, dict):
         return _unknown(type_name, version, "payload is not a map")
     try:
@@ -101,10 +104,61 @@ def decode_fields(type_name: object, version: object, data: object) -> Event | U
         return _unknown(type_name, version, f"fields do not match {cls.__name__}: {exc}")
 
 
+# (type, version) -> the class that reads it: what this build can read, decided once.
+_READABLE = {(name, version): cls for name, cls in CATALOGUE.items()
+             for version in range(1, cls.VERSION + 1)}
+
+
+def _unreadable(type_name: object, version: object) -> UnknownEvent:
+    """Why a record of this type and version is no event of this build's."""
+    cls = CATALOGUE.get(type_name) if isinstance(type_name, str) else None
+    if cls is None:
+        return _unknown(type_name, version, "unknown event type")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        return _unknown(type_name, version, f"invalid version {shown(version)}")
+    return _unknown(type_name, version, f"version {version} is newer than this "
+                                        f"build's {cls.VERSION}")
+
+
 def _unknown(type_name: object, version: object, reason: str) -> UnknownEvent:
     shown_type = type_name if isinstance(type_name, str) else repr(type_name)
     shown_version = version if isinstance(version, int) and not isinstance(version, bool) else -1
     return UnknownEvent(shown_type, shown_version, reason)
+
+
+def pack_rows(rows) -> bytes:
+    """A record stream of rows ``(seq, id, type, version, node, time, payload)``."""
+    pack = msgpack.Packer(use_bin_type=True).pack
+    return b"".join(pack(row) for row in rows)
+
+
+class BadStream(ValueError):
+    """A record stream that is not one."""
+
+
+def unpack_records(data: bytes):
+    """The records of a record stream, each payload decoded (``decode``: never raises);
+    ``BadStream`` at anything else, a stream cut short included."""
+    unpacker = msgpack.Unpacker(raw=False, use_list=False, max_buffer_size=len(data) + 1)
+    unpacker.feed(data)
+    end = 0  # where the last whole record ends
+    try:
+        for row in unpacker:
+            end = unpacker.tell()
+            if type(row) is not tuple or len(row) != 7:
+                raise BadStream(f"a record is {shown(row)}, not [seq, id, type, version, "
+                                "node, time, payload]")
+            seq, rid, typ, version, node, when, payload = row
+            if type(seq) is not int or type(rid) is not str or type(typ) is not str \
+                    or type(node) is not str or type(when) is not float:
+                raise BadStream(f"a record is {shown(row)}")
+            yield Recorded(seq, rid, typ, version, node, when, decode(typ, version, payload))
+    except BadStream:
+        raise
+    except (msgpack.UnpackException, ValueError) as exc:
+        raise BadStream(f"not a record stream: {exc}") from None
+    if end != len(data):
+        raise BadStream(f"the stream ends inside a record (at byte {end})")
 
 
 def new_event_id() -> str:

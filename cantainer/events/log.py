@@ -17,7 +17,9 @@ leader answered within ``timeout`` seconds.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import operator
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -51,7 +53,14 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS events (
     node TEXT NOT NULL,
     time REAL NOT NULL,
     payload BLOB NOT NULL)"""
-_COLUMNS = "seq, id, type, version, node, time, payload"
+# Reads ask for their rows as one JSON value: dqlite-client decodes every value of a
+# result in Python (13 us a row of seven, the daemon's whole cost of a replay), and
+# the node makes this one in C.  Exact: the time with 17 digits, the payload in hex
+# (null when it is no blob, which decodes as unknown).
+_AS_ONE_VALUE = ("SELECT json_group_array(json_array(seq, id, type, version, node, "
+                 "printf('%!.17g', time), CASE WHEN typeof(payload) = 'blob' "
+                 "THEN hex(payload) END)) FROM (SELECT * FROM events")
+_SEQ = operator.itemgetter(0)
 # Beside the log, the few secrets of the cluster (the CA's key, the join secret): they
 # are no events — they change, and they must not be kept forever in its history.
 SECRETS = """CREATE TABLE IF NOT EXISTS secrets (
@@ -206,19 +215,30 @@ class EventLog:
     async def read(self, after: int = 0, limit: int = 1000,
                    types: Sequence[str] | None = None) -> list[Recorded]:
         """Up to ``limit`` events with seq > ``after`` (of ``types`` only, if given)."""
+        return [Recorded(seq, rid, typ, ver, node, t, decode(typ, ver, payload))
+                for seq, rid, typ, ver, node, t, payload
+                in await self.read_rows(after, limit, types)]
+
+    async def read_rows(self, after: int = 0, limit: int = 1000,
+                        types: Sequence[str] | None = None) -> list[list]:
+        """``read``'s rows as stored, ``[seq, id, type, version, node, time, payload]``,
+        the payloads not decoded (a record stream's rows: ``codec.pack_rows``)."""
         where, params = "seq > ?", [after]
         if types:
             where += f" AND type IN ({', '.join('?' * len(types))})"
             params += list(types)
 
-        async def query(conn: DqliteConnection) -> list[list]:
-            return await conn.fetchall(
-                f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?",
-                [*params, limit])
+        async def query(conn: DqliteConnection) -> str | None:
+            return await conn.fetchval(f"{_AS_ONE_VALUE} WHERE {where} ORDER BY seq LIMIT ?)",
+                                       [*params, limit])
 
-        rows = await self._retrying("read", query)
-        return [Recorded(seq, rid, typ, ver, node, t, decode(typ, ver, payload))
-                for seq, rid, typ, ver, node, t, payload in rows]
+        packed = await self._retrying("read", query)
+        rows = json.loads(packed) if packed else []
+        for row in rows:
+            row[5] = float(row[5])
+            row[6] = bytes.fromhex(row[6]) if row[6] is not None else None
+        rows.sort(key=_SEQ)  # as read; an aggregate's order is the scan's, not promised
+        return rows
 
     async def secret(self, name: str) -> str | None:
         async def query(conn: DqliteConnection) -> str | None:

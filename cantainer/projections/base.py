@@ -11,12 +11,22 @@ so the submitter can report it.
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable
+from typing import ClassVar
 
 from cantainer.events import Event, Recorded
 
 
 class Projection:
+    # "EventType" -> on_EventType, found once per class (replay applies every record
+    # to two projections).
+    _handlers: ClassVar[dict[str, Callable]] = {}
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._handlers = {name.removeprefix("on_"): getattr(cls, name) for name in dir(cls)
+                         if name.startswith("on_")}
+
     def __init__(self) -> None:
         self.applied = 0
         self.rejected: dict[int, str] = {}
@@ -25,10 +35,8 @@ class Projection:
         if rec.seq <= self.applied:
             return
         self.applied = rec.seq
-        if not isinstance(rec.event, Event):
-            return
-        handler = _handler(type(self), rec.type)
-        if handler is not None:
+        handler = self._handlers.get(rec.type)
+        if handler is not None and isinstance(rec.event, Event):
             reason = handler(self, rec.event, rec.seq)
             if reason:
                 self.rejected[rec.seq] = reason
@@ -40,10 +48,3 @@ class Projection:
     def verdict(self, seq: int) -> str | None:
         """Why the event at ``seq`` was rejected, or ``None`` if it was accepted."""
         return self.rejected.get(seq)
-
-
-@functools.cache
-def _handler(cls: type, type_name: str):
-    """``cls.on_<type_name>``, looked up once per class and type (replay applies
-    every record to three nested projections)."""
-    return getattr(cls, f"on_{type_name}", None)

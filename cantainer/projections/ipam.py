@@ -116,7 +116,7 @@ class Container:
 
 
 def mac_of(ip: IPv4Address) -> str:
-    return "02:42:" + ":".join(f"{b:02x}" for b in ip.packed)
+    return "02:42:%02x:%02x:%02x:%02x" % tuple(ip.packed)
 
 
 def implicit_name(cidr: IPv4Network) -> str:
@@ -204,7 +204,7 @@ class Ipam(Projection):
         if (other := self.short_ids.get(e.container[:SHORT_ID])) is not None:
             return (f"container id {e.container} has the same first {SHORT_ID} digits as "
                     f"container {other} (its namespace and veth are named by them)")
-        if e.host not in self.members.live():
+        if not self.members.is_live(e.host):
             return f"host {e.host!r} is not a member of the cluster"
         wanted = [(e.host, port, proto) for _, port, _, proto in map(parse_port, e.ports)]
         for key in wanted:

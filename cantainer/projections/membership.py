@@ -43,6 +43,11 @@ class Membership(Projection):
         """Members that have not left (joined or suspected)."""
         return {n: node for n, node in self.nodes.items() if node.state != LEFT}
 
+    def is_live(self, name: str) -> bool:
+        """Whether ``name`` is a member that has not left (``live()``, without the copy)."""
+        node = self.nodes.get(name)
+        return node is not None and node.state != LEFT
+
     def trusted(self) -> frozenset[str]:
         """The certificate fingerprints of the live members: who may connect."""
         return frozenset(n.fingerprint for n in self.live().values() if n.fingerprint)

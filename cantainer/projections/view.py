@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from cantainer.errors import Invalid, NotFound
-from cantainer.events import Recorded, UnknownEvent, decode_fields
+from cantainer.events import BadStream, Recorded, UnknownEvent, decode_fields, unpack_records
 from cantainer.projections import overlay
 from cantainer.projections.ipam import Container, Network
 from cantainer.projections.state import ClusterState
@@ -36,6 +36,14 @@ def record_from_json(obj: dict) -> Recorded:
                         decode_fields(obj["type"], obj["version"], obj.get("data")))
     except (KeyError, TypeError, ValueError) as exc:
         raise Invalid(f"not an event record: {exc}") from None
+
+
+def records_from_stream(data: bytes) -> list[Recorded]:
+    """The records of a record stream (``events --msgpack``, the log's own rows)."""
+    try:
+        return list(unpack_records(data))
+    except BadStream as exc:
+        raise Invalid(str(exc)) from None
 
 
 # -- networks and containers ------------------------------------------------------------

@@ -1,6 +1,9 @@
 """Events in the log become VXLAN overlays on every host of a three-host lab."""
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -172,6 +175,15 @@ def test_network_commands_report_verdicts(make_lab):
     dump = lab.cli(3, "events", "--json").stdout
     from_file = lab.cli(3, "replay", "--json", "--file", "-", input=dump).stdout
     assert json.loads(from_file) == json.loads(lab.cli(3, "replay", "--json").stdout)
+    # ... and from 'events --msgpack': the records as the log stores them.
+    env = dict(os.environ, CANTAINER_SOCKET=lab.host(3).socket)
+    cli = [sys.executable, "-m", "cantainer.cli"]
+    stream = subprocess.run([*cli, "events", "--msgpack"], env=env, capture_output=True,
+                            check=True, timeout=30).stdout
+    assert not stream.startswith(b"{")
+    from_stream = subprocess.run([*cli, "replay", "--json", "--file", "-"], input=stream,
+                                 env=env, capture_output=True, check=True, timeout=30).stdout
+    assert json.loads(from_stream) == json.loads(from_file)
     # seq 1 ClusterCreated, 2-4 NodeJoined, 5 blue
     early = json.loads(lab.cli(3, "replay", "--json", "--file", "-", "--until", "5",
                                input=dump).stdout)

@@ -104,3 +104,33 @@ def test_recorded_data_is_json_ready(event):
     import json
     rec = ev.Recorded(1, "id", event.type_name(), 1, "n", 0.0, event)
     assert json.loads(json.dumps(rec.data())) == rec.data()
+
+
+@given(events=st.lists(any_event, max_size=20))
+@settings(max_examples=100)
+def test_a_record_stream_gives_back_the_records_it_was_packed_from(events):
+    rows = [(seq, f"id{seq}", e.type_name(), e.VERSION, "h1", 1.5 + seq, ev.encode(e))
+            for seq, e in enumerate(events, 1)]
+    back = list(ev.unpack_records(ev.pack_rows(rows)))
+    assert [(r.seq, r.id, r.type, r.version, r.node, r.time, r.event) for r in back] == \
+        [(*row[:6], e) for row, e in zip(rows, events)]
+
+
+def test_a_record_stream_keeps_a_payload_it_cannot_read_as_unknown():
+    rows = [(1, "a", "NoSuchEvent", 1, "h1", 0.0, b"\x80"), (2, "b", "NodeLeft", 1, "h1", 0.0,
+                                                           b"\xc1")]
+    first, second = ev.unpack_records(ev.pack_rows(rows))
+    assert first.event == ev.UnknownEvent("NoSuchEvent", 1, "unknown event type")
+    assert isinstance(second.event, ev.UnknownEvent) and "does not decode" in \
+        second.event.reason
+
+
+@pytest.mark.parametrize("data, reason", [
+    (msgpack.packb([1, 2, 3]), r"not \[seq, id, type, version, node, time, payload\]"),
+    (msgpack.packb(["1", "a", "T", 1, "h1", 0.0, b""]), "a record is"),
+    (b"\xc1", "not a record stream"),
+    (ev.pack_rows([(1, "a", "NodeLeft", 1, "h1", 0.0, b"\x81")])[:-1], "ends inside a record"),
+])
+def test_anything_else_is_no_record_stream(data, reason):
+    with pytest.raises(ev.BadStream, match=reason):
+        list(ev.unpack_records(data))
