@@ -27,7 +27,11 @@ def connect(path: str, message: dict) -> socket.socket:
 
 def request(path: str, message: dict):
     """Send one request; yield the response objects; raise ApiError on an error line."""
-    sock = connect(path, message)
+    return replies(connect(path, message))
+
+
+def replies(sock: socket.socket):
+    """The response objects on a connection ``connect`` made; ApiError on an error line."""
     with sock, sock.makefile("rb") as stream:
         for line in stream:
             reply = json.loads(line)

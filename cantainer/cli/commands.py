@@ -12,7 +12,7 @@ import re
 import sys
 import time
 
-from cantainer.cli.client import call, connect, request
+from cantainer.cli.client import call, connect, replies, request
 from cantainer.errors import REFUSED, CantainerError, Invalid
 
 
@@ -445,15 +445,13 @@ def cmd_rm(args) -> int:
     return _each(args, args.refs, "rm", "removed", force=args.force)
 
 
-def _records_from(args, view):
+def _records_from(args, view, asked=None):
     """The records to replay, in order: the daemon's log, or a file of ``events --json`` (JSON
     Lines) or ``events --msgpack`` (a record stream), told apart by their first byte."""
     if args.file is None:  # each batch decoded while the daemon reads the next
         import base64
 
-        return (rec for reply in request(args.socket, {"op": "events", "since": 0,
-                                                       "raw": True})
-                if "records" in reply
+        return (rec for reply in replies(asked) if "records" in reply
                 for rec in view.records_from_stream(base64.b64decode(reply["records"])))
     try:
         if args.file == "-":
@@ -488,13 +486,15 @@ def cmd_replay(args) -> int:
         print(f"{len(reply['differences'])} differences at seq {reply['applied']}",
               file=sys.stderr)
         return 1 if reply["differences"] else 0
+    if args.file is None:  # asked first: the daemon reads while the projections load
+        asked = connect(args.socket, {"op": "events", "since": 0, "raw": True})
     from cantainer.projections import view  # the projections: only this command needs them
 
     # Hundreds of thousands of small acyclic objects: the cyclic GC would only
     # rescan them again and again (a third of the command's time at 100 000 events).
     import gc
     gc.disable()
-    records = _records_from(args, view)
+    records = _records_from(args, view, asked if args.file is None else None)
     result = view.view(view.replay(records, args.until), args.node)
     print(json.dumps(result) if args.json else view.render(result))
     return 0

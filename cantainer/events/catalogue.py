@@ -142,6 +142,8 @@ class ContainerCreated(Event):
     init: bool = attrs.field(default=False, validator=v.boolean)  # docker run --init
 
     def __attrs_post_init__(self) -> None:
+        if not self.volumes and not self.tmpfs:
+            return
         try:
             v.mount_targets([*(v.parse_volume(m)[1] for m in self.volumes), *self.tmpfs])
         except v.InvalidEvent as exc:

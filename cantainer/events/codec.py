@@ -17,6 +17,7 @@ reader.  ``pack_rows`` and ``unpack_records`` are the format's one owner.
 from __future__ import annotations
 
 import json
+import operator
 import types
 import typing
 import uuid
@@ -134,6 +135,24 @@ def pack_rows(rows) -> bytes:
 
 class BadStream(ValueError):
     """A record stream that is not one."""
+
+
+_SEQ = operator.itemgetter(0)
+
+
+def rows_from_json(rows: list) -> list[list]:
+    """Rows as a read gives them in JSON (``log.py``: the node makes that value),
+    ``[seq, id, type, version, node, "TIME", "HEX" | null]``, as stored: the time
+    written with 17 digits (exact), the payload in hex (null: no blob, which then
+    decodes as unknown).  In place; in seq order."""
+    try:
+        for row in rows:
+            row[5] = float(row[5])
+            row[6] = bytes.fromhex(row[6]) if row[6] is not None else None
+    except (TypeError, ValueError, IndexError) as exc:
+        raise BadStream(f"not rows of the log: {exc}") from None
+    rows.sort(key=_SEQ)  # an aggregate's order is its scan's, not a promise
+    return rows
 
 
 def unpack_records(data: bytes):

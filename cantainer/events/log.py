@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import operator
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -35,7 +34,7 @@ from dqliteclient import (
 
 from cantainer.errors import InvalidEvent, LogUnavailable
 from cantainer.events.catalogue import Event
-from cantainer.events.codec import Recorded, decode, encode, new_event_id
+from cantainer.events.codec import Recorded, decode, encode, new_event_id, rows_from_json
 from cantainer.events.validate import event_id
 
 log = logging.getLogger(__name__)
@@ -55,12 +54,10 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS events (
     payload BLOB NOT NULL)"""
 # Reads ask for their rows as one JSON value: dqlite-client decodes every value of a
 # result in Python (13 us a row of seven, the daemon's whole cost of a replay), and
-# the node makes this one in C.  Exact: the time with 17 digits, the payload in hex
-# (null when it is no blob, which decodes as unknown).
+# the node makes this one in C (codec.rows_from_json reads it).
 _AS_ONE_VALUE = ("SELECT json_group_array(json_array(seq, id, type, version, node, "
                  "printf('%!.17g', time), CASE WHEN typeof(payload) = 'blob' "
-                 "THEN hex(payload) END)) FROM (SELECT * FROM events")
-_SEQ = operator.itemgetter(0)
+                 "THEN hex(payload) END)), max(seq) FROM (SELECT * FROM events")
 # Beside the log, the few secrets of the cluster (the CA's key, the join secret): they
 # are no events — they change, and they must not be kept forever in its history.
 SECRETS = """CREATE TABLE IF NOT EXISTS secrets (
@@ -223,22 +220,24 @@ class EventLog:
                         types: Sequence[str] | None = None) -> list[list]:
         """``read``'s rows as stored, ``[seq, id, type, version, node, time, payload]``,
         the payloads not decoded (a record stream's rows: ``codec.pack_rows``)."""
+        text, _ = await self.read_text(after, limit, types)
+        return rows_from_json(json.loads(text))
+
+    async def read_text(self, after: int = 0, limit: int = 1000,
+                        types: Sequence[str] | None = None) -> tuple[str, int | None]:
+        """The same rows as the one JSON value the node made (``codec.rows_from_json``
+        reads it), and the last one's seq (None: no rows), for a reader to pass on."""
         where, params = "seq > ?", [after]
         if types:
             where += f" AND type IN ({', '.join('?' * len(types))})"
             params += list(types)
 
-        async def query(conn: DqliteConnection) -> str | None:
-            return await conn.fetchval(f"{_AS_ONE_VALUE} WHERE {where} ORDER BY seq LIMIT ?)",
+        async def query(conn: DqliteConnection) -> tuple[str, int | None]:
+            rows = await conn.fetchall(f"{_AS_ONE_VALUE} WHERE {where} ORDER BY seq LIMIT ?)",
                                        [*params, limit])
+            return rows[0][0], rows[0][1]
 
-        packed = await self._retrying("read", query)
-        rows = json.loads(packed) if packed else []
-        for row in rows:
-            row[5] = float(row[5])
-            row[6] = bytes.fromhex(row[6]) if row[6] is not None else None
-        rows.sort(key=_SEQ)  # as read; an aggregate's order is the scan's, not promised
-        return rows
+        return await self._retrying("read", query)
 
     async def secret(self, name: str) -> str | None:
         async def query(conn: DqliteConnection) -> str | None:

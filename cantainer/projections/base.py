@@ -35,6 +35,10 @@ class Projection:
         if rec.seq <= self.applied:
             return
         self.applied = rec.seq
+        self.handle(rec)
+
+    def handle(self, rec: Recorded) -> None:
+        """``apply`` without the seq check: for a caller that made it (ClusterState)."""
         handler = self._handlers.get(rec.type)
         if handler is not None and isinstance(rec.event, Event):
             reason = handler(self, rec.event, rec.seq)

@@ -30,9 +30,9 @@ class ClusterState:
         membership first: IPAM reads it."""
         if rec.seq <= self.applied:
             return
-        self.members.apply(rec)
-        self.ipam.apply(rec)
-        self.applied = rec.seq
+        self.members.applied = self.ipam.applied = self.applied = rec.seq
+        self.members.handle(rec)
+        self.ipam.handle(rec)
 
     def apply_all(self, records) -> None:
         for rec in records:
