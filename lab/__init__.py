@@ -186,15 +186,22 @@ class Lab:
 
         The leader reports a promotion once it has committed it; the promoted node
         hears of it a moment later, and until then would not stand for election: a
-        test that kills the leader must kill it in a group every member knows.
+        test that kills the leader must kill it in a group every member knows.  A
+        spare is sent no Raft log, so its own copy is empty or stale: only the voters
+        and stand-bys (as the others see them) are asked to agree.
         """
         count = hosts or len(self.hosts)
         want = sorted(["voter"] * min(3, count) + ["standby"] * min(3, max(0, count - 3)))
 
         def formed() -> bool:
-            views = [self._roles_seen_by(h) for h in self.hosts if h.running]
-            return bool(views) and all(sorted(r for r in view if r != "spare") == want
-                                       for view in views)
+            views = {h.dqlite_address: self._roles_seen_by(h) for h in self.hosts
+                     if h.running}
+            agreed = [v for v in views.values() if sorted(r for r in v.values()
+                                                          if r != "spare") == want]
+            if not agreed:
+                return False
+            seats = [a for a, role in agreed[0].items() if role != "spare"]
+            return all(views.get(a) == agreed[0] for a in seats)
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -203,9 +210,9 @@ class Lab:
             time.sleep(0.1)
         raise CantainerError(f"the Raft group did not form within {timeout:g}s")
 
-    def _roles_seen_by(self, h: LabHost) -> list[str]:
-        """The Raft roles in node ``h``'s own copy of the configuration ([] if it does
-        not answer)."""
+    def _roles_seen_by(self, h: LabHost) -> dict[str, str]:
+        """Address -> Raft role in node ``h``'s own copy of the configuration ({} if it
+        does not answer)."""
         import asyncio
 
         from dqliteclient import ClusterClient, MemoryNodeStore
@@ -220,16 +227,16 @@ class Lab:
             return await asyncio.open_connection(host, int(port), ssl=tls,
                                                  server_hostname=None)
 
-        async def ask() -> list[str]:
+        async def ask() -> dict[str, str]:
             client = ClusterClient(MemoryNodeStore([h.dqlite_address]), timeout=1.0,
                                    dial_func=dial)
             async with client.open_admin_connection(h.dqlite_address) as p:
-                return [n.role.name.lower() for n in await p.cluster()]
+                return {n.address: n.role.name.lower() for n in await p.cluster()}
 
         try:
             return netns.run_in(h.netns, lambda: asyncio.run(ask()))
         except Exception:  # noqa: BLE001 - not answering yet is "not formed yet"
-            return []
+            return {}
 
     def wait_ready(self, number: int, timeout: float = 60.0) -> None:
         h = self.host(number)
