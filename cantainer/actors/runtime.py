@@ -49,7 +49,7 @@ STEADY = 10.0  # seconds a run must last for the back-off to start again from th
 
 def _event_id(kind: str, c: ContainerPlan) -> str:
     """One report of each kind per run (the first run's ids as they always were)."""
-    return f"{kind}-{c.id}" if c.run == 0 else f"{kind}-{c.id}-{c.run}"
+    return runtime.report_id(kind, c.id, c.run)
 
 
 @attrs.frozen

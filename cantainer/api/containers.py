@@ -42,6 +42,7 @@ from cantainer.events.validate import parse_port, parse_restart, parse_user, par
 from cantainer.kernel import cgroups, process, rtnl
 from cantainer.kernel.statedir import StateDir
 from cantainer.projections.ipam import DEFAULT_NETWORK, Container
+from cantainer.projections.runtime import report_id
 from cantainer.projections.view import container_detail, container_json
 
 STOP_GRACE = 15.0  # seconds after a stop's timeout for SIGKILL to be reported
@@ -151,18 +152,47 @@ async def run(h, req: dict, ex) -> None:
         c = _live(h, cid)
         await ex.send({"container": container_json(c), "attach": state.attach_socket})
         return
-    await h.until(lambda: _state(h, cid) != "created", START_TIMEOUT,
-                  f"container {name} to start")
+    def started() -> bool:
+        """run -d: running in the log, as ps and inspect on every host will show it; a
+        foreground run: as its shim says (the pid on disk), the log follows."""
+        if _state(h, cid) != "created":
+            return True
+        return req["follow"] and (state.pid() is not None or state.ended())
+
+    await h.until(started, START_TIMEOUT, f"container {name} to start")
     c = _live(h, cid)
     await ex.send({"container": container_json(c)})
     if req["follow"]:  # a foreground run: its output, its end, in one exchange
-        await stream_output(c, state, ex, follow=True)
+        await stream_output(c, state, ex, follow=True, pause=h.changed)
+        await ex.send({"exit_code": await _record_end(h, cid, state, req["remove"])})
+
+
+async def _record_end(h, cid: str, state: StateDir, remove_it: bool) -> int | None:
+    """A foreground run's end as its shim recorded it, appended in one batch with the
+    runtime's own ids (whichever comes first is the one appended): its start, its exit,
+    and with ``--rm`` its removal.  Its exit code."""
+    c = _live(h, cid)
+    if c is None or c.run != 0 or state.run() != 0 or (code := state.exit_code()) is None:
+        # removed meanwhile, or started again (its restart policy): as the log says
         await h.until(lambda: _state(h, cid) in ("exited", None), float("inf"),
-                      f"container {name} to end")
+                      f"container {cid[:12]} to end")
         c = _live(h, cid)
-        if req["remove"] and c is not None:
+        if remove_it and c is not None:
             await remove(h, c)
-        await ex.send({"exit_code": c.exit_code if c else None})
+        return c.exit_code if c else None
+    events, ids = [], []
+    if c.state == "created" and (pid := state.pid()) is not None:
+        events.append(from_data("ContainerStarted", {"container": cid, "pid": pid}))
+        ids.append(report_id("ContainerStarted", cid, 0))
+    if c.state != "exited":
+        events.append(from_data("ContainerExited", {"container": cid, "exit_code": code}))
+        ids.append(report_id("ContainerExited", cid, 0))
+    if remove_it:
+        events.append(from_data("ContainerRemoved", {"container": cid}))
+        ids.append(f"ContainerRemoved-{cid}")
+    if events:
+        await h.append(events, ids)
+    return code
 
 
 def _check_ports(h, specs: list[str]) -> None:
@@ -226,9 +256,12 @@ async def logs(h, req: dict, ex) -> None:
 
 
 async def stream_output(c: Container, state: StateDir, ex, follow: bool,
-                        offset: int = 0, timestamps: bool = False) -> None:
+                        offset: int = 0, timestamps: bool = False,
+                        pause=asyncio.sleep) -> None:
     """Send the container's output from ``offset`` as {"data"} lines; with ``follow``,
-    until it ends; with ``timestamps``, each line after the time it came (logs -t)."""
+    until it ends (looking again after ``pause(OUTPUT_POLL)``: a handle's ``changed``
+    ends it early when its end is reported); with ``timestamps``, each line after the
+    time it came (logs -t)."""
     stamp = _Stamper(state.output_times(), offset) if timestamps else None
     while True:
         chunk = await asyncio.to_thread(state.read_output, offset)
@@ -243,7 +276,7 @@ async def stream_output(c: Container, state: StateDir, ex, follow: bool,
             if not await asyncio.to_thread(state.read_output, offset):
                 return
             continue
-        await asyncio.sleep(OUTPUT_POLL)
+        await pause(OUTPUT_POLL)
 
 
 class _Stamper:

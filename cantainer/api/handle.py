@@ -51,6 +51,10 @@ class Handle(Protocol):
         """Until ``done()`` (a question to the state) holds, asked again as records are
         applied; ``Unavailable`` naming ``what`` after ``timeout`` seconds."""
 
+    async def changed(self, timeout: float) -> None:
+        """Until records are applied or an actor reports (a pid, an exit code on disk),
+        or ``timeout`` seconds: a pause for one who looks at files too."""
+
     async def acted_on(self, seq: int) -> None:
         """Until every kernel actor of this host has acted on the state at ``seq``."""
 

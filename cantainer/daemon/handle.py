@@ -68,6 +68,9 @@ class DaemonHandle:
     async def until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
         await self._runner.until(done, timeout, what)
 
+    async def changed(self, timeout: float) -> None:
+        await self._runner.changed(timeout)
+
     async def acted_on(self, seq: int) -> None:
         for actor in self._runner.refs:
             await self._runner.wait_reconciled(actor, seq)

@@ -111,6 +111,9 @@ class Runner:
         self._progressed.set()
 
     def report(self, event: Event, event_id: str) -> None:
+        # What it reports is on disk already (a pid, an exit code): a waiter may look
+        # now (api/containers.py: run), before the append comes back.
+        self._loop.call_soon_threadsafe(self._progressed.set)
         self._report(event, event_id)
 
     # -- feeding --------------------------------------------------------------------------
@@ -244,6 +247,14 @@ class Runner:
                     await self._progressed.wait()
         except TimeoutError:
             raise Unavailable(f"waited {timeout:g}s for {what}") from None
+
+    async def changed(self, timeout: float) -> None:
+        """Until records are applied or an actor reports, or ``timeout`` seconds."""
+        self._progressed.clear()
+        try:
+            await asyncio.wait_for(self._progressed.wait(), timeout)
+        except TimeoutError:
+            pass
 
     async def ask(self, actor: str, method: str, *args, timeout: float = 10.0):
         """Call an actor's method and wait for the answer without blocking the loop."""

@@ -50,6 +50,13 @@ class ContainerPlan:
     restarts: int            # how many runs its policy decided
 
 
+def report_id(kind: str, container: str, run: int) -> str:
+    """The id of a report of its host about a container's run (``ContainerStarted``,
+    ``ContainerExited``): one of each kind per run, whoever on the host appends it
+    first (the runtime actor, or a foreground ``run`` that saw the end itself)."""
+    return f"{kind}-{container}" if run == 0 else f"{kind}-{container}-{run}"
+
+
 def plan(state: ClusterState, host: str) -> dict[str, ContainerPlan]:
     """Container id -> plan of every container the log places on ``host``."""
     networks = state.ipam.networks

@@ -100,6 +100,24 @@ def test_logs_follow_until_the_container_ends(lab):
     assert follower.returncode == 0 and follower.stdout == "line1\nline2\nline3\n", follower
 
 
+def test_a_run_rm_frees_its_name_for_any_host_when_it_returns(lab):
+    # The foreground run appends the container's end itself (one batch, the runtime's
+    # ids): its exit, its removal; once it returns, another host may take the name.
+    for _ in range(3):
+        done = lab.cli(1, "run", "--rm", "-n", NET, "--name", "brief", "busybox", "sh", "-c",
+                       "echo out; exit 3", check=False)
+        assert (done.returncode, done.stdout) == (3, "out\n"), done
+        assert "brief" not in ps(lab, 2)
+        lab.cli(2, "run", "--rm", "-n", NET, "--name", "brief", "busybox", "true")
+    log = events(lab, 3)
+    ids = {e["data"]["container"] for e in log
+           if e["type"] == "ContainerCreated" and e["data"]["name"] == "brief"}
+    kinds = sorted(e["type"] for e in log if e["data"].get("container") in ids)
+    assert len(ids) == 6 and kinds == sorted(["ContainerCreated", "ContainerStarted",
+                                              "ContainerExited", "ContainerRemoved"] * 6), \
+        "each recorded once, whoever appended it first"
+
+
 def test_rm_force_of_a_running_container_stops_and_removes_it(lab):
     lab.cli(2, "run", "-d", "-n", NET, "--name", "doomed", "busybox", "sleep", "300")
     pid = inspect(lab, 1, "doomed")["pid"]
