@@ -272,6 +272,13 @@ class RuntimeActor(KernelActor):
         supervise.wait_for(lambda: state.pid() is not None or shim.poll() is not None,
                            timeout=float("inf"), interval=0.002)
         self.tell_self(Started(state.id))  # an attached container starts when its CLI connects
+        if (pid := state.pid()) is not None:
+            # Its end as soon as the shim has recorded it, not once the shim itself has
+            # gone (its cgroup removed, its interpreter ended: milliseconds later).
+            supervise.wait_for_end(pid)
+            supervise.wait_for(lambda: state.ended() or shim.poll() is not None,
+                               timeout=float("inf"), interval=0.002)
+            self.tell_self(Reconcile(full=False))
         shim.wait()
         if not state.ended():
             # The shim itself failed: the container never ran; say so where logs look.
