@@ -73,12 +73,15 @@ def number(text: str) -> float:
 
 
 def interleaved(trees: dict[str, str], modules: list[tuple[str, dict]],
-                rounds: int) -> dict[str, dict[str, list[float]]]:
-    """build -> figure name -> its value in each round."""
+                rounds: int, extra: dict[str, dict[str, dict]] | None = None
+                ) -> dict[str, dict[str, list[float]]]:
+    """build -> figure name -> its value in each round.  ``extra``: build -> module ->
+    arguments for that build's module only (one the other build's does not take)."""
     found: dict[str, dict[str, list[float]]] = {build: {} for build in trees}
     for _ in range(rounds):
         for build, tree in trees.items():
             for module, kwargs in modules:
+                kwargs = {**kwargs, **(extra or {}).get(build, {}).get(module, {})}
                 for name, value in measure(tree, module, kwargs).items():
                     found[build].setdefault(name, []).append(number(value))
     return found

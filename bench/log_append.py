@@ -107,12 +107,18 @@ def bench_ways(lab: Lab, size: int, reps: int, host: int = 2,
     return run_in_netns(lab.host(host).netns, go)
 
 
-def run(reps: int = 40) -> tuple[str, list[Figure]]:
+def run(reps: int = 40, interleave: bool = True) -> tuple[str, list[Figure]]:
+    """``interleave=False``: the raw batches, then the API's, as builds before did
+    (``bench.trust`` compares the API figure with such a build's)."""
     rows, figures = [], []
     with Lab(3) as lab:
         lab.start_all()
         for size in BATCHES:
-            times = bench_ways(lab, size, reps, ways=("raw", "api"))
+            if interleave:
+                times = bench_ways(lab, size, reps, ways=("raw", "api"))
+            else:
+                times = {**bench_ways(lab, size, reps, ways=("raw",)),
+                         **bench_ways(lab, size, reps, ways=("api",))}
             raw, api = times["raw"], times["api"]
             # Apart: a process start's aftermath would fall on the next batch of the others.
             cmd = bench_ways(lab, size, reps, ways=("cli",))["cli"]
