@@ -188,8 +188,8 @@ async def _record_end(h, cid: str, state: StateDir, remove_it: bool) -> int | No
         events.append(from_data("ContainerExited", {"container": cid, "exit_code": code}))
         ids.append(report_id("ContainerExited", cid, 0))
     if remove_it:
-        events.append(from_data("ContainerRemoved", {"container": cid}))
-        ids.append(f"ContainerRemoved-{cid}")
+        events.append(_removal(cid))
+        ids.append(_removal_id(cid))
     if events:
         await h.append(events, ids)
     return code
@@ -385,8 +385,16 @@ async def rm(h, req: dict, ex) -> None:
 
 
 async def remove(h, c: Container) -> None:
-    event = from_data("ContainerRemoved", {"container": c.id})
-    await h.append([event], [f"ContainerRemoved-{c.id}"])
+    await h.append([_removal(c.id)], [_removal_id(c.id)])
+
+
+def _removal(cid: str):
+    return from_data("ContainerRemoved", {"container": cid})
+
+
+def _removal_id(cid: str) -> str:
+    """One removal of a container, whoever asks for it (rm, a foreground run --rm)."""
+    return f"ContainerRemoved-{cid}"
 
 
 async def wait(h, req: dict, ex) -> None:

@@ -40,7 +40,6 @@ from cantainer.events.codec import (
     from_data,
     new_event_id,
     pack_rows,
-    rows_from_json,
     to_data,
     unpack_records,
 )
@@ -51,5 +50,5 @@ __all__ = [
     "ContainerStarted", "ContainerStartRequested", "ContainerStopRequested", "Event", "NetworkCreated", "NetworkRemoved",
     "NodeJoined", "NodeLeft", "NodeRecovered", "NodeSuspected", "Recorded", "UnknownEvent",
     "decode", "decode_fields", "encode", "from_data", "new_event_id", "parse_cidr", "to_data",
-    "BadStream", "pack_rows", "rows_from_json", "unpack_records",
+    "BadStream", "pack_rows", "unpack_records",
 ]

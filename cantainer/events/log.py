@@ -57,7 +57,7 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS events (
 # the node makes this one in C (codec.rows_from_json reads it).
 _AS_ONE_VALUE = ("SELECT json_group_array(json_array(seq, id, type, version, node, "
                  "printf('%!.17g', time), CASE WHEN typeof(payload) = 'blob' "
-                 "THEN hex(payload) END)), max(seq) FROM (SELECT * FROM events")
+                 "THEN hex(payload) END)) FROM (SELECT * FROM events")
 # Beside the log, the few secrets of the cluster (the CA's key, the join secret): they
 # are no events — they change, and they must not be kept forever in its history.
 SECRETS = """CREATE TABLE IF NOT EXISTS secrets (
@@ -220,24 +220,16 @@ class EventLog:
                         types: Sequence[str] | None = None) -> list[list]:
         """``read``'s rows as stored, ``[seq, id, type, version, node, time, payload]``,
         the payloads not decoded (a record stream's rows: ``codec.pack_rows``)."""
-        text, _ = await self.read_text(after, limit, types)
-        return rows_from_json(json.loads(text))
-
-    async def read_text(self, after: int = 0, limit: int = 1000,
-                        types: Sequence[str] | None = None) -> tuple[str, int | None]:
-        """The same rows as the one JSON value the node made (``codec.rows_from_json``
-        reads it), and the last one's seq (None: no rows), for a reader to pass on."""
         where, params = "seq > ?", [after]
         if types:
             where += f" AND type IN ({', '.join('?' * len(types))})"
             params += list(types)
 
-        async def query(conn: DqliteConnection) -> tuple[str, int | None]:
-            rows = await conn.fetchall(f"{_AS_ONE_VALUE} WHERE {where} ORDER BY seq LIMIT ?)",
+        async def query(conn: DqliteConnection) -> str:
+            return await conn.fetchval(f"{_AS_ONE_VALUE} WHERE {where} ORDER BY seq LIMIT ?)",
                                        [*params, limit])
-            return rows[0][0], rows[0][1]
 
-        return await self._retrying("read", query)
+        return rows_from_json(json.loads(await self._retrying("read", query)))
 
     async def secret(self, name: str) -> str | None:
         async def query(conn: DqliteConnection) -> str | None:

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from cantainer import events as ev
 from cantainer.errors import PayloadTooLarge
+from cantainer.events.codec import rows_from_json
 from tests.unit.strategies import BY_TYPE, any_event
 
 
@@ -139,10 +140,10 @@ def test_anything_else_is_no_record_stream(data, reason):
 def test_rows_in_json_come_back_exact_and_in_order():
     rows = [[2, "b", "NodeLeft", 1, "h1", "1796127535.3644691", "81a46e616d65a26831"],
             [1, "a", "T", 1, "h1", "0.10000000000000001", None]]
-    assert ev.rows_from_json(rows) == [
+    assert rows_from_json(rows) == [
         [1, "a", "T", 1, "h1", 0.1, None],
         [2, "b", "NodeLeft", 1, "h1", 1796127535.3644691, msgpack.packb({"name": "h1"})]]
     for bad in ([[1, "a"]], [[1, "a", "T", 1, "h1", "x", None]],
                 [[1, "a", "T", 1, "h1", "1", "zz"]]):
         with pytest.raises(ev.BadStream, match="not rows of the log"):
-            ev.rows_from_json(bad)
+            rows_from_json(bad)
