@@ -463,9 +463,8 @@ def _records_from(args, view, asked=None):
         raise Invalid(f"cannot read {args.file}: {exc.strerror}") from None
     if data.lstrip()[:1] in (b"{", b""):
         try:
-            return [view.record_from_json(json.loads(line)) for line in data.splitlines()
-                    if line.strip()]
-        except ValueError as exc:
+            return view.records_from_json_lines(data)
+        except Invalid as exc:
             raise Invalid(f"{args.file} is not JSON Lines from 'events --json': {exc}") \
                 from None
     try:

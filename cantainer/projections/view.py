@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from cantainer.errors import Invalid, NotFound
@@ -36,6 +37,41 @@ def record_from_json(obj: dict) -> Recorded:
                         decode_fields(obj["type"], obj["version"], obj.get("data")))
     except (KeyError, TypeError, ValueError) as exc:
         raise Invalid(f"not an event record: {exc}") from None
+
+
+def records_from_json_lines(data: bytes) -> list[Recorded]:
+    """The records of a file of ``events --json`` (JSON Lines).
+
+    Each 4 096 lines are parsed as one JSON array: one call into ``json``'s C parser, not
+    one a line (a third of a replay's time at 100 000 events), and few parsed lines held
+    at once.  Only when that fails, or finds more values than lines, are the lines parsed
+    one by one, to name the line at fault."""
+    lines = [line for line in data.splitlines() if line.strip()]
+    records = []
+    for start in range(0, len(lines), _JSON_CHUNK):
+        chunk = lines[start:start + _JSON_CHUNK]
+        try:
+            objs = json.loads(b"[" + b",".join(chunk) + b"]")
+        except ValueError:
+            objs = None
+        if objs is None or len(objs) != len(chunk):
+            raise Invalid(_json_fault(data))
+        records += [record_from_json(obj) for obj in objs]
+    return records
+
+
+_JSON_CHUNK = 4096
+
+
+def _json_fault(data: bytes) -> str:
+    """What is wrong with JSON Lines that do not parse as one value a line."""
+    for number, line in enumerate(data.splitlines(), 1):
+        if line.strip():
+            try:
+                json.loads(line)
+            except ValueError as exc:
+                return f"line {number}: {exc}"
+    return "a line holds more than one JSON value"
 
 
 def records_from_stream(data: bytes) -> list[Recorded]:

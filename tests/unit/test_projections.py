@@ -2,6 +2,7 @@
 
 import ipaddress
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -10,7 +11,8 @@ from cantainer.projections.ipam import VNI_BASE, AddressPool, mac_of
 from cantainer.projections.membership import Membership
 from cantainer.projections.overlay import plan
 from cantainer.projections.state import ClusterState
-from cantainer.projections.view import record_from_json, replay, view
+from cantainer.errors import Invalid
+from cantainer.projections.view import record_from_json, records_from_json_lines, replay, view
 
 
 class Log:
@@ -314,6 +316,24 @@ def test_replay_from_json_records_applies_and_skips():
     assert v["rejected"] == [{"seq": 4, "reason": "198.18.0.0/16 overlaps network "
                                                   "'198.18.0.0-24' (198.18.0.0/24)"}]
     assert view(replay(records, until=1))["containers"] == []
+
+
+def test_json_lines_are_read_in_chunks_and_a_bad_line_is_named():
+    import json
+
+    def line(seq):
+        return json.dumps({"seq": seq, "id": f"e{seq}", "type": "NetworkCreated", "version": 1,
+                           "node": "h1", "time": 0.0,
+                           "data": {"name": f"n{seq}", "cidr": f"198.18.{seq % 250}.0/24"}})
+    lines = [line(seq) for seq in range(1, 9001)]  # three chunks of 4 096 or fewer
+    data = ("\n\n".join(lines) + "\n").encode()  # blank lines between are no records
+    assert [r.seq for r in records_from_json_lines(data)] == list(range(1, 9001))
+    two = lines[:5000] + [lines[5000] + "," + line(9999)] + lines[5001:]
+    with pytest.raises(Invalid, match="line 5001: Extra data"):
+        records_from_json_lines("\n".join(two).encode())
+    cut = lines[:7000] + [lines[7000][:-1]] + lines[7001:]
+    with pytest.raises(Invalid, match="line 7001: Expecting"):
+        records_from_json_lines("\n".join(cut).encode())
 
 
 # -- the default network ------------------------------------------------------------------
