@@ -185,6 +185,9 @@ class RuntimeActor(KernelActor):
         return any(names.netns(other) == names.netns(cid) for other in self._removing)
 
     def _start(self, c: ContainerPlan, state: StateDir) -> None:
+        """The shim is handed the container before its network is made, and told ``go``
+        after: its cgroup (and the kernel's wait to move a process into one) is made
+        meanwhile."""
         began = time.perf_counter()
         state.create()
         try:
@@ -192,7 +195,6 @@ class RuntimeActor(KernelActor):
             mounts = [(source if source.startswith("/") else self.volumes.data(source),
                        target, read_only) for source, target, read_only in c.volumes]
             lower = self.images.rootfs(c.image)
-            ns = self._network(c)
             # Names: this host's name server on the network's .1 (daemon/dns.py); a
             # volume the user put on either file comes later and wins (as in Docker).
             mounts = [(state.write_resolv_conf(c.gateway), "/etc/resolv.conf", False),
@@ -201,26 +203,38 @@ class RuntimeActor(KernelActor):
             if c.init:
                 mounts.append((process.INIT_BINARY, process.INIT_PATH, True))
                 command = [process.INIT_PATH, *command]
+            attach = state.attach_marked()  # run -i/-t: the shim waits for the CLI's terminal
+            state.write_spec({"id": c.id, "lower": lower, "hostname": c.hostname,
+                              "command": command, "env": list(c.env),
+                              "netns": names.netns(c.id), "memory": c.memory,
+                              "pids_limit": c.pids_limit, "cpus": c.cpus,
+                              "workdir": c.workdir, "uid": c.uid, "gid": c.gid, "caps": caps,
+                              "mounts": mounts, "tmpfs": list(c.tmpfs),
+                              "read_only": c.read_only, "attach": attach})
+            if attach:
+                state.unmark_attach()
+            shim = self._warm.start(state)
         except Exception as exc:  # the container cannot start: record why, as an exit
-            log.error("container %s cannot start: %s", c.name, exc)
-            state.say(f"cantainer: cannot start the container: {exc}")
+            self._cannot_start(c, state, exc)
             state.write_spec({})
             state.write_exit_code(125)
             return
-        attach = state.attach_marked()  # run -i/-t: the shim waits for the CLI's terminal
-        state.write_spec({"id": c.id, "lower": lower, "hostname": c.hostname,
-                          "command": command, "env": list(c.env), "netns": ns,
-                          "memory": c.memory, "pids_limit": c.pids_limit, "cpus": c.cpus,
-                          "workdir": c.workdir, "uid": c.uid, "gid": c.gid, "caps": caps,
-                          "mounts": mounts, "tmpfs": list(c.tmpfs), "read_only": c.read_only,
-                          "attach": attach})
-        if attach:
-            state.unmark_attach()
-        shim = self._warm.start(state)
-        log.info("container %s: network and spec %.0f ms", c.name,
-                 (time.perf_counter() - began) * 1000)
         self._watched.add(c.id)
         threading.Thread(target=self._watch, args=(shim, state), daemon=True).start()
+        try:
+            self._network(c)
+        except Exception as exc:
+            self._cannot_start(c, state, exc)  # and the shim records the exit, 125
+            supervise.tell(shim, go=False)
+            return
+        supervise.tell(shim, go=True)
+        log.info("container %s: spec and network %.0f ms", c.name,
+                 (time.perf_counter() - began) * 1000)
+
+    @staticmethod
+    def _cannot_start(c: ContainerPlan, state: StateDir, exc: Exception) -> None:
+        log.error("container %s cannot start: %s", c.name, exc)
+        state.say(f"cantainer: cannot start the container: {exc}")
 
     def _network(self, c: ContainerPlan) -> str:
         """Its namespace, veth and eth0 (with its route out, unless internal): at its

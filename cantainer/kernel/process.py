@@ -241,7 +241,8 @@ def _child(spec: ProcessSpec, go: int, stdio: tuple[int, int, int]) -> None:
     try:
         for fd, target in zip(stdio, (0, 1, 2), strict=True):
             os.dup2(fd, target)
-        os.read(go, 1)  # the shim has put us in our cgroup
+        if os.read(go, 1) != b"g":  # in our cgroup, our network made; or not to start
+            os._exit(125)
         os.unshare(os.CLONE_NEWNS | os.CLONE_NEWUTS | os.CLONE_NEWIPC)
         if spec.netns:
             fd = os.open(f"/run/netns/{spec.netns}", os.O_RDONLY)
@@ -279,7 +280,9 @@ def _child(spec: ProcessSpec, go: int, stdio: tuple[int, int, int]) -> None:
 
 
 def start(spec: ProcessSpec, stdio: tuple[int, int, int], before_exec=lambda pid: None) -> int:
-    """Fork the container's PID 1; ``before_exec(pid)`` runs in the parent first.
+    """Fork the container's PID 1; ``before_exec(pid)`` runs in the parent first (the
+    child waits for it: it does nothing before).  If that raises, the child is killed
+    before it has done anything, and the exception goes on.
 
     Returns the child's host pid.
     """
@@ -292,9 +295,13 @@ def start(spec: ProcessSpec, stdio: tuple[int, int, int], before_exec=lambda pid
     os.close(go_read)
     try:
         before_exec(pid)
-    finally:
-        os.write(go_write, b"g")
+    except BaseException:
         os.close(go_write)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    os.write(go_write, b"g")
+    os.close(go_write)
     return pid
 
 

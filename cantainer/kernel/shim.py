@@ -2,7 +2,11 @@
 
 (``STATE_DIR`` may be ``-``: the shim starts ahead of its container, its imports
 done, and reads the directory from stdin — see ``kernel/supervise.py``.  Python's
-start-up is then off the container's start path.)
+start-up is then off the container's start path.  The daemon hands it the directory
+before the container's network is made, and writes ``go`` once it is: the cgroup, and
+the first move of a process into one, which waits for an RCU grace period of the
+kernel (about 12 ms here), happen meanwhile.  End of input without ``go``: the
+container is not started, and its exit code is 125.)
 
 It reads the spec of its state directory (``kernel/statedir.py``), puts the
 container's limits in a cgroup, starts the container's first process
@@ -39,7 +43,13 @@ from cantainer.kernel.statedir import StateDir
 COPY_WAIT = 5.0  # seconds for the last output once the container has ended
 
 
-def run(path: str) -> int:
+class NotStarted(Exception):
+    """The daemon did not say ``go``: the container's network could not be made."""
+
+
+def run(path: str, ready=lambda: True) -> int:
+    """Start and supervise the container of state directory ``path``; ``ready()``, asked
+    once its process waits in its cgroup, says whether it may start."""
     state = StateDir.at(path)
     raw = state.spec()
     spec = process.ProcessSpec(lower=raw["lower"], state_dir=state.path,
@@ -59,8 +69,13 @@ def run(path: str) -> int:
         state.write_exit_code(125)
         cgroup.remove()
         return 125
+    def place(pid: int) -> None:
+        cgroup.add(pid)
+        if not ready():
+            raise NotStarted
+
     try:
-        code, client = _run_container(spec, state, raw, cgroup)
+        code, client = _run_container(spec, state, raw, cgroup, place)
     finally:
         cgroup.remove()
     if client is not None:
@@ -72,7 +87,7 @@ def run(path: str) -> int:
     return 0
 
 
-def _run_container(spec, state: StateDir, raw: dict, cgroup: Cgroup):
+def _run_container(spec, state: StateDir, raw: dict, cgroup: Cgroup, place):
     """Start the container, wait for it, record its exit; (code, attached client)."""
     attached = _attach(state) if raw.get("attach") else None
     console = None
@@ -89,10 +104,17 @@ def _run_container(spec, state: StateDir, raw: dict, cgroup: Cgroup):
         copier = threading.Thread(target=state.copy_output, args=(source,), daemon=True)
         copier.start()
     try:
-        pid = process.start(spec, stdio, before_exec=cgroup.add)
+        pid = process.start(spec, stdio, before_exec=place)
+    except NotStarted:
+        pid = None
     finally:
         for fd in {*stdio, *([spec.console] if console is not None else [])}:
             os.close(fd)
+    if pid is None:  # the daemon said why, in output.log
+        if attached is None:
+            copier.join(COPY_WAIT)
+        state.write_exit_code(125)
+        return 125, client
     if console is not None:
         _hand_over_terminal(console, client)
     state.write_pid(pid)
@@ -172,20 +194,27 @@ def main() -> int:
     if sys.argv[1] != "-":
         return run(sys.argv[1])
     # A warm shim: started ahead of its container, it reads the state directory
-    # from stdin (nothing: the daemon no longer needs it), then lets go of the
-    # daemon's pipe and logs to STATE_DIR/shim.log.
+    # from stdin (nothing: the daemon no longer needs it), logs to
+    # STATE_DIR/shim.log, and waits for the daemon's go (_told_go).
     state_dir = sys.stdin.readline().strip()
     if not state_dir:
         return 0
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
     log = os.open(os.path.join(state_dir, StateDir.SHIM_LOG),
                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
-    return run(state_dir)
+    return run(state_dir, ready=_told_go)
+
+
+def _told_go() -> bool:
+    """The daemon's word that the container's network is made: ``go`` on stdin (end of
+    input without it: not to start).  Then the shim lets go of the daemon's pipe."""
+    word = sys.stdin.readline().strip()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    return word == "go"
 
 
 if __name__ == "__main__":

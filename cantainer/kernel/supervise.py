@@ -4,7 +4,7 @@ A container runs under its shim (``kernel/shim.py``), a process of its own
 session that outlives the daemon.  Python's start-up and the shim's imports
 (~90 ms) are kept off a container's start path: a *warm* shim is started ahead
 of time and waits, its imports done, for the path of a state directory on its
-stdin (end of input, and it exits).
+stdin (end of input, and it exits), then for ``go`` (``kernel/shim.py``).
 """
 
 from __future__ import annotations
@@ -34,24 +34,36 @@ class WarmShim:
                                           start_new_session=True)
 
     def start(self, state: StateDir) -> subprocess.Popen:
-        """The shim of ``state``'s container: the warm one if it is alive, else a new
-        one started the slow way."""
-        self.ensure()
-        shim, self._proc = self._proc, None
-        try:
-            shim.stdin.write(state.path.encode() + b"\n")
-            shim.stdin.close()
-            return shim
-        except OSError:  # it died waiting
-            with open(state.shim_log, "ab") as log:
-                return subprocess.Popen([*SHIM, state.path], stdin=subprocess.DEVNULL,
-                                        stdout=log, stderr=log, start_new_session=True)
+        """The shim of ``state``'s container, told its directory: the warm one if it is
+        alive, else a new one (the slow way).  It makes the cgroup and waits for
+        :func:`tell` to say whether the container may start."""
+        for _ in range(2):  # the warm one may have died waiting
+            self.ensure()
+            shim, self._proc = self._proc, None
+            try:
+                shim.stdin.write(state.path.encode() + b"\n")
+                shim.stdin.flush()
+                return shim
+            except OSError as exc:
+                failure = exc
+        raise failure
 
     def close(self) -> None:
         if self._proc is not None:
             self._proc.stdin.close()  # end of input: it exits
             self._proc.wait()
             self._proc = None
+
+
+def tell(shim: subprocess.Popen, go: bool) -> None:
+    """Tell a shim from :meth:`WarmShim.start` that its container's network is made
+    (``go``), or that the container is not to start (end of input alone)."""
+    try:
+        if go:
+            shim.stdin.write(b"go\n")
+        shim.stdin.close()
+    except OSError:
+        pass  # it died: its watcher finds out
 
 
 def send(pid: int, sig: int) -> None:

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from cantainer.kernel import netns
+from cantainer.kernel import netns, supervise
+from cantainer.kernel.statedir import StateDir
 from lab import plumbing
 from cantainer.kernel.cgroups import Cgroup
 from cantainer.kernel.images import ImageStore
@@ -32,13 +33,17 @@ def box(tmp_path):
     store = ImageStore(str(tmp_path / "data"))
     count = iter(range(1000))
 
-    def start(command, image="busybox", **extra):
+    def prepare(command, image="busybox", **extra):
         state = tmp_path / f"c{next(count)}"
         state.mkdir()
         spec = {"id": f"{os.getpid():06x}{next(count):06x}", "lower": store.rootfs(image),
                 "hostname": "box1", "command": command, "env": ["GREETING=hi"],
                 "netns": ns, **extra}
         (state / "spec.json").write_text(json.dumps(spec))
+        return state
+
+    def start(command, image="busybox", **extra):
+        state = prepare(command, image, **extra)
         shim = subprocess.Popen([sys.executable, "-m", "cantainer.kernel.shim", str(state)],
                                 stderr=subprocess.PIPE, text=True)
         return state, shim
@@ -50,6 +55,7 @@ def box(tmp_path):
                 (state / "output.log").read_text())
 
     run.start = start
+    run.prepare = prepare
     run.store = store
     run.tmp = tmp_path
     run.netns = ns
@@ -98,6 +104,36 @@ def test_isolation(box):
     assert (state / "upper" / "etc" / "from-container").read_text() == "written\n"
     image = box.store.rootfs("busybox")
     assert not os.path.exists(os.path.join(image, "etc/from-container"))
+
+
+@pytest.mark.parametrize("go", [False, True])
+def test_a_warm_shim_starts_its_container_only_when_told_go(box, go):
+    """The daemon hands a warm shim its container before the network is made: the
+    process waits in its cgroup, and runs only at ``go``; without it, nothing runs and
+    the exit code is 125."""
+    out = box.tmp / f"out-{go}"
+    out.mkdir()
+    state = box.prepare(["sh", "-c", "echo ran > /out/ran"],
+                        mounts=[[str(out), "/out", False]])
+    cgroup = Cgroup(json.loads((state / "spec.json").read_text())["id"])
+    warm = supervise.WarmShim()
+    shim = warm.start(StateDir.at(str(state)))
+    try:
+        procs = os.path.join(cgroup.dirs["pids"], "cgroup.procs")
+        waiting = wait_for(lambda: os.path.exists(procs) and open(procs).read().split())
+        assert len(waiting) == 1, "the container's process waits in its cgroup"
+        time.sleep(0.2)
+        assert not (out / "ran").exists() and not (state / "pid").exists()
+        supervise.tell(shim, go=go)
+        assert shim.wait(30) == 0
+    finally:
+        warm.close()
+        if shim.poll() is None:
+            shim.kill()
+    assert int((state / "exit_code").read_text()) == (0 if go else 125)
+    assert (out / "ran").exists() == go
+    assert not os.path.exists(f"/proc/{waiting[0]}"), "its process is gone either way"
+    assert not os.path.exists(cgroup.dirs["pids"]), "and its cgroup"
 
 
 ESCAPE_C = r"""
