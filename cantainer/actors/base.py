@@ -49,7 +49,12 @@ class Listener(Protocol):
         """``actor`` has made the kernel match its plan as of log seq ``seq``."""
 
     def report(self, event: Event, event_id: str) -> None:
-        """Append ``event`` (fire and forget: its id makes a repeat append nothing)."""
+        """Append ``event`` (fire and forget: its id makes a repeat append nothing).
+        What it reports is on this host's disk already: it implies ``noticed``."""
+
+    def noticed(self) -> None:
+        """This host's files show a change before the log does (a container's pid or
+        exit code, recorded by its shim): whoever waits for one may look now."""
 
 
 @attrs.frozen

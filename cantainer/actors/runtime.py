@@ -22,6 +22,7 @@ and each tells the actor when it is done.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 REMOVE_WAIT = 5.0  # seconds for a killed container's shim to record its end
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 60.0  # seconds before a restart (Docker's)
+FOLLOWED_START = 0.1  # seconds a followed container's start waits for its run's end
 STEADY = 10.0  # seconds a run must last for the back-off to start again from the first
 
 
@@ -57,6 +59,19 @@ class Started:
     """A container's process runs (its pid file is there), or its shim gave up."""
 
     container: str
+
+
+@attrs.frozen
+class Followed:
+    """A foreground ``run`` records this container's run itself (``on``), or no longer
+    does.  While it does, the runtime does not report the run's end (the ``run`` call
+    appends it, with ``ContainerRemoved`` for ``--rm``, as one batch), nor its start
+    for its first ``FOLLOWED_START`` seconds: a short run's start goes in that batch
+    too, so ``run --rm`` costs two appends, not four, and nothing competes with them.
+    When the call is over, however it ended, the runtime records whatever is left."""
+
+    container: str
+    on: bool
 
 
 @attrs.frozen
@@ -79,6 +94,7 @@ class RuntimeActor(KernelActor):
         self._streak: dict[str, int] = {}  # container -> its runs in a row shorter than STEADY
         self._watched: set[str] = set()  # containers whose end a thread waits for
         self._removing: set[str] = set()  # containers a thread is removing
+        self._followed: dict[str, float] = {}  # container -> when its start may be reported
         self._removals_running: list[threading.Thread] = []
         self._warm = supervise.WarmShim()
         self._removals: Removals | None = None
@@ -101,7 +117,18 @@ class RuntimeActor(KernelActor):
         self.on_stop()
 
     def on_receive(self, message) -> None:
-        if isinstance(message, Started):
+        if isinstance(message, Followed):
+            if message.on:
+                self._followed[message.container] = math.inf  # until its pid is seen
+            elif self._followed.pop(message.container, None) is not None:
+                self.reconcile(changed_only=True)  # whatever the call left unrecorded
+        elif isinstance(message, Started):
+            if message.container in self._followed:
+                self._followed[message.container] = time.monotonic() + FOLLOWED_START
+                timer = threading.Timer(FOLLOWED_START, self.tell_self,
+                                        (Reconcile(full=False),))
+                timer.daemon = True
+                timer.start()
             self._warm.ensure()  # the next container's shim, now that this one runs
             self.reconcile(changed_only=True)
         elif isinstance(message, Removed):
@@ -134,10 +161,12 @@ class RuntimeActor(KernelActor):
             if state.run() != c.run:
                 continue  # the files are of another run than the log's (not begun yet)
             pid, code = state.pid(), state.exit_code()
-            if c.state == "created" and pid is not None:
+            followed = self._followed.get(cid)  # the time its start may be reported
+            if c.state == "created" and pid is not None and \
+                    (followed is None or time.monotonic() >= followed):
                 self.context.listener.report(ContainerStarted(container=cid, pid=pid),
                                              _event_id("ContainerStarted", c))
-            if c.state != "exited" and code is not None:
+            if c.state != "exited" and code is not None and followed is None:
                 self.context.listener.report(ContainerExited(container=cid, exit_code=code),
                                              _event_id("ContainerExited", c))
             if c.state == "exited" and code is not None:
@@ -285,6 +314,7 @@ class RuntimeActor(KernelActor):
         """Start and end are worth a look at once, not at the next tick."""
         supervise.wait_for(lambda: state.pid() is not None or shim.poll() is not None,
                            timeout=float("inf"), interval=0.002)
+        self.context.listener.noticed()  # a foreground run waits for the pid, not the log
         self.tell_self(Started(state.id))  # an attached container starts when its CLI connects
         if (pid := state.pid()) is not None:
             # Its end as soon as the shim has recorded it, not once the shim itself has
@@ -292,6 +322,7 @@ class RuntimeActor(KernelActor):
             supervise.wait_for_end(pid)
             supervise.wait_for(lambda: state.ended() or shim.poll() is not None,
                                timeout=float("inf"), interval=0.002)
+            self.context.listener.noticed()
             self.tell_self(Reconcile(full=False))
         shim.wait()
         if not state.ended():

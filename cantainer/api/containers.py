@@ -140,12 +140,23 @@ async def run(h, req: dict, ex) -> None:
     state = StateDir(h.data_dir, cid)
     if req["attach"]:  # run -i/-t: the runtime actor's shim will wait for the CLI
         state.mark_attach()
+    followed = req["follow"] and not req["attach"]  # this call records the run's end
+    if followed:
+        h.follow(cid, True)
+    try:
+        await _run(h, req, ex, cid, event, state)
+    finally:
+        if followed:
+            h.follow(cid, False)
+
+
+async def _run(h, req: dict, ex, cid: str, event, state: StateDir) -> None:
     try:
         await h.append([event], [req["id"] or new_event_id()])
     except BaseException:
         state.unmark_attach()
         raise
-    name = fields["name"]
+    name = event.name
     if req["attach"]:
         await _poll(lambda: os.path.exists(state.attach_socket) or _state(h, cid) != "created",
                     START_TIMEOUT, f"container {name} to start")
@@ -173,7 +184,9 @@ async def _record_end(h, cid: str, state: StateDir, remove_it: bool) -> int | No
     and with ``--rm`` its removal.  Its exit code."""
     c = _live(h, cid)
     if c is None or c.run != 0 or state.run() != 0 or (code := state.exit_code()) is None:
-        # removed meanwhile, or started again (its restart policy): as the log says
+        # removed meanwhile, or started again (its restart policy): as the log says,
+        # the runtime recording it again
+        h.follow(cid, False)
         await h.until(lambda: _state(h, cid) in ("exited", None), float("inf"),
                       f"container {cid[:12]} to end")
         c = _live(h, cid)

@@ -55,6 +55,11 @@ class Handle(Protocol):
         """Until records are applied or an actor reports (a pid, an exit code on disk),
         or ``timeout`` seconds: a pause for one who looks at files too."""
 
+    def follow(self, container: str, on: bool) -> None:
+        """A foreground ``run`` records its container's first run itself (``on``): the
+        runtime leaves its end, and its start for a moment, to that call; ``on=False``
+        when the call is over, however it ended (the runtime records what is left)."""
+
     async def acted_on(self, seq: int) -> None:
         """Until every kernel actor of this host has acted on the state at ``seq``."""
 

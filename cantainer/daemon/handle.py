@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from cantainer.actors.runtime import Followed
 from cantainer.config import Config, peer_port
 from cantainer.errors import LogUnavailable
 from cantainer.events import Event, Recorded
@@ -70,6 +71,9 @@ class DaemonHandle:
 
     async def changed(self, timeout: float) -> None:
         await self._runner.changed(timeout)
+
+    def follow(self, container: str, on: bool) -> None:
+        self._runner.tell("runtime", Followed(container, on))
 
     async def acted_on(self, seq: int) -> None:
         for actor in self._runner.refs:

@@ -111,10 +111,12 @@ class Runner:
         self._progressed.set()
 
     def report(self, event: Event, event_id: str) -> None:
-        # What it reports is on disk already (a pid, an exit code): a waiter may look
-        # now (api/containers.py: run), before the append comes back.
-        self._loop.call_soon_threadsafe(self._progressed.set)
+        self.noticed()  # what it reports is on disk already
         self._report(event, event_id)
+
+    def noticed(self) -> None:
+        # A waiter that looks at files too may look now (api/containers.py: run).
+        self._loop.call_soon_threadsafe(self._progressed.set)
 
     # -- feeding --------------------------------------------------------------------------
 
@@ -185,9 +187,10 @@ class Runner:
                 self._set_reconciled(name, told[0])
             return
         self._told[name] = (seq, plan)
-        self._tell(name, Desired(seq, plan))
+        self.tell(name, Desired(seq, plan))
 
-    def _tell(self, name: str, message) -> None:
+    def tell(self, name: str, message) -> None:
+        """A message to actor ``name`` (one that is restarting gets its plan anew)."""
         try:
             self.refs[name].tell(message)
         except pykka.ActorDeadError:
@@ -201,7 +204,7 @@ class Runner:
             if not self.reconcile_every or n % ticks_per_reconcile:
                 continue
             for name in self.refs:
-                self._tell(name, Reconcile(periodic=True))
+                self.tell(name, Reconcile(periodic=True))
 
     def supervise(self) -> None:
         """Start a fresh actor in place of a dead one, with backoff against crash loops."""

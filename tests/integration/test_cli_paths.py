@@ -118,6 +118,28 @@ def test_a_run_rm_frees_its_name_for_any_host_when_it_returns(lab):
         "each recorded once, whoever appended it first"
 
 
+def test_a_foreground_run_shows_running_everywhere_and_outlives_its_cli(lab):
+    # The run call records a short run's start with its end, but a longer run shows as
+    # running at once (after 0.1 s); if the CLI goes (the call fails at its next send of
+    # output), the runtime records the end.
+    env = dict(os.environ, CANTAINER_SOCKET=lab.host(1).socket)
+    cli = subprocess.Popen([sys.executable, "-m", "cantainer.cli", "run", "-n", NET, "--name",
+                            "outlives", "busybox", "sh", "-c",
+                            "for i in 1 2 3 4 5 6; do echo tick; sleep 0.3; done; exit 7"],
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        started = time.monotonic()
+        wait_for(lambda: ps(lab, 2)["outlives"]["state"] == "running", timeout=10, interval=0.05)
+        assert time.monotonic() - started < 1.5, "shown running while it runs"
+    finally:
+        cli.kill()
+        cli.wait()
+    done = wait_for(lambda: (c := inspect(lab, 3, "outlives"))["state"] == "exited" and c,
+                    timeout=15)
+    assert done["exit_code"] == 7
+    lab.cli(1, "rm", "outlives")
+
+
 def test_rm_force_of_a_running_container_stops_and_removes_it(lab):
     lab.cli(2, "run", "-d", "-n", NET, "--name", "doomed", "busybox", "sleep", "300")
     pid = inspect(lab, 1, "doomed")["pid"]

@@ -35,6 +35,7 @@ class FakeHandle:
         self.records: list[Recorded] = []
         self.stopped = False
         self.acted: list[int] = []
+        self.follows: list[tuple[str, bool]] = []
         for event in joined_hosts():
             self._record(event, f"join-{event.name}")
 
@@ -69,6 +70,9 @@ class FakeHandle:
 
     async def acted_on(self, seq):
         self.acted.append(seq)
+
+    def follow(self, container, on):
+        self.follows.append((container, on))
 
     async def differences(self):
         return []
@@ -239,6 +243,18 @@ def test_run_refuses_an_unknown_network_before_appending(h):
     with pytest.raises(NotFound, match="this cluster has no default network"):
         call(h, {"op": "run"})  # a log with no ClusterCreated: from before there was one
     assert len(h.records) == head
+
+
+def test_a_foreground_run_records_its_run_itself_and_lets_go_however_it_ends(h):
+    """The runtime is told to leave the run's reports to the call, and told again when
+    the call is over: here it fails (nothing starts in the fake)."""
+    with pytest.raises(Unavailable, match="to start"):
+        call(h, {"op": "run", "network": "198.18.0.0/24", "follow": True, "name": "fg"})
+    cid = next(c.id for c in h.state.ipam.containers.values() if c.name == "fg")
+    assert h.follows == [(cid, True), (cid, False)]
+    with pytest.raises(Unavailable, match="to start"):
+        call(h, {"op": "run", "network": "198.18.0.0/24", "name": "bg"})  # run -d
+    assert h.follows == [(cid, True), (cid, False)], "run -d leaves its reports to the runtime"
 
 
 def test_rm_of_a_running_container_needs_force(h):

@@ -239,6 +239,9 @@ class _Quiet:
     def report(self, event, event_id):
         pass
 
+    def noticed(self):
+        pass
+
 
 def test_a_burst_of_removals_costs_one_full_comparison():
     Counting.full = []
