@@ -13,6 +13,7 @@ when the daemon refuses, else the command's own.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from cantainer.errors import CantainerError, exit_code
@@ -32,3 +33,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+def run() -> None:
+    """The ``cantainer`` command: ``main``, its output flushed, and out at once.  The
+    interpreter's own end (every object of every module freed one by one) cost each
+    command about 5 ms, a tenth of a container's start; nothing else is left to do at
+    exit (a terminal is given back before ``main`` returns)."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            pass  # `| head` read what it wanted
+    os._exit(0 if code is None else code)

@@ -1,5 +1,3 @@
-import sys
+from cantainer.cli import run
 
-from cantainer.cli import main
-
-sys.exit(main())
+run()

@@ -81,7 +81,8 @@ def _ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: s
                 if exc.code != errno.EEXIST:
                     raise
         ipr.link("set", index=index_of(bridge), state="up")
-        if index_of(veth) is None:
+        made = index_of(veth) is None
+        if made:
             if not fresh:  # a start cut short: its eth0 is left without a peer
                 _remove_stale_eth0(ns)
             ipr.link("add", ifname=veth, kind="veth", mtu=mtu,
@@ -92,8 +93,12 @@ def _ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: s
     def configure() -> None:
         with IPRoute() as inner:
             eth0 = index_of("eth0")
-            inner.link("set", index=eth0, address=mac, mtu=mtu)
-            if not any(a.get("IFA_ADDRESS") == address for a in inner.get_addr(index=eth0)):
+            # An eth0 made just now has its MAC and MTU, and no address yet: two
+            # requests fewer on every container's start.
+            if not made:
+                inner.link("set", index=eth0, address=mac, mtu=mtu)
+            if made or not any(a.get("IFA_ADDRESS") == address
+                               for a in inner.get_addr(index=eth0)):
                 inner.addr("add", index=eth0, address=address, prefixlen=prefixlen)
             inner.link("set", index=eth0, state="up")
             inner.link("set", index=index_of("lo"), state="up")
