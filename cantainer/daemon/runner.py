@@ -164,7 +164,7 @@ class Runner:
         if records and records[0].seq == self.state.applied + 1:
             self.state.apply_all(records)
             self._progressed.set()
-            self._publish()
+            self._loop.call_soon(self._publish)  # after the appender's answer
             return True
         return False
 
