@@ -75,6 +75,14 @@ class Followed:
 
 
 @attrs.frozen
+class ShimGone:
+    """A run's shim ended; whether it recorded the exit code is for the actor to see."""
+
+    container: str
+    run: int
+
+
+@attrs.frozen
 class Removed:
     """A removal finished on its thread: namespace, veth and state are gone."""
 
@@ -131,6 +139,8 @@ class RuntimeActor(KernelActor):
                 timer.start()
             self._warm.ensure()  # the next container's shim, now that this one runs
             self.reconcile(changed_only=True)
+        elif isinstance(message, ShimGone):
+            self._shim_gone(message)
         elif isinstance(message, Removed):
             self._removing.discard(message.container)
             self.reconcile(changed_only=True)  # a container that waited for its names
@@ -312,6 +322,7 @@ class RuntimeActor(KernelActor):
 
     def _watch(self, shim, state: StateDir) -> None:
         """Start and end are worth a look at once, not at the next tick."""
+        run = state.run()
         supervise.wait_for(lambda: state.pid() is not None or shim.poll() is not None,
                            timeout=float("inf"), interval=0.002)
         self.context.listener.noticed()  # a foreground run waits for the pid, not the log
@@ -325,16 +336,23 @@ class RuntimeActor(KernelActor):
             self.context.listener.noticed()
             self.tell_self(Reconcile(full=False))
         shim.wait()
-        if not state.ended():
-            # The shim itself failed: the container never ran; say so where logs look.
-            try:
-                with open(state.shim_log, errors="replace") as f:
-                    reason = f.read()[-2000:]
-            except OSError:
-                reason = "(no shim.log)"
-            state.say(f"cantainer: the container's shim failed:\n{reason}")
-            state.write_exit_code(125)
+        if not state.ended():  # the actor looks: the next run may have begun meanwhile
+            self.tell_self(ShimGone(state.id, run))
         self.tell_self(Reconcile(full=False))
+
+    def _shim_gone(self, message: ShimGone) -> None:
+        """A run's shim ended without its exit code: it failed, and the container never
+        ran; said where logs look.  On the actor's thread, which alone begins runs."""
+        state = self.state(message.container)
+        if state.run() != message.run or state.ended() or not state.exists():
+            return  # the next run has begun, or it was removed
+        try:
+            with open(state.shim_log, errors="replace") as f:
+                reason = f.read()[-2000:]
+        except OSError:
+            reason = "(no shim.log)"
+        state.say(f"cantainer: the container's shim failed:\n{reason}")
+        state.write_exit_code(125)
 
     def _watch_adopted(self, pid: int, state: StateDir) -> None:
         """Wait for an adopted container's process to end, then for its shim to record

@@ -30,6 +30,7 @@ import termios
 import threading
 import tty as ttymod
 
+from cantainer.cli.client import lines
 from cantainer.errors import ApiError
 
 
@@ -122,7 +123,8 @@ def size() -> list[int] | None:
     return None
 
 
-def exec_relay(sock: socket.socket, interactive: bool, tty: bool) -> int:
+def exec_relay(sock, interactive: bool, tty: bool) -> int:
+    """``sock``: the connection ``client.connect`` made."""
     lock = threading.Lock()
 
     def send(msg: dict) -> None:
@@ -144,18 +146,18 @@ def exec_relay(sock: socket.socket, interactive: bool, tty: bool) -> int:
     if interactive:
         threading.Thread(target=feed, daemon=True).start()
     try:
-        with sock, sock.makefile("rb") as stream:
-            for line in stream:
-                reply = json.loads(line)
-                if "stdout" in reply:
-                    _write_all(1, base64.b64decode(reply["stdout"]))
-                elif "stderr" in reply:
-                    _write_all(2, base64.b64decode(reply["stderr"]))
-                elif "exit_code" in reply:
-                    return reply["exit_code"]
-                elif "error" in reply:
-                    raise ApiError(reply["error"])
+        for line in lines(sock):
+            reply = json.loads(line)
+            if "stdout" in reply:
+                _write_all(1, base64.b64decode(reply["stdout"]))
+            elif "stderr" in reply:
+                _write_all(2, base64.b64decode(reply["stderr"]))
+            elif "exit_code" in reply:
+                return reply["exit_code"]
+            elif "error" in reply:
+                raise ApiError(reply["error"])
     finally:
+        sock.close()
         if saved is not None:
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
     raise ApiError("the daemon ended the exec session without an exit code")

@@ -22,7 +22,7 @@ import pytest
 
 from cantainer.kernel.cgroups import Cgroup
 from tests.integration.helpers import events, inspect, module_lab, ps, wait_for
-from tests.integration.test_faults import fdb_destinations
+from tests.integration.test_faults import fdb_destinations, shims_of
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -138,6 +138,19 @@ def test_a_foreground_run_shows_running_everywhere_and_outlives_its_cli(lab):
                     timeout=15)
     assert done["exit_code"] == 7
     lab.cli(1, "rm", "outlives")
+
+
+def test_a_shim_that_dies_under_its_container_is_recorded_as_failed(lab):
+    # Its process runs on to its end; then the runtime finds no exit code: 125, and why.
+    cid = lab.cli(1, "run", "-d", "-n", NET, "--name", "orphaned", "busybox", "sleep",
+                  "1").stdout.strip()
+    [shim] = shims_of(lab, 1, cid)
+    os.kill(shim, signal.SIGKILL)
+    done = wait_for(lambda: (c := inspect(lab, 2, "orphaned"))["state"] == "exited" and c,
+                    timeout=20)
+    assert done["exit_code"] == 125
+    assert "the container's shim failed" in lab.cli(3, "logs", "orphaned").stdout
+    lab.cli(1, "rm", "orphaned")
 
 
 def test_rm_force_of_a_running_container_stops_and_removes_it(lab):
