@@ -33,6 +33,7 @@ from cantainer.actors.base import KernelActor, Reconcile
 from cantainer.events import ContainerExited, ContainerStarted, ContainerStartRequested
 from cantainer.events.validate import parse_restart
 from cantainer.kernel import container_net, names, process, supervise
+from cantainer.kernel.cgroups import Cgroup
 from cantainer.kernel.images import ImageStore
 from cantainer.kernel.overlay import VXLAN_OVERHEAD
 from cantainer.kernel.statedir import StateDir
@@ -314,6 +315,7 @@ class RuntimeActor(KernelActor):
         if pid is not None:  # the shim records the end and frees the cgroup
             supervise.wait_for(state.ended, REMOVE_WAIT)
         container_net.remove(state.id)
+        Cgroup(state.id).remove()  # if its shim died before it could
         state.remove()
         log.info("removed container %s", state.id[:12])
         self.tell_self(Removed(state.id))

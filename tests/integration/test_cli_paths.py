@@ -150,7 +150,10 @@ def test_a_shim_that_dies_under_its_container_is_recorded_as_failed(lab):
                     timeout=20)
     assert done["exit_code"] == 125
     assert "the container's shim failed" in lab.cli(3, "logs", "orphaned").stdout
+    cgroup = Cgroup(cid)
+    assert all(os.path.isdir(d) for d in cgroup.dirs.values()), "its shim could not free it"
     lab.cli(1, "rm", "orphaned")
+    wait_for(lambda: not any(os.path.isdir(d) for d in cgroup.dirs.values()), timeout=10)
 
 
 def test_rm_force_of_a_running_container_stops_and_removes_it(lab):
