@@ -1,6 +1,8 @@
 """Images: the busybox build, safe unpacking of root filesystem tarballs."""
 
+import hashlib
 import io
+import json
 import os
 import tarfile
 import threading
@@ -147,3 +149,109 @@ def test_busybox_asked_for_by_two_at_once_is_built_once(tmp_path):
     assert errors == []
     assert [(i["name"], i["tag"]) for i in stores[0].list()] == [("busybox", "latest")]
     assert [n for n in os.listdir(tmp_path / "images") if n.startswith(".")] == []
+
+
+# -- image load: docker save archives and OCI image layouts --------------------------------
+
+def _tar_bytes(entries, gz=False) -> bytes:
+    """A layer: (name, kind, payload) entries as ``tarball`` writes them, in memory."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz" if gz else "w") as tar:
+        for name, kind, payload in entries:
+            info = tarfile.TarInfo(name)
+            info.mode = 0o755
+            if kind == "file":
+                data = payload.encode() if isinstance(payload, str) else payload
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+                continue
+            info.type = {"dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE,
+                         "hard": tarfile.LNKTYPE}[kind]
+            info.linkname = payload or ""
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+def _archive(path, files: dict[str, bytes]) -> str:
+    with tarfile.open(path, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+LOWER = [("etc/", "dir", None), ("etc/gone", "file", "old"), ("etc/kept", "file", "kept"),
+         ("opaque/", "dir", None), ("opaque/old", "file", "old"), ("bin/", "dir", None)]
+UPPER = [("etc/.wh.gone", "file", ""), ("opaque/", "dir", None),
+         ("opaque/.wh..wh..opq", "file", ""), ("opaque/new", "file", "new")]
+CONFIG = {"config": {"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo hi"],
+                     "Env": ["PATH=/bin", "GREETING=hi"], "WorkingDir": "/srv", "User": "0:0"},
+          "rootfs": {"type": "layers", "diff_ids": []}}
+
+
+def docker_save(path, lower=LOWER, upper=UPPER, spoil=False, config=CONFIG,
+                name="example.org/team/demo:1.0") -> str:
+    """A ``docker save`` archive of two layers (``lower`` may be a layer's bytes)."""
+    layers = [lower if isinstance(lower, bytes) else _tar_bytes(lower), _tar_bytes(upper)]
+    ids = [hashlib.sha256(x).hexdigest() for x in layers]
+    config = json.dumps({**config, "rootfs": {"type": "layers",
+                                             "diff_ids": [f"sha256:{i}" for i in ids]}}).encode()
+    config_name = f"{hashlib.sha256(config).hexdigest()}.json"
+    if spoil:
+        layers[1] = layers[1][:-1024] + b"x" * 1024
+    manifest = [{"Config": config_name, "RepoTags": [name],
+                 "Layers": [f"{i}/layer.tar" for i in ids]}]
+    return _archive(path, {"manifest.json": json.dumps(manifest).encode(), config_name: config,
+                           **{f"{i}/layer.tar": x for i, x in zip(ids, layers)}})
+
+
+def oci_layout(path, spoil=False) -> str:
+    layers = [_tar_bytes(LOWER, gz=True), _tar_bytes(UPPER, gz=True)]
+    config = json.dumps(CONFIG).encode()
+    digest = lambda x: f"sha256:{hashlib.sha256(x).hexdigest()}"  # noqa: E731
+    manifest = json.dumps({"schemaVersion": 2, "config": {"digest": digest(config)},
+                           "layers": [{"digest": digest(x)} for x in layers]}).encode()
+    index = {"schemaVersion": 2, "manifests": [{"digest": digest(manifest)}]}
+    blobs = {f"blobs/sha256/{digest(x)[7:]}": x for x in (config, manifest, *layers)}
+    if spoil:
+        blobs[f"blobs/sha256/{digest(config)[7:]}"] = config.replace(b"hi", b"ho")
+    return _archive(path, {"oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
+                           "index.json": json.dumps(index).encode(), **blobs})
+
+
+@pytest.mark.parametrize("make", [docker_save, oci_layout])
+def test_load_applies_layers_in_order_with_their_whiteouts_and_keeps_the_config(tmp_path, make):
+    store = ImageStore(str(tmp_path / "store"))
+    archive = make(tmp_path / "image.tar")
+    ref = None if make is docker_save else "demo:1.0"  # docker save names it
+    meta = store.load_archive(archive, ref)
+    assert (meta["name"], meta["tag"]) == ("demo", "1.0")
+    root = store.rootfs("demo:1.0")
+    assert open(os.path.join(root, "etc/kept")).read() == "kept"
+    assert not os.path.lexists(os.path.join(root, "etc/gone")), "a whiteout removes it"
+    assert not any(".wh." in f for _, _, files in os.walk(root) for f in files)
+    assert os.listdir(os.path.join(root, "opaque")) == ["new"], "an opaque dir is emptied"
+    assert store.config("demo:1.0") == {"entrypoint": ["/bin/sh", "-c"], "cmd": ["echo hi"],
+                                        "env": ["PATH=/bin", "GREETING=hi"],
+                                        "workdir": "/srv", "user": "0:0"}
+    assert store.config("busybox") == {}
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda p: docker_save(p, spoil=True), "does not match its digest"),
+    (lambda p: oci_layout(p, spoil=True), "does not match its digest"),
+    (lambda p: docker_save(p, upper=[("../escape", "file", "x")]), "contains '..'"),
+    (lambda p: docker_save(p, lower=[("bin", "sym", "/")],
+                           upper=[("bin/.wh.x", "file", "")]), "goes through"),
+    (lambda p: docker_save(p, lower=[("bin", "sym", "/")],
+                           upper=[("bin/evil", "file", "x")]), "would write out of the root"),
+    (lambda p: _archive(p, {"hello": b"x"}), "neither an OCI image layout"),
+    (lambda p: _archive(p, {"manifest.json": b"[{}]"}), "manifest is not one"),
+])
+def test_unsafe_or_spoilt_archives_are_refused_whole(tmp_path, make, message):
+    store = ImageStore(str(tmp_path / "store"))
+    with pytest.raises(ImageError, match=message):
+        store.load_archive(make(tmp_path / "image.tar"), "demo:2")
+    images = tmp_path / "store" / "images"
+    assert store.list() == [] and (not images.exists() or not os.listdir(images))
