@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 REMOVE_WAIT = 5.0  # seconds for a killed container's shim to record its end
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 60.0  # seconds before a restart (Docker's)
 FOLLOWED_START = 0.1  # seconds a followed container's start waits for its run's end
+FOLLOWED_END = 1.0  # seconds its exit, once on disk, waits for the run call to record it
 STEADY = 10.0  # seconds a run must last for the back-off to start again from the first
 
 
@@ -65,11 +66,13 @@ class Started:
 @attrs.frozen
 class Followed:
     """A foreground ``run`` records this container's run itself (``on``), or no longer
-    does.  While it does, the runtime does not report the run's end (the ``run`` call
-    appends it, with ``ContainerRemoved`` for ``--rm``, as one batch), nor its start
-    for its first ``FOLLOWED_START`` seconds: a short run's start goes in that batch
-    too, so ``run --rm`` costs two appends, not four, and nothing competes with them.
-    When the call is over, however it ended, the runtime records whatever is left."""
+    does.  While it does, the runtime leaves the run's end to the ``run`` call (which
+    appends it, with ``ContainerRemoved`` for ``--rm``, as one batch) for
+    ``FOLLOWED_END`` seconds after the exit code is on disk (a CLI that stopped
+    reading holds the call), and its start for its first ``FOLLOWED_START`` seconds:
+    a short run's start goes in that batch too, so ``run --rm`` costs two appends,
+    not four, and nothing competes with them.  When the call is over, however it
+    ended, the runtime records whatever is left."""
 
     container: str
     on: bool
@@ -103,7 +106,8 @@ class RuntimeActor(KernelActor):
         self._streak: dict[str, int] = {}  # container -> its runs in a row shorter than STEADY
         self._watched: set[str] = set()  # containers whose end a thread waits for
         self._removing: set[str] = set()  # containers a thread is removing
-        self._followed: dict[str, float] = {}  # container -> when its start may be reported
+        # container -> [when its start, when its exit may be reported] (inf: not yet seen)
+        self._followed: dict[str, list[float]] = {}
         self._removals_running: list[threading.Thread] = []
         self._warm = supervise.WarmShim()
         self._removals: Removals | None = None
@@ -128,16 +132,12 @@ class RuntimeActor(KernelActor):
     def on_receive(self, message) -> None:
         if isinstance(message, Followed):
             if message.on:
-                self._followed[message.container] = math.inf  # until its pid is seen
+                self._followed[message.container] = [math.inf, math.inf]
             elif self._followed.pop(message.container, None) is not None:
                 self.reconcile(changed_only=True)  # whatever the call left unrecorded
         elif isinstance(message, Started):
-            if message.container in self._followed:
-                self._followed[message.container] = time.monotonic() + FOLLOWED_START
-                timer = threading.Timer(FOLLOWED_START, self.tell_self,
-                                        (Reconcile(full=False),))
-                timer.daemon = True
-                timer.start()
+            if (held := self._followed.get(message.container)) is not None:
+                held[0] = self._look_again_in(FOLLOWED_START)
             self._warm.ensure()  # the next container's shim, now that this one runs
             self.reconcile(changed_only=True)
         elif isinstance(message, ShimGone):
@@ -172,12 +172,14 @@ class RuntimeActor(KernelActor):
             if state.run() != c.run:
                 continue  # the files are of another run than the log's (not begun yet)
             pid, code = state.pid(), state.exit_code()
-            followed = self._followed.get(cid)  # the time its start may be reported
-            if c.state == "created" and pid is not None and \
-                    (followed is None or time.monotonic() >= followed):
+            held = self._followed.get(cid)  # [start, exit]: when each may be reported
+            if held is not None and code is not None and held[1] == math.inf:
+                held[1] = self._look_again_in(FOLLOWED_END)
+            now = time.monotonic()
+            if c.state == "created" and pid is not None and (held is None or now >= held[0]):
                 self.context.listener.report(ContainerStarted(container=cid, pid=pid),
                                              _event_id("ContainerStarted", c))
-            if c.state != "exited" and code is not None and followed is None:
+            if c.state != "exited" and code is not None and (held is None or now >= held[1]):
                 self.context.listener.report(ContainerExited(container=cid, exit_code=code),
                                              _event_id("ContainerExited", c))
             if c.state == "exited" and code is not None:
@@ -190,6 +192,13 @@ class RuntimeActor(KernelActor):
                 self._stop_container(cid, pid, c.stop_timeout)
             elif code is not None:
                 self._kill_at.pop(cid, None)
+
+    def _look_again_in(self, delay: float) -> float:
+        """A reconcile ``delay`` seconds from now; that moment."""
+        timer = threading.Timer(delay, self.tell_self, (Reconcile(full=False),))
+        timer.daemon = True
+        timer.start()
+        return time.monotonic() + delay
 
     def _restart_if_due(self, c: ContainerPlan, state: StateDir) -> None:
         """Its restart policy, Docker's way: not after a stop asked for; on-failure only
@@ -355,6 +364,7 @@ class RuntimeActor(KernelActor):
             reason = "(no shim.log)"
         state.say(f"cantainer: the container's shim failed:\n{reason}")
         state.write_exit_code(125)
+        self.context.listener.noticed()  # a foreground run waits for a pid or this
 
     def _watch_adopted(self, pid: int, state: StateDir) -> None:
         """Wait for an adopted container's process to end, then for its shim to record

@@ -140,6 +140,24 @@ def test_a_foreground_run_shows_running_everywhere_and_outlives_its_cli(lab):
     lab.cli(1, "rm", "outlives")
 
 
+def test_a_foreground_run_whose_cli_stops_reading_still_has_its_end_recorded(lab):
+    # The CLI's stdout is a pipe nobody reads: it stops reading the daemon, whose run
+    # call then waits to send output; the runtime records the exit after 1 s.
+    env = dict(os.environ, CANTAINER_SOCKET=lab.host(1).socket)
+    cli = subprocess.Popen([sys.executable, "-m", "cantainer.cli", "run", "-n", NET, "--name",
+                            "flood", "busybox", "sh", "-c", "yes | head -c 4000000; exit 4"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        done = wait_for(lambda: (c := inspect(lab, 2, "flood"))["state"] == "exited" and c,
+                        timeout=20)
+        assert done["exit_code"] == 4
+        assert cli.poll() is None, "the CLI is still stuck on its output"
+    finally:
+        cli.kill()
+        cli.communicate()
+    lab.cli(1, "rm", "flood")
+
+
 def test_a_shim_that_dies_under_its_container_is_recorded_as_failed(lab):
     # Its process runs on to its end; then the runtime finds no exit code: 125, and why.
     cid = lab.cli(1, "run", "-d", "-n", NET, "--name", "orphaned", "busybox", "sleep",
