@@ -184,9 +184,8 @@ async def _record_end(h, cid: str, state: StateDir, remove_it: bool) -> int | No
     and with ``--rm`` its removal.  Its exit code."""
     c = _live(h, cid)
     if c is None or c.run != 0 or state.run() != 0 or (code := state.exit_code()) is None:
-        # removed meanwhile, or started again (its restart policy): as the log says,
-        # the runtime recording it again
-        h.follow(cid, False)
+        # removed meanwhile, or started again (its restart policy): as the log says
+        # (the runtime records it: FOLLOWED_END)
         await h.until(lambda: _state(h, cid) in ("exited", None), float("inf"),
                       f"container {cid[:12]} to end")
         c = _live(h, cid)

@@ -69,6 +69,7 @@ def run(path: str, ready=lambda: True) -> int:
         state.write_exit_code(125)
         cgroup.remove()
         return 125
+
     def place(pid: int) -> None:
         cgroup.add(pid)
         if not ready():
