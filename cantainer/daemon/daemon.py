@@ -85,7 +85,8 @@ class Daemon:
         self.heartbeats = Heartbeats(config.name, self._heartbeat_peers,
                                      lambda: self.runner.state.applied,
                                      on_poke=self.runner.wake, keys=self._pair_key)
-        self.suspicion = Suspicion(config.name, config.suspect_after)
+        self.suspicion = Suspicion(config.name, config.suspect_after,
+                                   config.reschedule_after)
         self.names = NameServer(config.name, lambda: self.runner.state, config.dns)
         self._pair_keys: dict[str, tuple[str, bytes]] = {}
         self.api = ApiServer(DaemonHandle(config, self.log, self.reader, self.runner,

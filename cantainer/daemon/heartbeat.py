@@ -166,17 +166,19 @@ class Heartbeats(asyncio.DatagramProtocol):
 
 class Suspicion:
     """What the Raft leader appends about silent members: ``NodeSuspected`` after
-    ``suspect_after`` seconds without a heartbeat, ``NodeRecovered`` once one comes.
+    ``suspect_after`` seconds without a heartbeat, ``NodeDown`` ``reschedule_after``
+    seconds later, ``NodeRecovered`` once one comes.
 
     A member is silent since its last heartbeat, or, if none came since this daemon
     first saw it in the log (this time: a host that joins again is new), since
     then: a slow joiner is not suspected for the time it took.
     """
 
-    def __init__(self, node: str, suspect_after: float,
+    def __init__(self, node: str, suspect_after: float, reschedule_after: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.node = node
         self.suspect_after = suspect_after
+        self.reschedule_after = reschedule_after
         self._clock = clock
         self._first_seen: dict[tuple[str, int], float] = {}  # (name, its NodeJoined's seq)
 
@@ -191,4 +193,5 @@ class Suspicion:
         silent = {name: now - max(last_heard.get(name, first[name]), first[name])
                   for name in live}
         silent[self.node] = 0.0
-        return list(members.liveness_events(silent, self.suspect_after))
+        return list(members.liveness_events(silent, self.suspect_after,
+                                            self.reschedule_after))

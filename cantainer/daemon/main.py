@@ -16,7 +16,7 @@ import sys
 from cantainer import __version__
 from cantainer.config import (DEFAULT_DATA_DIR, DEFAULT_NETWORK_CIDR, DEFAULT_PORT,
                               DEFAULT_RUN_DIR, IDLE_POLL, NETWORK_LATENCY_MS, RECONCILE_EVERY,
-                              SUSPECT_AFTER, Config)
+                              SUSPECT_AFTER, RESCHEDULE_AFTER, Config)
 from cantainer.daemon import credentials
 from cantainer.daemon.daemon import Daemon, data_dir_lock
 from cantainer.errors import CantainerError, ConfigError, InvalidEvent
@@ -76,6 +76,10 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
     parser.add_argument("--suspect-after", type=float, default=SUSPECT_AFTER, metavar="SECONDS",
                         help="heartbeat silence after which the leader records NodeSuspected "
                              "(default: 10)")
+    parser.add_argument("--reschedule-after", type=float, default=RESCHEDULE_AFTER,
+                        metavar="SECONDS",
+                        help="how long a member stays suspected before the leader records "
+                             "NodeDown and its service replicas move (default: 5)")
     parser.add_argument("--idle-poll", type=float, default=IDLE_POLL, metavar="SECONDS",
                         help="how often a quiet log is read (default: 2); appending hosts "
                              "poke their peers to read at once")
@@ -106,6 +110,8 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
         raise ConfigError("--voters must be 1..7 and --standbys 0..7")
     if not 1.0 <= args.suspect_after <= 3600:
         raise ConfigError("--suspect-after must be 1..3600 seconds")
+    if not 0 <= args.reschedule_after <= 3600:
+        raise ConfigError("--reschedule-after must be 0..3600 seconds")
     if not 0.01 <= args.idle_poll <= 3600:
         raise ConfigError("--idle-poll must be 0.01..3600 seconds")
     if args.reconcile_every != 0 and not 1 <= args.reconcile_every <= 86400:
@@ -142,7 +148,8 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
                     data_dir=os.path.abspath(args.data_dir),
                     run_dir=os.path.abspath(args.run_dir), voters=args.voters,
                     standbys=args.standbys, network_latency_ms=args.network_latency_ms,
-                    suspect_after=args.suspect_after, idle_poll=args.idle_poll,
+                    suspect_after=args.suspect_after,
+                    reschedule_after=args.reschedule_after, idle_poll=args.idle_poll,
                     reconcile_every=args.reconcile_every, join_token=args.join_token,
                     default_network=args.default_network, fixed_poll=args.fixed_poll,
                     dns=tuple(args.dns))

@@ -24,10 +24,14 @@ from cantainer.events.catalogue import (
     Event,
     NetworkCreated,
     NetworkRemoved,
+    NodeDown,
     NodeJoined,
     NodeLeft,
     NodeRecovered,
     NodeSuspected,
+    ServiceCreated,
+    ServiceRemoved,
+    ServiceScaled,
 )
 from cantainer.events.codec import (
     MAX_PAYLOAD,
@@ -48,7 +52,7 @@ from cantainer.events.validate import parse_cidr
 __all__ = [
     "CATALOGUE", "MAX_PAYLOAD", "ClusterCreated", "ContainerCreated", "ContainerExited", "ContainerRemoved",
     "ContainerStarted", "ContainerStartRequested", "ContainerStopRequested", "Event", "NetworkCreated", "NetworkRemoved",
-    "NodeJoined", "NodeLeft", "NodeRecovered", "NodeSuspected", "Recorded", "UnknownEvent",
+    "NodeDown", "NodeJoined", "NodeLeft", "NodeRecovered", "NodeSuspected", "Recorded", "ServiceCreated", "ServiceRemoved", "ServiceScaled", "UnknownEvent",
     "decode", "decode_fields", "encode", "from_data", "new_event_id", "parse_cidr", "to_data",
     "BadStream", "pack_rows", "unpack_records",
 ]

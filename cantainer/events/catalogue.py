@@ -75,6 +75,14 @@ class NodeRecovered(Event):
     name: str = attrs.field(validator=v.name)
 
 
+@attrs.frozen
+class NodeDown(Event):
+    """A suspected host stayed silent for the grace period (``--reschedule-after``): its
+    service replicas are placed on other hosts.  ``NodeRecovered`` ends it."""
+
+    name: str = attrs.field(validator=v.name)
+
+
 # -- networks -------------------------------------------------------------------
 
 
@@ -192,10 +200,58 @@ class ContainerRemoved(Event):
     container: str = attrs.field(validator=v.container_id)
 
 
+# -- services -------------------------------------------------------------------
+
+
+@attrs.frozen
+class ServiceCreated(Event):
+    """A service: ``replicas`` containers named ``NAME.1`` ... ``NAME.N``, each placed
+    on a host by log order (``projections/services.py``), with the fields a container
+    of it gets; ``ports`` (``HOSTPORT:PORT[/tcp|/udp]``) are published on every host
+    and sent to a running replica (the routing mesh); ``constraints`` limit the hosts
+    (``node.name==H``, ``node.name!=H``)."""
+
+    name: str = attrs.field(validator=v.service_name)
+    network: str = attrs.field(validator=v.network_ref)
+    replicas: int = attrs.field(default=1, validator=v.in_range(0, v.MAX_REPLICAS))
+    image: str = attrs.field(default="busybox", validator=v.image)
+    command: tuple[str, ...] = attrs.field(default=("/bin/sh",), converter=v.to_tuple,
+                                           validator=v.argv)
+    entrypoint: tuple[str, ...] | None = attrs.field(default=None, converter=v.to_tuple,
+                                                     validator=v.optional_argv)
+    env: tuple[str, ...] = attrs.field(default=(), converter=v.to_tuple, validator=v.env)
+    workdir: str | None = attrs.field(default=None, validator=v.optional_abs_path)
+    user: str | None = attrs.field(default=None, validator=v.optional_user)
+    memory: int | None = attrs.field(default=None, validator=v.optional_in_range(4 << 20, 1 << 50))
+    pids_limit: int | None = attrs.field(default=None, validator=v.optional_in_range(1, 1 << 22))
+    cpus: float | None = attrs.field(default=None, validator=v.optional_cpus)
+    ports: tuple[str, ...] = attrs.field(default=(), converter=v.to_tuple, validator=v.ports)
+    restart: str = attrs.field(default="always", validator=v.restart_policy)
+    init: bool = attrs.field(default=False, validator=v.boolean)
+    constraints: tuple[str, ...] = attrs.field(default=(), converter=v.to_tuple,
+                                               validator=v.constraints)
+
+
+@attrs.frozen
+class ServiceScaled(Event):
+    """The service is to have this many replicas (the highest-numbered go first)."""
+
+    name: str = attrs.field(validator=v.service_name)
+    replicas: int = attrs.field(validator=v.in_range(0, v.MAX_REPLICAS))
+
+
+@attrs.frozen
+class ServiceRemoved(Event):
+    """The service and every replica of it are gone."""
+
+    name: str = attrs.field(validator=v.service_name)
+
+
 CATALOGUE: dict[str, type[Event]] = {
     cls.type_name(): cls
     for cls in (ClusterCreated, NodeJoined, NodeLeft, NodeSuspected, NodeRecovered,
-                NetworkCreated, NetworkRemoved,
+                NodeDown, NetworkCreated, NetworkRemoved,
                 ContainerCreated, ContainerStarted, ContainerStopRequested,
-                ContainerStartRequested, ContainerExited, ContainerRemoved)
+                ContainerStartRequested, ContainerExited, ContainerRemoved,
+                ServiceCreated, ServiceScaled, ServiceRemoved)
 }

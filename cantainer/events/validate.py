@@ -53,6 +53,37 @@ def name(_instance, attribute, value) -> None:
                                 "starting with a letter or digit)")
 
 
+SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,56}$")  # + ".N" <= 63: a replica's name
+MAX_REPLICAS = 1000
+CONSTRAINT_RE = re.compile(r"^node\.name(==|!=)([A-Za-z0-9][A-Za-z0-9_.-]{0,62})$")
+
+
+def service_name(_instance, attribute, value) -> None:
+    """A service's name: a name without dots, so that NAME.N names one replica."""
+    _check_str(attribute, value)
+    if not SERVICE_RE.match(value):
+        _fail(attribute, value, "is not a valid service name (1-57 of A-Z a-z 0-9 _ -, "
+                                "starting with a letter or digit)")
+
+
+def parse_constraint(value: object) -> tuple[str, str]:
+    """``node.name==H`` or ``node.name!=H``: (the operator, the host's name)."""
+    m = CONSTRAINT_RE.match(value) if isinstance(value, str) else None
+    if m is None:
+        raise InvalidEvent(f"{shown(value)} is not a constraint this build knows "
+                           "(node.name==HOST, node.name!=HOST)")
+    return m.group(1), m.group(2)
+
+
+def constraints(_instance, attribute, value) -> None:
+    _check_strings(attribute, value, 16)
+    for item in value:
+        try:
+            parse_constraint(item)
+        except InvalidEvent as exc:
+            raise InvalidEvent(f"field {attribute.name!r}: {exc}") from None
+
+
 def optional_name(instance, attribute, value) -> None:
     if value is not None:
         name(instance, attribute, value)

@@ -133,6 +133,11 @@ class Ipam(Projection):
         self.short_ids: dict[str, str] = {}  # id[:SHORT_ID] -> id: kernel names use it
         self.published: dict[tuple[str, int, str], str] = {}  # (host, port, proto) -> id
         self.networks_created = 0
+        # Kept by the services projection (projections/services.py): the names of the
+        # services (NAME and NAME.anything are theirs), and the ports they publish on
+        # every host -> the service.
+        self.service_names: set[str] = set()
+        self.mesh_ports: dict[tuple[int, str], str] = {}
         self.default_cidr: IPv4Network | None = None  # from ClusterCreated
 
     # -- queries ----------------------------------------------------------------------
@@ -197,6 +202,16 @@ class Ipam(Projection):
     # -- containers -------------------------------------------------------------------
 
     def on_ContainerCreated(self, e: ContainerCreated, seq: int) -> str | None:
+        if (owner := e.name.partition(".")[0]) in self.service_names:
+            return f"container name {e.name!r} belongs to service {owner!r}"
+        for _, port, _, proto in map(parse_port, e.ports):
+            if (service := self.mesh_ports.get((port, proto))) is not None:
+                return f"port {port}/{proto} is published by service {service!r} on every host"
+        return self.create(e, seq)
+
+    def create(self, e: ContainerCreated, seq: int) -> str | None:
+        """A container, unless log order refuses it (the reason): a service's replicas
+        come here from the services projection, as its own records come above."""
         if e.container in self.containers:
             return f"container id {e.container} already exists"
         if e.name in self.names:
@@ -238,7 +253,7 @@ class Ipam(Projection):
         net.containers += 1
         return None
 
-    def _forget(self, cid: str) -> None:
+    def forget(self, cid: str) -> None:
         """The container is gone: its name and address are free again."""
         c = self.containers.pop(cid)
         del self.names[c.name]
@@ -288,11 +303,11 @@ class Ipam(Projection):
     def on_ContainerRemoved(self, e: ContainerRemoved, seq: int) -> str | None:
         if e.container not in self.containers:
             return f"no container {e.container}"
-        self._forget(e.container)
+        self.forget(e.container)
         return None
 
     def on_NodeLeft(self, e: NodeLeft, seq: int) -> str | None:
         # Membership decided the verdict; here the host's containers and addresses go.
         for cid in [cid for cid, c in self.containers.items() if c.host == e.name]:
-            self._forget(cid)
+            self.forget(cid)
         return None

@@ -1,9 +1,10 @@
 """Membership: which hosts are in the cluster, and whether they are alive.
 
 The projection follows ``NodeJoined``/``NodeLeft``/``NodeSuspected``/
-``NodeRecovered``.  Liveness itself is measured outside the log (UDP
+``NodeDown``/``NodeRecovered``.  Liveness itself is measured outside the log (UDP
 heartbeats, ``cantainer/daemon/heartbeat.py``); the Raft leader's daemon turns
-a silence into ``NodeSuspected`` and its end into ``NodeRecovered``, as
+a silence into ``NodeSuspected``, one that lasts a grace period longer into
+``NodeDown`` (its service replicas move), and its end into ``NodeRecovered``, as
 ``liveness_events`` decides.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import attrs
 
-from cantainer.events import NodeJoined, NodeLeft, NodeRecovered, NodeSuspected
+from cantainer.events import NodeDown, NodeJoined, NodeLeft, NodeRecovered, NodeSuspected
 from cantainer.events.validate import fingerprint
 from cantainer.projections.base import Projection
 
@@ -29,6 +30,7 @@ class Node:
     certificate: str | None = None  # what it is known by on every channel (None: nothing)
     fingerprint: str | None = None  # its SHA-256
     kx: str | None = None  # its X25519 public key (heartbeats)
+    down: bool = False  # suspected, and then silent for the grace period (NodeDown)
 
 
 class Membership(Projection):
@@ -89,18 +91,34 @@ class Membership(Projection):
             node.state, node.since = SUSPECTED, seq
         return None
 
+    def on_NodeDown(self, e: NodeDown, seq: int) -> str | None:
+        node = self.live().get(e.name)
+        if node is None:
+            return f"no member named {e.name!r}"
+        if node.state != SUSPECTED:
+            return f"member {e.name!r} is not suspected"
+        if not node.down:
+            node.down, node.since = True, seq
+        return None
+
     def on_NodeRecovered(self, e: NodeRecovered, seq: int) -> str | None:
         node = self.live().get(e.name)
         if node is None:
             return f"no member named {e.name!r}"
         if node.state == SUSPECTED:
-            node.state, node.since = JOINED, seq
+            node.state, node.since, node.down = JOINED, seq, False
         return None
 
-    def liveness_events(self, silent_for: dict[str, float], threshold: float):
+    def available(self) -> list[Node]:
+        """The live members that are not down: where service replicas may be placed."""
+        return [n for n in self.nodes.values() if n.state != LEFT and not n.down]
+
+    def liveness_events(self, silent_for: dict[str, float], threshold: float,
+                        grace: float = float("inf")):
         """``(event, id)`` pairs the leader should append for these silences.
 
-        ``silent_for`` maps member names to seconds since their last heartbeat.
+        ``silent_for`` maps member names to seconds since their last heartbeat: more
+        than ``threshold`` is a suspicion, more than ``threshold + grace`` a host down.
         The ids are derived from the state's seq, so two leaders deciding the
         same thing append it once.
         """
@@ -108,5 +126,7 @@ class Membership(Projection):
             silence = silent_for.get(node.name, float("inf"))
             if node.state == JOINED and silence > threshold:
                 yield NodeSuspected(name=node.name), f"NodeSuspected-{node.name}-{node.since}"
+            elif node.state == SUSPECTED and not node.down and silence > threshold + grace:
+                yield NodeDown(name=node.name), f"NodeDown-{node.name}-{node.since}"
             elif node.state == SUSPECTED and silence <= threshold:
                 yield NodeRecovered(name=node.name), f"NodeRecovered-{node.name}-{node.since}"

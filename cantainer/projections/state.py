@@ -2,7 +2,8 @@
 
     ClusterState
       ├── members: Membership   who is in the cluster (projections/membership.py)
-      └── ipam: Ipam            networks, VNIs, containers, addresses (projections/ipam.py)
+      ├── ipam: Ipam            networks, VNIs, containers, addresses (projections/ipam.py)
+      └── services: Services    services, their replicas' placement (projections/services.py)
 
 On a host, the daemon's runner (``daemon/runner.py``) owns the one
 ``ClusterState``: it applies each record once, on the daemon's event loop, and
@@ -17,22 +18,27 @@ from cantainer.errors import Rejected
 from cantainer.events import Recorded
 from cantainer.projections.ipam import Ipam
 from cantainer.projections.membership import Membership
+from cantainer.projections.services import Services
 
 
 class ClusterState:
     def __init__(self) -> None:
         self.members = Membership()
         self.ipam = Ipam(self.members)
+        self.services = Services(self.members, self.ipam)
         self.applied = 0
 
     def apply(self, rec: Recorded) -> None:
         """Apply one record in seq order (one at or below ``applied`` changes nothing);
-        membership first: IPAM reads it."""
+        membership first: IPAM reads it; services last: they read both, and place
+        their replicas' containers in IPAM."""
         if rec.seq <= self.applied:
             return
-        self.members.applied = self.ipam.applied = self.applied = rec.seq
+        self.members.applied = self.ipam.applied = self.services.applied = \
+            self.applied = rec.seq
         self.members.handle(rec)
         self.ipam.handle(rec)
+        self.services.handle(rec)
 
     def apply_all(self, records) -> None:
         for rec in records:
@@ -40,10 +46,11 @@ class ClusterState:
 
     def verdict(self, seq: int) -> str | None:
         """Why log order rejected the event at ``seq``, or ``None`` if it was accepted."""
-        return self.members.verdict(seq) or self.ipam.verdict(seq)
+        return (self.members.verdict(seq) or self.ipam.verdict(seq)
+                or self.services.verdict(seq))
 
     def rejected(self) -> dict[int, str]:
-        return {**self.members.rejected, **self.ipam.rejected}
+        return {**self.members.rejected, **self.ipam.rejected, **self.services.rejected}
 
     def rejection(self, seqs) -> Rejected | None:
         """The error for the first of these (applied) seqs that log order rejected."""
