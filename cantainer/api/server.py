@@ -4,7 +4,8 @@ A client sends one request line and reads response lines until the daemon
 closes the connection.  Every response line is a JSON object; a failure is
 ``{"error": "one line for the user", "kind": KIND}`` (``cantainer/errors.py``)
 and ends the exchange.  The operations, their fields and their answers are in
-``OPS`` (one module per concern: log, cluster, networks, containers, images).
+``OPS`` (one module per concern: log, cluster, networks, containers, services,
+images).
 
 Every request passes one filter (``normalise``) before its handler: the
 fields its operation takes are checked and given their defaults, others are
@@ -28,8 +29,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
-from cantainer.api import (cluster, containers, images, log as log_ops, networks, trust,
-                           volumes)
+from cantainer.api import (cluster, containers, images, log as log_ops, networks, services,
+                           trust, volumes)
 from cantainer.api.fields import REQUIRED
 from cantainer.api.handle import Handle
 from cantainer.errors import CantainerError, Internal, Invalid, Unavailable
@@ -72,7 +73,7 @@ class Op(NamedTuple):
 
 
 OPS: dict[str, Op] = {name: Op(*spec) for module in (log_ops, cluster, networks, containers,
-                                                      images, volumes, trust)
+                                                      services, images, volumes, trust)
                       for name, spec in module.OPS.items()}
 
 

@@ -181,6 +181,61 @@ def cmd_network_rm(args) -> int:
     return 0
 
 
+def cmd_service_create(args) -> int:
+    s = call(args.socket, {
+        "op": "service_create", "name": args.name, "replicas": args.replicas,
+        "image": args.image, "command": args.command or None,
+        "entrypoint": [args.entrypoint] if args.entrypoint is not None else None,
+        "network": args.network, "env": args.env, "workdir": args.workdir,
+        "user": args.user, "memory": args.memory, "pids_limit": args.pids_limit,
+        "cpus": args.cpus, "ports": args.publish, "restart": args.restart,
+        "init": args.init, "constraints": args.constraint, "detach": args.detach,
+        "id": os.urandom(16).hex()})["service"]
+    print(s["name"])
+    if s["pending"]:
+        print(f"cantainer: {s['pending']} of {s['replicas']} replicas pending: "
+              f"'cantainer service ps {s['name']}' says why", file=sys.stderr)
+    return 0
+
+
+def _replicas(s: dict) -> str:
+    return f"{s['running']}/{s['replicas']}" + (f" ({s['pending']} pending)"
+                                                 if s["pending"] else "")
+
+
+def cmd_service_ls(args) -> int:
+    return _show(call(args.socket, {"op": "service_ls"})["services"], args.json, [
+        ("NAME", 16, lambda s: s["name"]), ("REPLICAS", 16, _replicas),
+        ("IMAGE", 16, lambda s: s["image"]), ("NETWORK", 16, lambda s: s["network"]),
+        ("PORTS", 0, lambda s: ", ".join(s["ports"]))])
+
+
+def cmd_service_ps(args) -> int:
+    return _show(call(args.socket, {"op": "service_ps", "name": args.name})["tasks"],
+                 args.json, [
+        ("NAME", 18, lambda t: t["name"]), ("HOST", 10, lambda t: t["host"] or "-"),
+        ("STATE", 10, lambda t: t["state"]), ("ADDRESS", 16, lambda t: t["ip"] or "-"),
+        ("ID", 0, lambda t: t["id"][:12] if t["id"] else t.get("reason") or "")])
+
+
+def cmd_service_inspect(args) -> int:
+    print(json.dumps(call(args.socket, {"op": "service_inspect",
+                                        "name": args.name})["service"], indent=2))
+    return 0
+
+
+def cmd_service_scale(args) -> int:
+    for name, replicas in args.scales:
+        s = call(args.socket, {"op": "service_scale", "name": name, "replicas": replicas,
+                               "detach": args.detach, "id": os.urandom(16).hex()})["service"]
+        print(f"{s['name']} scaled to {s['replicas']}")
+    return 0
+
+
+def cmd_service_rm(args) -> int:
+    return _each(args, args.names, "service_rm", "removed", key="name", fresh_id=True)
+
+
 def cmd_image_ls(args) -> int:
     images = call(args.socket, {"op": "image_ls"})["images"]
     return _show(images, args.json, [

@@ -238,6 +238,62 @@ def _run(sub) -> None:
     p.set_defaults(func=commands.cmd_run)
 
 
+def _scale(value: str) -> tuple[str, int]:
+    name, _, number = value.partition("=")
+    if not name or not number.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not NAME=REPLICAS")
+    return name, int(number)
+
+
+@_command("service")
+def _service(sub) -> None:
+    svc = sub.add_parser("service", help="services: replicas placed on the cluster's hosts "
+                                         "by the log").add_subparsers(
+        dest="service_command", required=True, parser_class=_Parser)
+    p = svc.add_parser("create", help="create a service; waits until its replicas run")
+    p.add_argument("--name", required=True)
+    p.add_argument("--replicas", type=int, default=1, metavar="N")
+    p.add_argument("-d", "--detach", action="store_true", help="return at once")
+    p.add_argument("-n", "--network", metavar="CIDR|NAME",
+                   help="default: the cluster's network 'default'")
+    p.add_argument("-e", "--env", action="append", type=_env, default=[], metavar="K=V")
+    p.add_argument("-p", "--publish", action="append", default=[],
+                   metavar="HOSTPORT:PORT[/udp]",
+                   help="HOSTPORT on every host, to a running replica's PORT (the routing "
+                        "mesh)")
+    p.add_argument("--constraint", action="append", default=[],
+                   metavar="node.name==H|node.name!=H", help="where replicas may run")
+    p.add_argument("--restart", metavar="POLICY",
+                   help="always (default), on-failure[:N], unless-stopped, no")
+    p.add_argument("--memory", type=_size, metavar="SIZE")
+    p.add_argument("--pids-limit", type=int, metavar="N")
+    p.add_argument("--cpus", type=float, metavar="X")
+    p.add_argument("-w", "--workdir", metavar="DIR")
+    p.add_argument("-u", "--user", metavar="UID[:GID]")
+    p.add_argument("--entrypoint", metavar="CMD")
+    p.add_argument("--init", action="store_true")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+    p.set_defaults(func=commands.cmd_service_create)
+    p = svc.add_parser("ls", help="list services")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=commands.cmd_service_ls)
+    p = svc.add_parser("ps", help="a service's replicas: host, state, or why pending")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=commands.cmd_service_ps)
+    p = svc.add_parser("inspect", help="a service, as JSON")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=commands.cmd_service_inspect)
+    p = svc.add_parser("scale", help="set services' replicas (the highest-numbered go first)")
+    p.add_argument("-d", "--detach", action="store_true", help="return at once")
+    p.add_argument("scales", nargs="+", type=_scale, metavar="NAME=REPLICAS")
+    p.set_defaults(func=commands.cmd_service_scale)
+    p = svc.add_parser("rm", help="remove services and all their replicas")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.set_defaults(func=commands.cmd_service_rm)
+
+
 @_command("new")
 def _new(sub) -> None:
     p = sub.add_parser("new", help="an interactive shell in a new container on a subnet")

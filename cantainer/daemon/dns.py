@@ -8,6 +8,9 @@ loop where the runner applies the log (no copies, no locks):
 * a name of a container of the asking network, created or running, on any
   host -> its address (A; other types: no data).  Names are looked up as
   given, then in lower case (DNS ignores case; container names do not);
+* a service's name -> the addresses of its replicas on the asking network that
+  are created or running, on any host, each answer starting one further along
+  (round robin, as swarm's DNS RR); ``NAME.N`` is replica N's container's name;
 * any other name -> the host's own resolvers (``cantainerd --dns``, else its
   ``/etc/resolv.conf``) if the network has egress; NXDOMAIN if it is internal.
 
@@ -53,6 +56,7 @@ class NameServer:
         self.upstreams: list[str] = []
         self.upstream_port, self.upstream_timeout = PORT, UPSTREAM_TIMEOUT
         self._folded_at, self._folded_names = -1, {}
+        self._turn = 0  # where the next service answer starts
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -110,15 +114,28 @@ class NameServer:
 
     # -- answers ----------------------------------------------------------------------------
 
-    def lookup(self, network: str, name: str) -> str | None:
-        """The address of container ``name`` if the asking network may resolve it."""
+    def lookup(self, network: str, name: str) -> list[str]:
+        """The addresses of container or service ``name`` that the asking network may
+        resolve (none: it does not)."""
         state = self._state_of()
         ipam = state.ipam
         cid = ipam.names.get(name) or self._folded(state).get(name.lower())
-        c = ipam.containers.get(cid) if cid else None
+        if cid is None:
+            service = state.services.services.get(name) or state.services.services.get(
+                name.lower())
+            if service is None:
+                return []
+            found = [ipam.containers[c] for _, c in sorted(service.slots.items())]
+            ips = [str(c.ip) for c in found if c.network == network and c.state != "exited"]
+            if ips:
+                self._turn += 1
+                turn = self._turn % len(ips)
+                ips = ips[turn:] + ips[:turn]
+            return ips
+        c = ipam.containers.get(cid)
         if c is None or c.network != network or c.state == "exited":
-            return None
-        return str(c.ip)
+            return []
+        return [str(c.ip)]
 
     def _folded(self, state) -> dict[str, str]:
         """Container names in lower case -> ids, made again once the state has moved."""
@@ -141,10 +158,11 @@ class NameServer:
                                else dns.rcode.REFUSED)
             return response.to_wire(), None
         question = query.question[0]
-        ip = self.lookup(network, question.name.to_text(omit_final_dot=True))
-        if ip is not None:
+        ips = self.lookup(network, question.name.to_text(omit_final_dot=True))
+        if ips:
             if question.rdtype in (dns.rdatatype.A, dns.rdatatype.ANY):
-                response.answer.append(dns.rrset.from_text(question.name, 0, "IN", "A", ip))
+                response.answer.append(dns.rrset.from_text_list(question.name, 0, "IN", "A",
+                                                                ips))
             return response.to_wire(), None  # other types of a known name: no data
         net = self._state_of().ipam.networks.get(network)
         if net is None or net.internal or not self.upstreams:

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from cantainer.errors import Invalid, NotFound
 from cantainer.events import BadStream, Recorded, UnknownEvent, decode_fields, unpack_records
 from cantainer.projections import overlay
-from cantainer.projections.ipam import Container, Network
+from cantainer.projections.ipam import Container, Ipam, Network
+from cantainer.projections.services import Service
 from cantainer.projections.state import ClusterState
 
 
@@ -110,6 +111,42 @@ def container_detail(c: Container) -> dict:
             "restart_count": c.restarts, "starts": c.run + 1}
 
 
+# -- services -------------------------------------------------------------------------
+
+def service_json(s: Service, ipam: Ipam) -> dict:
+    running = sum(1 for cid in s.slots.values() if ipam.containers[cid].state == "running")
+    spec = s.spec
+    return {"name": s.name, "seq": s.seq, "image": spec.image, "network": spec.network,
+            "replicas": s.replicas, "running": running, "pending": len(s.pending),
+            "ports": list(spec.ports), "constraints": list(spec.constraints),
+            "restart": spec.restart}
+
+
+def service_detail(s: Service, ipam: Ipam) -> dict:
+    """``service inspect``: the service as the log made it, and its replicas."""
+    spec = s.spec
+    return {**service_json(s, ipam), "command": list(spec.command),
+            "entrypoint": list(spec.entrypoint) if spec.entrypoint is not None else None,
+            "env": list(spec.env), "workdir": spec.workdir, "user": spec.user,
+            "memory": spec.memory, "pids_limit": spec.pids_limit, "cpus": spec.cpus,
+            "init": spec.init, "tasks": service_tasks(s, ipam)}
+
+
+def service_tasks(s: Service, ipam: Ipam) -> list[dict]:
+    """``service ps``: each replica, its container or why it has none."""
+    out = []
+    for replica in range(1, s.replicas + 1):
+        if (cid := s.slots.get(replica)) is not None:
+            c = ipam.containers[cid]
+            out.append({"replica": replica, "name": c.name, "id": c.id, "host": c.host,
+                        "state": c.state, "ip": str(c.ip), "seq": c.seq})
+        else:
+            out.append({"replica": replica, "name": f"{s.name}.{replica}", "id": None,
+                        "host": None, "state": "pending", "ip": None,
+                        "reason": s.pending.get(replica)})
+    return out
+
+
 # -- replay -----------------------------------------------------------------------------
 
 def replay(records: Iterable[Recorded], until: int | None = None) -> ClusterState:
@@ -128,11 +165,13 @@ def view(state: ClusterState, node: str | None = None) -> dict:
     hosts = [node] if node else sorted(state.members.live())
     return {
         "applied": state.applied,
-        "members": [{"name": n.name, "address": n.address, "state": n.state, "since": n.since}
+        "members": [{"name": n.name, "address": n.address,
+                     "state": "down" if n.down else n.state, "since": n.since}
                     for n in members.values()],
         "default_network": str(state.ipam.default_cidr) if state.ipam.default_cidr else None,
         "networks": [network_json(net) for net in state.ipam.networks.values()],
         "containers": [container_json(c) for c in state.ipam.containers.values()],
+        "services": [service_json(s, state.ipam) for s in state.services.services.values()],
         "hosts": {h: [p.to_json() for p in overlay.plan(state, h).values()] for h in hosts},
         "rejected": [{"seq": seq, "reason": reason}
                      for seq, reason in sorted(state.rejected().items())],
@@ -145,6 +184,10 @@ def render(v: dict) -> str:
     out += ["", f"networks (default: {v['default_network'] or 'none'}):"]
     out += [f"  {n['name']:<16} {n['cidr']:<18} vni {n['vni']:<6} {n['containers']} containers"
             for n in v["networks"]] or ["  (none)"]
+    if v.get("services"):
+        out += ["", "services:"]
+        out += [f"  {s['name']:<16} {s['running']}/{s['replicas']} running  {s['image']}"
+                f"  {s['network']}" for s in v["services"]]
     out += ["", "containers:"]
     out += [f"  {c['name']:<16} {c['host']:<10} {c['network']:<16} {c['ip']:<15} {c['mac']}"
             f"  {c['state']}" for c in v["containers"]] or ["  (none)"]

@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 from cantainer import events as ev
 
 names = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,20}\Z")
+service_names = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_-]{0,20}\Z")
 octet = st.integers(0, 255)
 ipv4 = st.tuples(octet, octet, octet, octet).map(lambda t: ".".join(map(str, t)))
 ports = st.integers(1, 65535)
@@ -23,6 +24,7 @@ BY_TYPE = {
     ev.NodeLeft: st.builds(ev.NodeLeft, name=names),
     ev.NodeSuspected: st.builds(ev.NodeSuspected, name=names),
     ev.NodeRecovered: st.builds(ev.NodeRecovered, name=names),
+    ev.NodeDown: st.builds(ev.NodeDown, name=names),
     ev.NetworkCreated: st.builds(ev.NetworkCreated, name=names, cidr=cidrs,
                                  internal=st.booleans()),
     ev.NetworkRemoved: st.builds(ev.NetworkRemoved, name=names),
@@ -62,6 +64,20 @@ BY_TYPE = {
     ev.ContainerExited: st.builds(ev.ContainerExited, container=container_ids,
                                   exit_code=st.integers(0, 255)),
     ev.ContainerRemoved: st.builds(ev.ContainerRemoved, container=container_ids),
+    ev.ServiceCreated: st.builds(
+        ev.ServiceCreated, name=service_names, network=st.one_of(names, cidrs),
+        replicas=st.integers(0, 1000),
+        image=st.sampled_from(["busybox", "alpine:3.20"]),
+        command=st.lists(strings, max_size=3).map(tuple),
+        ports=st.lists(st.sampled_from(["8080:80", "53:53/udp"]), max_size=2,
+                       unique=True).map(tuple),
+        restart=st.sampled_from(["no", "always", "on-failure:2"]),
+        constraints=st.lists(st.builds(lambda op, n: f"node.name{op}{n}",
+                                       st.sampled_from(["==", "!="]), names),
+                             max_size=2).map(tuple)),
+    ev.ServiceScaled: st.builds(ev.ServiceScaled, name=service_names,
+                                replicas=st.integers(0, 1000)),
+    ev.ServiceRemoved: st.builds(ev.ServiceRemoved, name=service_names),
 }
 
 assert set(BY_TYPE) == set(ev.CATALOGUE.values()), "a catalogue type has no strategy"
