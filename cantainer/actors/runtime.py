@@ -79,6 +79,17 @@ class Followed:
 
 
 @attrs.frozen
+class Fenced:
+    """This host has heard fewer than a majority of the members for ``--suspect-after``
+    seconds (``on``), or hears them again.  While it is cut off, the others may record it
+    down and start its service replicas elsewhere, so its own are killed and none starts
+    here: two copies of a replica never run longer than it takes to kill them (the
+    others wait ``--reschedule-after`` seconds more)."""
+
+    on: bool
+
+
+@attrs.frozen
 class ShimGone:
     """A run's shim ended; whether it recorded the exit code is for the actor to see."""
 
@@ -111,6 +122,7 @@ class RuntimeActor(KernelActor):
         self._removals_running: list[threading.Thread] = []
         self._warm = supervise.WarmShim()
         self._removals: Removals | None = None
+        self._fenced = False  # Fenced: no service replica runs here
 
     def on_start(self) -> None:
         self._warm.ensure()
@@ -130,7 +142,11 @@ class RuntimeActor(KernelActor):
         self.on_stop()
 
     def on_receive(self, message) -> None:
-        if isinstance(message, Followed):
+        if isinstance(message, Fenced):
+            if message.on != self._fenced:
+                self._fenced = message.on
+                self.reconcile(changed_only=True)
+        elif isinstance(message, Followed):
             if message.on:
                 self._followed[message.container] = [math.inf, math.inf]
             elif self._followed.pop(message.container, None) is not None:
@@ -163,6 +179,9 @@ class RuntimeActor(KernelActor):
             self._repair(local)
         for cid, c in local.items():
             state = self.state(cid)
+            if self._fenced and c.service:
+                self._fence(c, state)
+                continue
             if c.state == "created" and state.run() != c.run and state.exists():
                 state.next_run(c.run)  # started again after an exit: the same directory
                 self._watched.discard(cid)
@@ -192,6 +211,15 @@ class RuntimeActor(KernelActor):
                 self._stop_container(cid, pid, c.stop_timeout)
             elif code is not None:
                 self._kill_at.pop(cid, None)
+
+    def _fence(self, c: ContainerPlan, state: StateDir) -> None:
+        """Cut off: the replica's process is killed, and nothing of it starts; its end is
+        reported once the log can be reached (and it runs again then, if it has not
+        moved: its restart policy)."""
+        pid = state.pid()
+        if pid is not None and state.exit_code() is None and state.run() == c.run:
+            log.warning("container %s: killed, this host is cut off", c.name)
+            supervise.kill(pid)
 
     def _look_again_in(self, delay: float) -> float:
         """A reconcile ``delay`` seconds from now; that moment."""

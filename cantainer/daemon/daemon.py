@@ -28,6 +28,7 @@ import os
 import signal
 import time
 
+from cantainer.actors.runtime import Fenced
 from cantainer.api.server import ApiServer
 from cantainer.api.trust import CA_KEY, JOIN_SECRET
 from cantainer.config import DEFAULT_NETWORK_CIDR, Config, heartbeat_port
@@ -89,6 +90,8 @@ class Daemon:
                                    config.reschedule_after)
         self.names = NameServer(config.name, lambda: self.runner.state, config.dns)
         self._pair_keys: dict[str, tuple[str, bytes]] = {}
+        self._fenced = self._fenced_told = False  # cut off from most members: no
+        # service replica runs here (actors/runtime.py: Fenced)
         self.api = ApiServer(DaemonHandle(config, self.log, self.reader, self.runner,
                                           self.raft, self.heartbeats,
                                           ImageStore(config.data_dir), creds, self.gate,
@@ -287,6 +290,15 @@ class Daemon:
                                                          self.raft.is_leader):
                 log.info("appending %s for %s", type(event).__name__, event.name)
                 self._append_soon(event, event_id)
+            fenced = self.suspicion.cut_off(members, self.heartbeats.last_heard)
+            if fenced != self._fenced:
+                self._fenced = fenced
+                log.warning("%s: this host's service replicas %s", "cut off from most "
+                            "members" if fenced else "members heard again",
+                            "stop" if fenced else "may run")
+            if fenced or fenced != self._fenced_told:  # again: an actor may restart
+                self._fenced_told = fenced
+                self.runner.tell("runtime", Fenced(fenced))
 
     async def _look_after_roles(self) -> None:
         while True:

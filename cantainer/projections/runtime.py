@@ -48,6 +48,7 @@ class ContainerPlan:
     init: bool               # cantainer-init as its first process (--init)
     run: int                 # which run of it the log is at: 0, then one more a start
     restarts: int            # how many runs its policy decided
+    service: bool = False    # a service's replica (stopped while this host is cut off)
 
 
 def report_id(kind: str, container: str, run: int) -> str:
@@ -60,6 +61,7 @@ def report_id(kind: str, container: str, run: int) -> str:
 def plan(state: ClusterState, host: str) -> dict[str, ContainerPlan]:
     """Container id -> plan of every container the log places on ``host``."""
     networks = state.ipam.networks
+    replicas = state.services.replica_of
     out = {}
     for c in state.ipam.containers.values():
         if c.host != host:
@@ -76,5 +78,6 @@ def plan(state: ClusterState, host: str) -> dict[str, ContainerPlan]:
             read_only=e.read_only, ip=str(c.ip), prefixlen=net.cidr.prefixlen, mac=c.mac, vni=net.vni,
             gateway=str(net.gateway), egress=not net.internal,
             state=c.state, pid=c.pid, exit_code=c.exit_code, stop_timeout=c.stop_timeout,
-            restart=e.restart, init=e.init, run=c.run, restarts=c.restarts)
+            restart=e.restart, init=e.init, run=c.run, restarts=c.restarts,
+            service=c.id in replicas)
     return out
