@@ -38,8 +38,8 @@ from cantainer.projections.base import Projection
 from cantainer.projections.ipam import DEFAULT_NETWORK, Ipam
 from cantainer.projections.membership import Membership
 
-# Records after which services are placed again: what changes the hosts available,
-# frees a replica's container, or may let a pending one be placed.
+# Records after which services are placed again: what changes the hosts available, or
+# frees a replica's container.
 REPLACING = frozenset({"NodeJoined", "NodeLeft", "NodeDown", "NodeRecovered",
                        "ContainerRemoved", "NetworkCreated", "ClusterCreated"})
 
@@ -78,11 +78,13 @@ class Services(Projection):
         self.services: dict[str, Service] = {}
         self.replica_of: dict[str, tuple[str, int]] = {}  # container id -> (service, N)
 
-    def handle(self, rec) -> None:
-        super().handle(rec)
-        if rec.type in REPLACING and self.services:
-            for service in self.services.values():
-                self._place(service, rec.seq)
+    def accepted(self, rec) -> None:
+        """After a record every projection accepted (``ClusterState``): the services are
+        placed again if it may change where replicas belong, or while one is pending
+        (any record may make it placeable: a network removed frees its CIDR)."""
+        if self.services and (rec.type in REPLACING or
+                              any(s.pending for s in self.services.values())):
+            self._place(*self.services.values(), seq=rec.seq)
 
     # -- events ---------------------------------------------------------------------
 
@@ -116,7 +118,7 @@ class Services(Projection):
         ipam.service_names.add(e.name)
         for _, port, _, proto in map(parse_port, e.ports):
             ipam.mesh_ports[(port, proto)] = e.name
-        self._place(service, seq)
+        self._place(service, seq=seq)
         return None
 
     def on_ServiceScaled(self, e: ServiceScaled, seq: int) -> str | None:
@@ -124,7 +126,7 @@ class Services(Projection):
         if service is None:
             return f"no service named {e.name!r}"
         service.replicas = e.replicas
-        self._place(service, seq)
+        self._place(service, seq=seq)
         return None
 
     def on_ServiceRemoved(self, e: ServiceRemoved, seq: int) -> str | None:
@@ -146,20 +148,32 @@ class Services(Projection):
         if cid in self.ipam.containers:
             self.ipam.forget(cid)
 
-    def _place(self, service: Service, seq: int) -> None:
-        containers = self.ipam.containers
+    def _place(self, *services: Service, seq: int) -> None:
+        """First every replica that loses its container loses it (its address is free
+        again), then the services' replicas without one get one, in order."""
         available = sorted(n.name for n in self.members.available())
-        hosts = [h for h in available if service.allows(h)]
+        for service in services:
+            self._unplace(service, available)
+        for service in services:
+            self._fill(service, available, seq)
+
+    def _unplace(self, service: Service, available: list[str]) -> None:
+        containers = self.ipam.containers
         for replica in sorted(service.slots, reverse=True):
             cid = service.slots[replica]
             c = containers.get(cid)
             if c is None:  # removed, or its host left
                 del service.slots[replica]
                 self.replica_of.pop(cid, None)
-            elif replica > service.replicas or c.host not in hosts:
+            elif replica > service.replicas or c.host not in available or \
+                    not service.allows(c.host):
                 self._drop(service, replica)
         for replica in [r for r in service.pending if r > service.replicas]:
             del service.pending[replica]
+
+    def _fill(self, service: Service, available: list[str], seq: int) -> None:
+        containers = self.ipam.containers
+        hosts = [h for h in available if service.allows(h)]
         count = Counter(containers[cid].host for cid in service.slots.values())
         for replica in range(1, service.replicas + 1):
             if replica in service.slots:

@@ -39,6 +39,8 @@ class ClusterState:
         self.members.handle(rec)
         self.ipam.handle(rec)
         self.services.handle(rec)
+        if self.verdict(rec.seq) is None:
+            self.services.accepted(rec)
 
     def apply_all(self, records) -> None:
         for rec in records:

@@ -91,7 +91,7 @@ HOSTS = ("h1", "h2", "h3")
 _SUBNETS = ("198.18.0.0/29", "198.18.0.8/29", "198.18.0.0/28", "198.18.1.0/28")
 _ACTIONS = (["create"] * 6 + ["start"] * 3 + ["exit"] * 2 + ["stop"] + ["remove"] * 2
             + ["network"] * 2 + ["network_rm"] + ["suspect", "recover", "leave", "join"]
-            + ["garbage", "crowd"])
+            + ["garbage", "crowd"] + ["service"] * 2 + ["scale", "service_rm", "down"])
 
 
 def _fresh_id(draw, made: list[str]) -> str:
@@ -144,10 +144,23 @@ def histories(draw, min_steps: int = 1, max_steps: int = 80) -> list:
                 ["n1", "n2", "n3", "default", "198.18.0.0-29", "198.18.1.0-28"]))))
         elif action == "garbage":
             out.append(draw(any_event))
+        elif action == "service":  # replicas placed by log order, as containers
+            out.append(ev.ServiceCreated(
+                name=draw(st.sampled_from(["s1", "s2", "a"])),
+                network=draw(st.sampled_from(_SUBNETS + ("n1", "default"))),
+                replicas=draw(st.integers(0, 5)),
+                constraints=draw(st.sampled_from([(), ("node.name!=h1",),
+                                                  ("node.name==h2",)]))))
+        elif action == "scale":
+            out.append(ev.ServiceScaled(name=draw(st.sampled_from(["s1", "s2"])),
+                                        replicas=draw(st.integers(0, 6))))
+        elif action == "service_rm":
+            out.append(ev.ServiceRemoved(name=draw(st.sampled_from(["s1", "s2"]))))
         else:
             name = draw(st.sampled_from(HOSTS + ("h4",)))
             i = HOSTS.index(name) + 1 if name in HOSTS else 4
             out.append({"suspect": lambda: ev.NodeSuspected(name=name),
+                        "down": lambda: ev.NodeDown(name=name),
                         "recover": lambda: ev.NodeRecovered(name=name),
                         "leave": lambda: ev.NodeLeft(name=name),
                         "join": lambda: ev.NodeJoined(name=name, address=f"192.0.2.{i}",

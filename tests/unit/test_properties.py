@@ -59,13 +59,17 @@ def test_every_step_follows_the_rules_of_the_log(events):
             assert net["vni"] == VNI_BASE + len(vnis_given), "4096 + networks created before"
             assert net["vni"] not in vnis_given, "never reused"
             vnis_given.add(net["vni"])
+        # One record may place several containers (a service's replicas, after those
+        # that lost theirs are gone): each gets the lowest address free then, in order.
         old_ids = {c["id"] for c in before["containers"]}
+        used = {(c["network"], c["ip"]) for c in after["containers"] if c["id"] in old_ids}
         for c in after["containers"]:
             if c["id"] in old_ids:
                 continue
             net = next(n for n in after["networks"] if n["name"] == c["network"])
-            used = {o["ip"] for o in before["containers"] if o["network"] == c["network"]}
-            assert c["ip"] == lowest_free(net["cidr"], used), "the lowest free address"
+            mine = {ip for network, ip in used if network == c["network"]}
+            assert c["ip"] == lowest_free(net["cidr"], mine), "the lowest free address"
+            used.add((c["network"], c["ip"]))
             assert c["mac"] == mac_by_definition(c["ip"])
         check_invariants(ov, after)
 
@@ -87,6 +91,22 @@ def check_invariants(ov: ClusterState, st_: dict) -> None:
             if a is not b:
                 assert not ipaddress.IPv4Network(a["cidr"]).overlaps(
                     ipaddress.IPv4Network(b["cidr"])) and a["vni"] != b["vni"]
+    # A service's replicas, by definition: each placed one a container named NAME.N on
+    # an available host its constraints allow; the others pending, for a reason.
+    available = {m["name"] for m in st_["members"] if m["state"] not in ("left", "down")}
+    by_id = {c["id"]: c for c in containers}
+    for svc in ov.services.services.values():
+        assert set(svc.slots) | set(svc.pending) == set(range(1, svc.replicas + 1))
+        assert not set(svc.slots) & set(svc.pending)
+        for replica, cid in svc.slots.items():
+            c = by_id[cid]
+            assert c["name"] == f"{svc.name}.{replica}" and c["host"] in available
+            for constraint in svc.spec.constraints:
+                op, host = constraint.removeprefix("node.name")[:2], constraint[11:]
+                assert (c["host"] == host) == (op == "==")
+        allowed = [h for h in available if svc.allows(h)]
+        for reason in svc.pending.values():
+            assert bool(allowed) == ("member" not in reason), reason
     # The overlay plan of each host, by definition: a network where it has a container;
     # in it, each container of that network on another live host.
     for host in live:
@@ -129,7 +149,12 @@ def test_the_histories_reach_busy_states():
         ov.apply_all(records(events))
         return any("is full" in r for r in ov.ipam.rejected.values())
 
-    for condition in (busy, full):
+    def served(events) -> bool:
+        ov = ClusterState()
+        ov.apply_all(records(events))
+        return any(len(s.slots) >= 2 for s in ov.services.services.values())
+
+    for condition in (busy, full, served):
         find(histories(min_steps=30), condition,  # found, not shrunk: that would take long
              settings=settings(max_examples=500, database=None, phases=[Phase.generate]))
 
