@@ -6,7 +6,7 @@ only what differs from the last; the periodic and first looks read the table): t
 of the live members; the CIDRs of the networks with a container here and egress
 (NAT out through this host); the bridges of those that are internal (nothing
 routed in or out); the ports its containers publish (DNAT, while the container
-exists); or None once this host is no member (it left: the table
+exists); the services' ports (``mesh``: on every host, to a running replica); or None once this host is no member (it left: the table
 goes).  The table (``kernel/firewall.py``) is Cantainer's own; a
 plain stop of the daemon leaves it in place, so the containers that run on
 stay protected.
@@ -19,7 +19,7 @@ import logging
 from cantainer.actors.base import KernelActor
 from cantainer.kernel import names
 from cantainer.events.validate import parse_port
-from cantainer.kernel.firewall import Firewall, FirewallPlan, NftError, Published
+from cantainer.kernel.firewall import Firewall, FirewallPlan, Mesh, NftError, Published
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,35 @@ def allowed(state, host: str) -> FirewallPlan | None:
                           for c in mine for host_ip, host_port, port, proto
                           in map(parse_port, c.created.ports))
     return FirewallPlan(members=frozenset(node.address for node in live.values()),
+                        mesh=mesh(state, host),
                         egress=frozenset(n.cidr.with_prefixlen for n in local
                                          if not n.internal),
                         internal=frozenset(names.bridge(n.vni) for n in local if n.internal),
                         published=published,
                         within=frozenset(names.bridge(n.vni) for n in local))
+
+
+def mesh(state, host: str) -> frozenset[Mesh]:
+    """The services' ports on ``host``: to its own running replicas, if it has any; else
+    to the hosts that have one (joined, not suspected)."""
+    out = []
+    members = state.members.nodes
+    containers = state.ipam.containers
+    for service in state.services.services.values():
+        if not service.spec.ports:
+            continue
+        running = [containers[cid] for _, cid in sorted(service.slots.items())
+                   if containers[cid].state == "running"]
+        local = [str(c.ip) for c in running if c.host == host]
+        hosts = sorted({members[c.host].address for c in running if c.host != host
+                        and members[c.host].state == "joined"})
+        for _, host_port, port, proto in map(parse_port, service.spec.ports):
+            if local:
+                out.append(Mesh(proto, host_port, service.name, tuple(local), port, False))
+            elif hosts:
+                out.append(Mesh(proto, host_port, service.name, tuple(hosts), host_port,
+                                True))
+    return frozenset(out)
 
 
 class FirewallActor(KernelActor):

@@ -23,6 +23,7 @@ library, ctypes), one transaction per change; no other table is touched.
         chain postrouting {
             type nat hook postrouting priority srcnat; policy accept;
             ip saddr @egress oifname != "ctbr*" masquerade
+            ct status dnat ip daddr @members masquerade  # the mesh, to another host
         }
         chain prerouting {   # published ports (run -p), one rule each, named by its comment
             type nat hook prerouting priority dstnat; policy accept;
@@ -47,6 +48,7 @@ paired with itself, accepted before the rule that keeps networks apart.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import ipaddress
 import json
 
@@ -143,12 +145,50 @@ class Published:
 
 
 @attrs.frozen
+class Mesh:
+    """A service's port on every host (the routing mesh): to one of this host's running
+    replicas (``remote`` false: the client's address kept), else to the underlay
+    address of a host that has one, at the same port, masqueraded (its answer comes back
+    through here).  A connection from a member is not sent on again: its host has no
+    replica by the other's view, and it is refused rather than looped."""
+
+    proto: str
+    host_port: int
+    service: str
+    targets: tuple[str, ...]  # addresses, in order: replicas', or hosts'
+    port: int                 # at the targets: the replicas' PORT, or ``host_port``
+    remote: bool
+
+    @property
+    def comment(self) -> str:
+        digest = hashlib.blake2b(" ".join(self.targets).encode(), digest_size=4).hexdigest()
+        return (f"mesh {self.service} {self.proto} :{self.host_port} "
+                f"{'hosts' if self.remote else 'replicas'} {len(self.targets)} {digest}")
+
+    def rule(self, locally: bool = False) -> str:
+        targets = [str(ipaddress.IPv4Address(t)) for t in self.targets]  # no names
+        where = "fib daddr type local"
+        if locally:
+            where = "ip daddr != 127.0.0.0/8 " + where
+        elif self.remote:
+            where += " ip saddr != @members"
+        if len(targets) == 1:
+            to = f"{targets[0]}:{int(self.port)}"
+        else:
+            pairs = ", ".join(f"{i} : {t}" for i, t in enumerate(targets))
+            to = f"numgen inc mod {len(targets)} map {{ {pairs} }}:{int(self.port)}"
+        return (f"{where} {self.proto} dport {int(self.host_port)} dnat ip to {to} "
+                f"comment \"{self.comment}\"")
+
+
+@attrs.frozen
 class FirewallPlan:
     members: frozenset[str]   # underlay addresses VXLAN is taken from
     egress: frozenset[str]    # CIDRs whose containers' traffic out is masqueraded
     internal: frozenset[str]  # bridges no traffic is routed in or out of
     published: frozenset[Published] = frozenset()  # ports of this host's containers
     within: frozenset[str] = frozenset()  # every local network's bridge
+    mesh: frozenset[Mesh] = frozenset()   # services' ports, on every host
 
 
 SETS = ("members", "egress", "internal", "within")
@@ -198,7 +238,8 @@ class Firewall:
             "iifname . oifname @within accept",
             f'iifname "{BRIDGE_PREFIX}*" oifname "{BRIDGE_PREFIX}*" drop',
             "iifname @internal drop", "oifname @internal drop",
-            f'ip saddr @egress oifname != "{BRIDGE_PREFIX}*" masquerade'))
+            f'ip saddr @egress oifname != "{BRIDGE_PREFIX}*" masquerade',
+            "ct status dnat ip daddr @members masquerade"))
 
     def differences(self, want: FirewallPlan | None) -> list[str]:
         have = self.sets()
@@ -207,7 +248,7 @@ class Firewall:
         if have is None or not self.rules_in_place():
             return [f"add nftables table inet {self.table} (VXLAN from "
                     f"{len(want.members)} members)"]
-        wanted = {p.comment for p in want.published}
+        wanted = {p.comment for p in (*want.published, *want.mesh)}
         published = self.published()
         ports = ([f"publish {c}" for c in sorted(wanted - published["prerouting"])]
                  + [f"unpublish {c}" for c in sorted(published["prerouting"] - wanted)]
@@ -259,8 +300,9 @@ class Firewall:
                 if after:
                     commands += (f"add element inet {self.table} {name} "
                                  f"{{ {_elements(name, after)} }}\n")
-        if old.published != new.published:
-            changes.append(f"published ports: {len(old.published)} -> {len(new.published)}")
+        if old.published != new.published or old.mesh != new.mesh:
+            changes.append(f"published ports: {len(old.published)} -> {len(new.published)}"
+                           f", services' {len(old.mesh)} -> {len(new.mesh)}")
             commands += _published(self.table, new)
         if commands:
             self._nft.run(commands)
@@ -338,6 +380,7 @@ table inet {table} {{
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
         ip saddr @egress oifname != "{BRIDGE_PREFIX}*" masquerade
+        ct status dnat ip daddr @members masquerade
     }}
     chain prerouting {{
         type nat hook prerouting priority dstnat; policy accept;
@@ -352,7 +395,7 @@ table inet {table} {{
 def _published(table: str, plan: FirewallPlan) -> str:
     """The two chains of published ports, emptied and filled again."""
     commands = f"flush chain inet {table} prerouting\nflush chain inet {table} output\n"
-    for port in sorted(plan.published, key=lambda p: p.comment):
+    for port in sorted((*plan.published, *plan.mesh), key=lambda p: p.comment):
         commands += f"add rule inet {table} prerouting {port.rule()}\n"
         commands += f"add rule inet {table} output {port.rule(locally=True)}\n"
     return commands

@@ -49,6 +49,7 @@ class Service:
     name: str
     spec: ServiceCreated
     seq: int  # of its ServiceCreated
+    key: str  # that record's id: random, so two clusters' replicas never share an id
     replicas: int
     slots: dict[int, str] = attrs.Factory(dict)    # replica number -> container id
     pending: dict[int, str] = attrs.Factory(dict)  # replica number -> why it has none
@@ -66,7 +67,9 @@ def rendezvous(service: str, replica: int, host: str) -> int:
 
 
 def container_id(service: Service, replica: int, seq: int) -> str:
-    return hashlib.sha256(f"{service.name}\0{service.seq}\0{replica}\0{seq}".encode()
+    """A replica's container placed at ``seq``: its kernel objects are named by the first
+    digits, so ids differ between replicas, placements, services and clusters."""
+    return hashlib.sha256(f"{service.key}\0{service.name}\0{replica}\0{seq}".encode()
                           ).hexdigest()
 
 
@@ -77,6 +80,11 @@ class Services(Projection):
         self.ipam = ipam
         self.services: dict[str, Service] = {}
         self.replica_of: dict[str, tuple[str, int]] = {}  # container id -> (service, N)
+        self._id = ""  # the id of the record being handled
+
+    def handle(self, rec) -> None:
+        self._id = rec.id
+        super().handle(rec)
 
     def accepted(self, rec) -> None:
         """After a record every projection accepted (``ClusterState``): the services are
@@ -114,7 +122,7 @@ class Services(Projection):
         for _, name in map(parse_constraint, e.constraints):
             if name not in self.members.nodes:
                 return f"constraint node.name: no member named {name!r}"
-        service = self.services[e.name] = Service(e.name, e, seq, e.replicas)
+        service = self.services[e.name] = Service(e.name, e, seq, self._id, e.replicas)
         ipam.service_names.add(e.name)
         for _, port, _, proto in map(parse_port, e.ports):
             ipam.mesh_ports[(port, proto)] = e.name
