@@ -53,7 +53,7 @@ async def nodes(h, req: dict, ex) -> None:
         roles = {}
     heard = h.heard()
     await ex.send({"nodes": [
-        {"name": n.name, "address": n.address, "state": n.state,
+        {"name": n.name, "address": n.address, "state": "down" if n.down else n.state,
          "role": roles.get(n.dqlite_address, "-") if n.state != LEFT else "-",
          "dqlite_address": n.dqlite_address, "since": n.since,
          "heard": heard.get(n.name, {}).get("heard")}
