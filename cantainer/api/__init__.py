@@ -8,7 +8,7 @@
     cluster.py       status, nodes, leave, node_rm, check
     networks.py      network_create, network_ls, network_rm
     containers.py    run, ps, inspect, logs, exec, stop, rm
-    images.py        image_ls, image_import, image_pull, image_rm
+    images.py        image_ls, image_import, image_load, image_pull, image_rm
     forward.py       relaying a request to the host that runs the container
     exec_session.py  the daemon's end of exec: a process in a container, relayed
 

@@ -125,14 +125,11 @@ async def run(h, req: dict, ex) -> None:
             raise Invalid(f"--restart {exc}") from None
         if req["remove"] and req["restart"] != "no":
             raise Invalid("--restart and --rm conflict: a removed container cannot restart")
-    command = req["command"] if req["command"] is not None else \
-        [] if req["entrypoint"] else ["/bin/sh"]
     cid = os.urandom(32).hex()
     fields = {"container": cid, "name": req["name"] or f"ct-{cid[:8]}", "host": h.node,
-              "network": network, "image": req["image"], "command": command,
-              "env": req["env"], "hostname": req["hostname"], "memory": req["memory"],
+              "network": network, "image": req["image"], **await process_of(h, req),
+              "hostname": req["hostname"], "memory": req["memory"],
               "pids_limit": req["pids_limit"], "cpus": req["cpus"],
-              "workdir": req["workdir"], "user": req["user"], "entrypoint": req["entrypoint"],
               "cap_add": cap_add, "cap_drop": cap_drop, "volumes": req["volumes"],
               "tmpfs": req["tmpfs"], "read_only": req["read_only"], "ports": req["ports"],
               "restart": req["restart"], "init": req["init"]}
@@ -148,6 +145,38 @@ async def run(h, req: dict, ex) -> None:
     finally:
         if followed:
             h.follow(cid, False)
+
+
+async def process_of(h, req: dict) -> dict:
+    """What runs, Docker's way: a request's ``entrypoint``, ``command``, ``env``,
+    ``workdir`` and ``user`` over the image's config (a loaded image's; other images
+    have none), a named user as the image's numbers.  ``run`` and ``service create``
+    record it in their events: every host runs the same."""
+    image = await asyncio.to_thread(h.images.config, req["image"])
+    entrypoint, command = _process(req, image)
+    user = req["user"]
+    if user is None and image.get("user"):
+        user = await asyncio.to_thread(h.images.numeric_user, req["image"], image["user"])
+    return {"entrypoint": entrypoint, "command": command,
+            "env": _env(image.get("env") or [], req["env"]),
+            "workdir": req["workdir"] or image.get("workdir"), "user": user}
+
+
+def _process(req: dict, image: dict) -> tuple[list[str] | None, list[str]]:
+    """(entrypoint, command), Docker's way: the image's ENTRYPOINT and CMD unless given;
+    ``--entrypoint`` drops the image's CMD too; nothing at all runs /bin/sh."""
+    if req["entrypoint"] is not None:
+        return req["entrypoint"], req["command"] or []
+    entrypoint = image.get("entrypoint") or None
+    if req["command"] is not None:
+        return entrypoint, req["command"]
+    return entrypoint, image.get("cmd") or ([] if entrypoint else ["/bin/sh"])
+
+
+def _env(image: list[str], given: list[str]) -> list[str]:
+    """The image's environment with ``-e`` over it, key by key."""
+    keys = {e.split("=", 1)[0] for e in given}
+    return [e for e in image if e.split("=", 1)[0] not in keys] + list(given)
 
 
 async def _run(h, req: dict, ex, cid: str, event, state: StateDir) -> None:

@@ -2,6 +2,7 @@
 
     {"op": "image_ls"}                          -> {"images": [...]}
     {"op": "image_import", "ref": R, "path": P} -> {"image": {...}}
+    {"op": "image_load", "path": P, "ref": R?}   -> {"image": {...}}
     {"op": "image_pull", "ref": R, "mirror": URL?} -> {"image": {...}}
     {"op": "image_rm", "ref": R}                -> {"removed": "name:tag"}
 """
@@ -23,6 +24,11 @@ async def image_import(h, req: dict, ex) -> None:
     await ex.send({"image": meta})
 
 
+async def image_load(h, req: dict, ex) -> None:
+    meta = await asyncio.to_thread(h.images.load_archive, req["path"], req["ref"])
+    await ex.send({"image": meta})
+
+
 async def image_pull(h, req: dict, ex) -> None:
     meta = await asyncio.to_thread(pull_alpine, h.images, req["ref"], req["mirror"])
     await ex.send({"image": meta})
@@ -35,6 +41,7 @@ async def image_rm(h, req: dict, ex) -> None:
 OPS = {
     "image_ls": (image_ls, {}),
     "image_import": (image_import, {"ref": (f.text, f.REQUIRED), "path": (f.text, f.REQUIRED)}),
+    "image_load": (image_load, {"path": (f.text, f.REQUIRED), "ref": (f.text, None)}),
     "image_pull": (image_pull, {"ref": (f.text, f.REQUIRED), "mirror": (f.text, None)}),
     "image_rm": (image_rm, {"ref": (f.text, f.REQUIRED)}),
 }

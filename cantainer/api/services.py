@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 
 from cantainer.api import fields as f
+from cantainer.api.containers import process_of
 from cantainer.errors import Conflict, Invalid, InvalidEvent, NotFound
 from cantainer.events import from_data, new_event_id
 from cantainer.events.validate import (MAX_REPLICAS, parse_constraint, parse_port,
@@ -102,11 +103,8 @@ async def service_create(h, req: dict, ex) -> None:
         raise Conflict(f"service {req['name']!r} already exists")
     if clash := sorted(n for n in ipam.names if n.partition(".")[0] == req["name"]):
         raise Conflict(f"service name {req['name']!r} clashes with container {clash[0]!r}")
-    command = req["command"] if req["command"] is not None else \
-        [] if req["entrypoint"] else ["/bin/sh"]
     fields = {"name": req["name"], "network": network, "replicas": req["replicas"],
-              "image": req["image"], "command": command, "entrypoint": req["entrypoint"],
-              "env": req["env"], "workdir": req["workdir"], "user": req["user"],
+              "image": req["image"], **await process_of(h, req),
               "memory": req["memory"], "pids_limit": req["pids_limit"], "cpus": req["cpus"],
               "ports": req["ports"], "restart": req["restart"], "init": req["init"],
               "constraints": req["constraints"]}

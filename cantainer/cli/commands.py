@@ -246,10 +246,19 @@ def cmd_image_ls(args) -> int:
 
 
 def cmd_image_import(args) -> int:
-    path = os.path.abspath(args.file)
+    return _image_from(args, args.file, {"op": "image_import", "ref": args.ref})
+
+
+def cmd_image_load(args) -> int:
+    return _image_from(args, args.input, {"op": "image_load", "ref": args.ref})
+
+
+def _image_from(args, given: str, request: dict) -> int:
+    """An image made from a file of this host's, which the daemon reads by its path."""
+    path = os.path.abspath(given)
     if not os.path.isfile(path):
-        raise Invalid(f"no file {args.file}")
-    image = call(args.socket, {"op": "image_import", "ref": args.ref, "path": path})["image"]
+        raise Invalid(f"no file {given}")
+    image = call(args.socket, {**request, "path": path})["image"]
     print(f"{image['name']}:{image['tag']}")
     return 0
 

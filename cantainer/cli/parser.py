@@ -434,6 +434,12 @@ def _image(sub) -> None:
     p.add_argument("ref", metavar="NAME[:TAG]")
     p.add_argument("file", metavar="FILE.tar[.gz]")
     p.set_defaults(func=commands.cmd_image_import)
+    p = img.add_parser("load", help="load a 'docker save' archive or an OCI image layout "
+                                    "tarball (its config: run's defaults)")
+    p.add_argument("-i", "--input", required=True, metavar="FILE.tar")
+    p.add_argument("ref", nargs="?", metavar="NAME[:TAG]",
+                   help="the name to give it (default: the one the archive gives)")
+    p.set_defaults(func=commands.cmd_image_load)
     p = img.add_parser("pull", help="download the Alpine minirootfs (checks its SHA-256)")
     p.add_argument("ref", metavar="alpine:X.Y.Z")
     p.add_argument("--mirror", metavar="URL",

@@ -1,7 +1,8 @@
 """Container images: root filesystems unpacked once into this host's store.
 
     DATA_DIR/images/<name>/<tag>/rootfs/     the unpacked root (containers get an overlayfs on top)
-    DATA_DIR/images/<name>/<tag>/image.json  name, tag, source, sha256, size, created
+    DATA_DIR/images/<name>/<tag>/image.json  name, tag, source, sha256, size, created, and
+                                             for a loaded image its config (run's defaults)
 
 ``busybox`` is built from the host's static busybox (Debian ``busybox-static``):
 ``/bin/busybox``, a link per applet, and the few files under ``/etc`` that
@@ -9,6 +10,12 @@ programs expect.  ``import_tarball`` takes any root filesystem tarball (the
 Alpine minirootfs, say) and refuses entries that would land outside the
 root: absolute paths, ``..``, hard links out, symbolic links whose relative
 target climbs out, and entries that pass through a symbolic link.
+``load_archive`` (``image load``) takes a ``docker save`` archive or an OCI image
+layout tarball: every blob named by its digest is checked against it, the layers
+are applied in order with the same refusals, whiteouts honoured (``.wh.NAME``
+removes NAME of the layers below, ``.wh..wh..opq`` empties its directory), and the
+image's config (entrypoint, cmd, env, working directory, user) is kept as ``run``'s
+defaults.
 Downloads (``image pull``) are ``cantainer/pull.py``'s: this is the store only.
 """
 
@@ -27,6 +34,7 @@ import threading
 import time
 
 from cantainer.errors import ImageError, NotFound
+from cantainer.kernel.layers import apply_layer
 
 DEFAULT_IMAGE = "busybox"
 BUSYBOX = "/bin/busybox"
@@ -128,6 +136,65 @@ class ImageStore:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    def config(self, ref: str) -> dict:
+        """A loaded image's config, ``run``'s defaults (empty for other images)."""
+        name, tag = parse_ref(ref)
+        try:
+            with open(os.path.join(self._dir(name, tag), "image.json")) as f:
+                return json.load(f).get("config") or {}
+        except (OSError, ValueError):
+            return {}
+
+    def numeric_user(self, ref: str, user: str) -> str:
+        """An image's ``USER`` as UID[:GID]: names looked up in the image's own
+        ``/etc/passwd`` and ``/etc/group`` (read as the container would see them)."""
+        name, _, group = user.partition(":")
+        root = self.rootfs(ref)
+        entry = _entry_in(root, "etc/passwd", name)
+        uid = str(int(name)) if name.isdigit() else entry[2] if entry else None
+        if uid is None:
+            raise ImageError(f"the image's user {name!r} is not in its /etc/passwd")
+        if group:  # its primary group otherwise, as Docker takes it
+            found = _entry_in(root, "etc/group", group)
+            gid = str(int(group)) if group.isdigit() else found[2] if found else None
+            if gid is None:
+                raise ImageError(f"the image's group {group!r} is not in its /etc/group")
+        else:
+            gid = entry[3] if entry and len(entry) > 3 and entry[3].isdigit() else None
+        return uid if gid is None else f"{uid}:{gid}"
+
+    def load_archive(self, archive_path: str, ref: str | None = None) -> dict:
+        """``image load``: a ``docker save`` archive or an OCI image layout tarball, under
+        ``ref`` or the name the archive gives (its last path part: ``nginx:1.25``)."""
+        try:
+            outer = tarfile.open(archive_path, "r:*")
+        except (OSError, tarfile.TarError) as exc:
+            raise ImageError(f"{archive_path} is not a readable tar archive: {exc}") from None
+        with outer:
+            members = {m.name.removeprefix("./"): m for m in outer.getmembers()}
+            check_members(list(members.values()))
+            named, config, layers = _read_archive(outer, members)
+            if ref is None and named is None:
+                raise ImageError(f"{archive_path} names no image: give it one, NAME[:TAG]")
+            name, tag = parse_ref(ref or named.rsplit("/", 1)[-1])
+
+            def build(rootfs: str) -> None:
+                for layer in layers:
+                    try:
+                        with tarfile.open(fileobj=outer.extractfile(layer), mode="r:*") as t:
+                            apply_layer(t, rootfs)
+                    except ImageError as exc:
+                        raise ImageError(f"layer {layer.name}: {exc}") from None
+                    except (tarfile.TarError, EOFError, OSError) as exc:
+                        raise ImageError(f"layer {layer.name} is not a tar archive: {exc}") \
+                            from None
+                for d in ("proc", "sys", "dev", "tmp", "etc"):
+                    os.makedirs(os.path.join(rootfs, d), exist_ok=True)
+
+            return self._install(name, tag, build, {
+                "source": os.path.abspath(archive_path), "sha256": file_sha256(archive_path),
+                "config": _run_defaults(config)})
+
     def build_busybox(self) -> dict:
         if not os.path.exists(BUSYBOX):
             raise ImageError(f"{BUSYBOX} is missing: install the Debian package busybox-static")
@@ -201,6 +268,113 @@ def check_members(members: list[tarfile.TarInfo]) -> None:
                 if target == ".." or target.startswith("../"):
                     raise ImageError(f"tar entry {path!r} is a symbolic link out of the root "
                                      f"({m.linkname!r})")
+
+
+def _read_archive(outer: tarfile.TarFile, members: dict) -> tuple[str | None, dict, list]:
+    """(the name it gives or None, the image's config, its layers' members, in order) of
+    an OCI layout (``index.json``) or a ``docker save`` archive (``manifest.json``)."""
+    def blob(path: str, digest: str | None = None) -> bytes:
+        member = members.get(path)
+        if member is None or not member.isfile():
+            raise ImageError(f"the archive has no {path}")
+        data = outer.extractfile(member).read()
+        _check_digest(path, data, digest)
+        return data
+
+    def document(path: str, digest: str | None = None):
+        try:
+            return json.loads(blob(path, digest))
+        except ValueError as exc:
+            raise ImageError(f"{path} is not JSON: {exc}") from None
+
+    try:
+        if "index.json" in members:
+            index = document("index.json")
+            entry = index["manifests"][0]
+            manifest = document(_blob_path(entry["digest"]), entry["digest"])
+            if "layers" not in manifest:
+                raise ImageError("the archive's image is an index of several (a multi-"
+                                 "platform image): save one platform's")
+            config = document(_blob_path(manifest["config"]["digest"]),
+                              manifest["config"]["digest"])
+            layers = [_checked_member(outer, members, _blob_path(d["digest"]), d["digest"])
+                      for d in manifest["layers"]]
+            named = (entry.get("annotations") or {}).get("io.containerd.image.name")
+            if named is None and "manifest.json" in members:
+                named = (document("manifest.json")[0].get("RepoTags") or [None])[0]
+        elif "manifest.json" in members:
+            manifest = document("manifest.json")[0]
+            config_path = manifest["Config"]
+            config = document(config_path, _digest_in_name(config_path))
+            diff_ids = config.get("rootfs", {}).get("diff_ids") or []
+            layers = [_checked_member(outer, members, path, _digest_in_name(path) or
+                                      (diff_ids[i] if i < len(diff_ids) else None))
+                      for i, path in enumerate(manifest["Layers"])]
+            named = (manifest.get("RepoTags") or [None])[0]
+        else:
+            raise ImageError("the archive is neither an OCI image layout (index.json) nor "
+                             "a 'docker save' archive (manifest.json)")
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise ImageError(f"the archive's manifest is not one: missing {exc}") from None
+    return named, config, layers
+
+
+def _blob_path(digest: str) -> str:
+    algorithm, _, hexdigest = str(digest).partition(":")
+    if algorithm != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", hexdigest):
+        raise ImageError(f"{digest!r} is not a sha256 digest")
+    return f"blobs/sha256/{hexdigest}"
+
+
+def _digest_in_name(path: str) -> str | None:
+    """A ``docker save`` name that is its own digest (``<hex>.json``, blobs/sha256/<hex>)."""
+    found = re.fullmatch(r"(?:blobs/sha256/)?([0-9a-f]{64})(?:\.json)?", path)
+    return f"sha256:{found.group(1)}" if found else None
+
+
+def _check_digest(path: str, data: bytes, digest: str | None) -> None:
+    if digest is not None and f"sha256:{hashlib.sha256(data).hexdigest()}" != digest:
+        raise ImageError(f"{path} does not match its digest {digest}")
+
+
+def _checked_member(outer, members: dict, path: str, digest: str | None):
+    member = members.get(path)
+    if member is None or not member.isfile():
+        raise ImageError(f"the archive has no layer {path}")
+    if digest is not None:
+        sha = hashlib.sha256()
+        with outer.extractfile(member) as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                sha.update(block)
+        if f"sha256:{sha.hexdigest()}" != digest:
+            raise ImageError(f"layer {path} does not match its digest {digest}")
+    return member
+
+
+def _entry_in(root: str, table: str, name: str) -> list[str] | None:
+    """The line of an image's passwd or group file for ``name`` (or that number, in the
+    third field), split on ``:``; None if there is none."""
+    from cantainer.kernel.process import resolve_in  # the image's links, inside its root
+    try:
+        with open(resolve_in(root, table)) as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) > 2 and fields[2].isdigit() and (
+                        fields[0] == name or (name.isdigit() and int(fields[2]) == int(name))):
+                    return fields
+    except (OSError, ImageError, ValueError):
+        pass
+    return None
+
+
+def _run_defaults(config: dict) -> dict:
+    """What ``run`` takes from an image's config when not told otherwise."""
+    c = config.get("config") or {}
+    def strings(value):
+        return [str(x) for x in value] if isinstance(value, list) else None
+    return {"entrypoint": strings(c.get("Entrypoint")), "cmd": strings(c.get("Cmd")),
+            "env": strings(c.get("Env")) or [], "workdir": c.get("WorkingDir") or None,
+            "user": c.get("User") or None}
 
 
 def file_sha256(path: str) -> str:

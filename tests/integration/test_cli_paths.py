@@ -174,6 +174,38 @@ def test_a_shim_that_dies_under_its_container_is_recorded_as_failed(lab):
     wait_for(lambda: not any(os.path.isdir(d) for d in cgroup.dirs.values()), timeout=10)
 
 
+def test_a_loaded_image_runs_with_its_config_as_the_defaults(lab, tmp_path):
+    # A docker-save archive built here: an Alpine-like root below, a layer above that
+    # adds files and whites out /etc/os-release; its config names the process.
+    from tests.unit.test_images import alpine_like, docker_save
+
+    with open(alpine_like(tmp_path / "root.tar.gz"), "rb") as f:
+        lower = f.read()
+    upper = [("srv/", "dir", None), ("srv/msg", "file", "from the image\n"),
+             ("etc/.wh.os-release", "file", ""),
+             ("etc/passwd", "file", "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/:/x\n")]
+    config = {"config": {"Entrypoint": ["/bin/sh", "-c"],
+                         "Cmd": ["read m < msg; echo $m; echo $GREETING $PLACE; pwd; "
+                                 "busybox id -u; test -e /etc/os-release || echo whited-out"],
+                         "Env": ["GREETING=hello", "PLACE=image"], "WorkingDir": "/srv",
+                         "User": "nobody"}}
+    archive = docker_save(tmp_path / "demo.tar", lower=lower, upper=upper, config=config,
+                          name="registry.example:5000/team/loaded:2")
+    assert lab.cli(1, "image", "load", "-i", archive).stdout == "loaded:2\n"
+    ran = lab.cli(1, "run", "--rm", "-n", NET, "-e", "PLACE=cli", "loaded:2")
+    assert ran.stdout == "from the image\nhello cli\n/srv\n65534\nwhited-out\n", ran
+    given = lab.cli(1, "run", "--rm", "-n", NET, "--user", "0", "loaded:2", "busybox id -u")
+    assert given.stdout == "0\n", "a command given replaces CMD, under the ENTRYPOINT"
+    created = [e for e in events(lab, 2, "--type", "ContainerCreated")
+               if e["data"]["image"] == "loaded:2"][0]["data"]
+    assert (created["entrypoint"], created["user"], created["workdir"]) == (
+        ["/bin/sh", "-c"], "65534:65534", "/srv"), \
+        "the log records what ran (the user's primary group: the image's /etc/passwd)"
+    bad = lab.cli(1, "image", "load", "-i", "/nonexistent.tar", check=False)
+    assert bad.returncode == 1 and "no file /nonexistent.tar" in bad.stderr
+    lab.cli(1, "image", "rm", "loaded:2")
+
+
 def test_rm_force_of_a_running_container_stops_and_removes_it(lab):
     lab.cli(2, "run", "-d", "-n", NET, "--name", "doomed", "busybox", "sleep", "300")
     pid = inspect(lab, 1, "doomed")["pid"]

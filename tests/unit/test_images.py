@@ -1,6 +1,8 @@
 """Images: the busybox build, safe unpacking of root filesystem tarballs."""
 
+import hashlib
 import io
+import json
 import os
 import tarfile
 import threading
@@ -147,3 +149,189 @@ def test_busybox_asked_for_by_two_at_once_is_built_once(tmp_path):
     assert errors == []
     assert [(i["name"], i["tag"]) for i in stores[0].list()] == [("busybox", "latest")]
     assert [n for n in os.listdir(tmp_path / "images") if n.startswith(".")] == []
+
+
+# -- image load: docker save archives and OCI image layouts --------------------------------
+
+def _tar_bytes(entries, gz=False) -> bytes:
+    """A layer: (name, kind, payload) entries as ``tarball`` writes them, in memory."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz" if gz else "w") as tar:
+        for name, kind, payload in entries:
+            info = tarfile.TarInfo(name)
+            info.mode = 0o755
+            if kind == "file":
+                data = payload.encode() if isinstance(payload, str) else payload
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+                continue
+            info.type = {"dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE,
+                         "hard": tarfile.LNKTYPE}[kind]
+            info.linkname = payload or ""
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+def _archive(path, files: dict[str, bytes]) -> str:
+    with tarfile.open(path, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+LOWER = [("etc/", "dir", None), ("etc/gone", "file", "old"), ("etc/kept", "file", "kept"),
+         ("opaque/", "dir", None), ("opaque/old", "file", "old"), ("bin/", "dir", None)]
+UPPER = [("etc/.wh.gone", "file", ""), ("opaque/", "dir", None),
+         ("opaque/.wh..wh..opq", "file", ""), ("opaque/new", "file", "new")]
+CONFIG = {"config": {"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo hi"],
+                     "Env": ["PATH=/bin", "GREETING=hi"], "WorkingDir": "/srv", "User": "0:0"},
+          "rootfs": {"type": "layers", "diff_ids": []}}
+
+
+def docker_save(path, lower=LOWER, upper=UPPER, spoil=False, config=CONFIG,
+                name="example.org/team/demo:1.0") -> str:
+    """A ``docker save`` archive of two layers (either may be a layer's bytes)."""
+    layers = [x if isinstance(x, bytes) else _tar_bytes(x) for x in (lower, upper)]
+    ids = [hashlib.sha256(x).hexdigest() for x in layers]
+    config = json.dumps({**config, "rootfs": {"type": "layers",
+                                             "diff_ids": [f"sha256:{i}" for i in ids]}}).encode()
+    config_name = f"{hashlib.sha256(config).hexdigest()}.json"
+    if spoil:
+        layers[1] = layers[1][:-1024] + b"x" * 1024
+    manifest = [{"Config": config_name, "RepoTags": [name],
+                 "Layers": [f"{i}/layer.tar" for i in ids]}]
+    return _archive(path, {"manifest.json": json.dumps(manifest).encode(), config_name: config,
+                           **{f"{i}/layer.tar": x for i, x in zip(ids, layers)}})
+
+
+def oci_layout(path, spoil=False) -> str:
+    layers = [_tar_bytes(LOWER, gz=True), _tar_bytes(UPPER, gz=True)]
+    config = json.dumps(CONFIG).encode()
+    digest = lambda x: f"sha256:{hashlib.sha256(x).hexdigest()}"  # noqa: E731
+    manifest = json.dumps({"schemaVersion": 2, "config": {"digest": digest(config)},
+                           "layers": [{"digest": digest(x)} for x in layers]}).encode()
+    index = {"schemaVersion": 2, "manifests": [{"digest": digest(manifest)}]}
+    blobs = {f"blobs/sha256/{digest(x)[7:]}": x for x in (config, manifest, *layers)}
+    if spoil:
+        blobs[f"blobs/sha256/{digest(config)[7:]}"] = config.replace(b"hi", b"ho")
+    return _archive(path, {"oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
+                           "index.json": json.dumps(index).encode(), **blobs})
+
+
+@pytest.mark.parametrize("make", [docker_save, oci_layout])
+def test_load_applies_layers_in_order_with_their_whiteouts_and_keeps_the_config(tmp_path, make):
+    store = ImageStore(str(tmp_path / "store"))
+    archive = make(tmp_path / "image.tar")
+    ref = None if make is docker_save else "demo:1.0"  # docker save names it
+    meta = store.load_archive(archive, ref)
+    assert (meta["name"], meta["tag"]) == ("demo", "1.0")
+    root = store.rootfs("demo:1.0")
+    assert open(os.path.join(root, "etc/kept")).read() == "kept"
+    assert not os.path.lexists(os.path.join(root, "etc/gone")), "a whiteout removes it"
+    assert not any(".wh." in f for _, _, files in os.walk(root) for f in files)
+    assert os.listdir(os.path.join(root, "opaque")) == ["new"], "an opaque dir is emptied"
+    assert store.config("demo:1.0") == {"entrypoint": ["/bin/sh", "-c"], "cmd": ["echo hi"],
+                                        "env": ["PATH=/bin", "GREETING=hi"],
+                                        "workdir": "/srv", "user": "0:0"}
+    assert store.config("busybox") == {}
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda p: docker_save(p, spoil=True), "does not match its digest"),
+    (lambda p: oci_layout(p, spoil=True), "does not match its digest"),
+    (lambda p: docker_save(p, upper=[("../escape", "file", "x")]), "contains '..'"),
+    (lambda p: docker_save(p, lower=[("bin", "sym", "/")],
+                           upper=[("bin/.wh.x", "file", "")]), "goes through"),
+    (lambda p: docker_save(p, lower=[("bin", "sym", "/")],
+                           upper=[("bin/evil", "file", "x")]), "goes through 'bin'"),
+    # a hard link made through a link of the layer below, or to a file out of the root
+    (lambda p: docker_save(p, lower=[("etc", "sym", "/etc"), ("x", "file", "x")],
+                           upper=[("etc/passwd", "hard", "x")]), "goes through 'etc'"),
+    (lambda p: docker_save(p, lower=[("etc", "sym", "/etc")],
+                           upper=[("mine", "hard", "etc/passwd")]), "goes through 'etc'"),
+    (lambda p: docker_save(p, lower=[("lnk", "sym", "/etc/passwd")],
+                           upper=[("mine", "hard", "lnk")]), "no regular file"),
+    (lambda p: docker_save(p, upper=[("/abs", "file", "x")]), "absolute"),
+    # a layer cut short, a layer that is no tar
+    (lambda p: docker_save(p, upper=b"not a tar at all" * 64), "not a tar archive"),
+    (lambda p: _archive(p, {"hello": b"x"}), "neither an OCI image layout"),
+    (lambda p: _archive(p, {"manifest.json": b"[{}]"}), "manifest is not one"),
+])
+def test_unsafe_or_spoilt_archives_are_refused_whole(tmp_path, make, message):
+    store = ImageStore(str(tmp_path / "store"))
+    with pytest.raises(ImageError, match=message):
+        store.load_archive(make(tmp_path / "image.tar"), "demo:2")
+    images = tmp_path / "store" / "images"
+    assert store.list() == [] and (not images.exists() or not os.listdir(images))
+
+
+def test_nothing_outside_the_root_is_touched_whatever_the_layers_say(tmp_path):
+    """Links of a lower layer pointing at a directory of the host: a later layer's
+    files, hard links and whiteouts through them are refused, and the host's files
+    stay as they were."""
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "victim").write_text("mine")
+    store = ImageStore(str(tmp_path / "store"))
+    for upper in ([("d/victim", "file", "overwritten")], [("d/.wh.victim", "file", "")],
+                  [("d/victim", "hard", "ok")], [("d/.wh..wh..opq", "file", "")]):
+        archive = docker_save(tmp_path / "evil.tar", lower=[("d", "sym", str(host)),
+                                                            ("ok", "file", "x")], upper=upper)
+        with pytest.raises(ImageError):
+            store.load_archive(archive, "evil:1")
+        assert os.listdir(host) == ["victim"] and (host / "victim").read_text() == "mine"
+
+
+def _layer(entries) -> bytes:
+    """A layer with modes and owners: (name, kind, payload, mode, uid)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, kind, payload, mode, uid in entries:
+            info = tarfile.TarInfo(name)
+            info.mode, info.uid, info.gid, info.mtime = mode, uid, uid, 1_000_000
+            if kind == "file":
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+            else:
+                info.type = {"dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE}[kind]
+                info.linkname = payload or ""
+                tar.addfile(info)
+    return buffer.getvalue()
+
+
+def test_layers_keep_modes_and_owners_and_may_change_a_path_s_type(tmp_path):
+    lower = _layer([("bin/", "dir", None, 0o755, 0), ("bin/su", "file", b"su", 0o4755, 0),
+                    ("tmp/", "dir", None, 0o1777, 0), ("a/", "dir", None, 0o755, 0),
+                    ("a/inner", "file", b"x", 0o644, 0), ("b", "file", b"b", 0o644, 0),
+                    ("c", "sym", "/nowhere", 0o777, 0)])
+    upper = _layer([("a", "file", b"now a file", 0o600, 1000),
+                    ("b/", "dir", None, 0o750, 1000), ("b/c", "file", b"in b", 0o640, 1000),
+                    ("c/", "dir", None, 0o755, 0), ("c/d", "file", b"d", 0o644, 0)])
+    store = ImageStore(str(tmp_path / "store"))
+    store.load_archive(docker_save(tmp_path / "i.tar", lower=lower, upper=upper), "modes:1")
+    root = store.rootfs("modes:1")
+    su = os.stat(os.path.join(root, "bin/su"))
+    assert su.st_mode & 0o7777 == 0o4755 and su.st_uid == 0, "setuid kept"
+    assert os.stat(os.path.join(root, "tmp")).st_mode & 0o7777 == 0o1777, "sticky kept"
+    a = os.lstat(os.path.join(root, "a"))
+    assert os.path.isfile(os.path.join(root, "a")) and a.st_uid == 1000 and \
+        a.st_mode & 0o777 == 0o600 and a.st_mtime == 1_000_000
+    assert open(os.path.join(root, "b/c")).read() == "in b"
+    assert os.path.isdir(os.path.join(root, "c")) and not os.path.islink(os.path.join(root, "c"))
+
+
+def test_a_named_user_takes_its_uid_and_primary_group_from_the_image(tmp_path):
+    lower = _layer([("etc/", "dir", None, 0o755, 0),
+                    ("etc/passwd", "file", b"root:x:0:0::/root:/bin/sh\n"
+                     b"app:x:1001:2002::/srv:/bin/sh\n", 0o644, 0),
+                    ("etc/group", "file", b"root:x:0:\nstaff:x:50:\n", 0o644, 0)])
+    store = ImageStore(str(tmp_path / "store"))
+    store.load_archive(docker_save(tmp_path / "u.tar", lower=lower, upper=_layer([])), "u:1")
+    assert store.numeric_user("u:1", "app") == "1001:2002"
+    assert store.numeric_user("u:1", "app:staff") == "1001:50"
+    assert store.numeric_user("u:1", "1001") == "1001:2002"
+    assert store.numeric_user("u:1", "7") == "7"
+    with pytest.raises(ImageError, match="'ghost' is not in its /etc/passwd"):
+        store.numeric_user("u:1", "ghost")
