@@ -186,7 +186,8 @@ class RuntimeActor(KernelActor):
                 state.next_run(c.run)  # started again after an exit: the same directory
                 self._watched.discard(cid)
                 self._kill_at.pop(cid, None)
-            if c.state == "created" and not state.has_spec() and not self._names_busy(cid):
+            if c.state == "created" and not state.has_spec() and not self._names_busy(cid) \
+                    and not self._image_coming(c):
                 self._start(c, state)
             if state.run() != c.run:
                 continue  # the files are of another run than the log's (not begun yet)
@@ -211,6 +212,16 @@ class RuntimeActor(KernelActor):
                 self._stop_container(cid, pid, c.stop_timeout)
             elif code is not None:
                 self._kill_at.pop(cid, None)
+
+    def _image_coming(self, c: ContainerPlan) -> bool:
+        """Its image is not here but another host holds it: the daemon fetches it and
+        tells this actor to look again (daemon/images.py)."""
+        if not c.image_elsewhere:
+            return False
+        try:
+            return not self.images.has(c.image)
+        except Exception:  # a bad name: the start says why
+            return False
 
     def _fence(self, c: ContainerPlan, state: StateDir) -> None:
         """Cut off: the replica's process is killed, and nothing of it starts; its end is

@@ -36,6 +36,7 @@ import signal
 import time
 
 from cantainer.api import exec_session, fields as f, forward
+from cantainer.api.images import known
 from cantainer.errors import Conflict, Invalid, InvalidEvent, NotFound, Unavailable
 from cantainer.events import from_data, new_event_id
 from cantainer.events.validate import parse_port, parse_restart, parse_user, parse_volume
@@ -91,7 +92,7 @@ def _live(h, cid: str) -> Container | None:
 # -- run ---------------------------------------------------------------------------------
 
 async def run(h, req: dict, ex) -> None:
-    await asyncio.to_thread(h.images.rootfs, req["image"])  # built or refused here
+    await known(h, req["image"])  # built here, or fetched from a host that holds it
     network = req["network"] or DEFAULT_NETWORK
     if "/" not in network and network not in h.state.ipam.networks:
         await h.wait_applied()  # it may be newer than this host's state

@@ -63,6 +63,10 @@ class Handle(Protocol):
     async def acted_on(self, seq: int) -> None:
         """Until every kernel actor of this host has acted on the state at ``seq``."""
 
+    async def fetch_image(self, image: str) -> None:
+        """Until ``image`` (NAME:TAG) is in this host's store, fetched from a member the
+        log says holds it; ``Unavailable`` if none could give it."""
+
     async def differences(self) -> list[str]:
         """How this host's kernel differs from the state (every actor's part)."""
 

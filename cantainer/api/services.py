@@ -21,6 +21,7 @@ import asyncio
 
 from cantainer.api import fields as f
 from cantainer.api.containers import process_of
+from cantainer.api.images import known
 from cantainer.errors import Conflict, Invalid, InvalidEvent, NotFound
 from cantainer.events import from_data, new_event_id
 from cantainer.events.validate import (MAX_REPLICAS, parse_constraint, parse_port,
@@ -63,7 +64,7 @@ async def _converged(h, name: str, detach: bool) -> dict:
 
 
 async def service_create(h, req: dict, ex) -> None:
-    await asyncio.to_thread(h.images.rootfs, req["image"])  # here, at least
+    await known(h, req["image"])
     network = req["network"] or DEFAULT_NETWORK
     await h.wait_applied()
     ipam = h.state.ipam

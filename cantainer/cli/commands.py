@@ -241,7 +241,8 @@ def cmd_image_ls(args) -> int:
     return _show(images, args.json, [
         ("IMAGE", 24, lambda i: f"{i['name']}:{i['tag']}"),
         ("SIZE", 10, lambda i: f"{i['size'] / 2**20:.1f}MiB"),
-        ("CREATED", 22, lambda i: _iso(i["created"])[:19]),
+        ("CREATED", 22, lambda i: _iso(i["created"])[:19] if i["created"] else "-"),
+        ("HOSTS", 20, lambda i: ",".join(i.get("hosts") or []) or "-"),
         ("SOURCE", 0, lambda i: i["source"])])
 
 

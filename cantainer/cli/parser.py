@@ -425,9 +425,11 @@ def _volume(sub) -> None:
 
 @_command("image")
 def _image(sub) -> None:
-    img = sub.add_parser("image", help="this host's images").add_subparsers(
+    img = sub.add_parser("image", help="images: this host's, and where the cluster's "
+                                       "are").add_subparsers(
         dest="image_command", required=True, parser_class=_Parser)
-    p = img.add_parser("ls", help="list images")
+    p = img.add_parser("ls", help="list images: this host's, and those the log says "
+                                  "other hosts hold (HOSTS)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=commands.cmd_image_ls)
     p = img.add_parser("import", help="import a root filesystem tarball as NAME[:TAG]")

@@ -35,6 +35,7 @@ from cantainer.config import DEFAULT_NETWORK_CIDR, Config, heartbeat_port
 from cantainer.daemon import credentials
 from cantainer.daemon.dns import NameServer
 from cantainer.daemon.handle import DaemonHandle
+from cantainer.daemon.images import ImageFollower
 from cantainer.daemon.heartbeat import INTERVAL as HEARTBEAT_INTERVAL
 from cantainer.daemon.heartbeat import Heartbeats, Suspicion
 from cantainer.daemon.runner import Runner
@@ -92,10 +93,11 @@ class Daemon:
         self._pair_keys: dict[str, tuple[str, bytes]] = {}
         self._fenced = self._fenced_told = False  # cut off from most members: no
         # service replica runs here (actors/runtime.py: Fenced)
-        self.api = ApiServer(DaemonHandle(config, self.log, self.reader, self.runner,
-                                          self.raft, self.heartbeats,
-                                          ImageStore(config.data_dir), creds, self.gate,
-                                          self.appended, self.stop), config.socket_path)
+        handle = DaemonHandle(config, self.log, self.reader, self.runner, self.raft,
+                              self.heartbeats, ImageStore(config.data_dir), creds, self.gate,
+                              self.appended, self.stop)
+        self.api = ApiServer(handle, config.socket_path)
+        self.images = handle.follower = ImageFollower(handle, self.runner)
         self._stopping = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loops: list[asyncio.Task] = []
@@ -228,6 +230,7 @@ class Daemon:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        await self.images.close()
 
     # -- appending from the actors and the loops --------------------------------------------
 
@@ -272,8 +275,10 @@ class Daemon:
         return cached[1]
 
     def _state_moved(self, state: ClusterState) -> None:
-        """After every batch the runner applied: who may connect now."""
+        """After every batch the runner applied: who may connect now, and what images
+        this host must fetch."""
         self.names.update(state)
+        self.images.update(state)
         trusted, revoked = state.members.trusted(), state.members.revoked()
         if trusted | {self.gate.own} != self.gate.trusted or \
                 revoked - {self.gate.own} != self.gate.revoked:
@@ -290,6 +295,7 @@ class Daemon:
                                                          self.raft.is_leader):
                 log.info("appending %s for %s", type(event).__name__, event.name)
                 self._append_soon(event, event_id)
+            self.images.update(self.runner.state)  # what failed is asked for again
             fenced = self.suspicion.cut_off(members, self.heartbeats.last_heard)
             if fenced != self._fenced:
                 self._fenced = fenced

@@ -35,6 +35,7 @@ class DaemonHandle:
         self._log, self._reader = log, reader
         self._runner, self._raft, self._heartbeats = runner, raft, heartbeats
         self._appended, self._stop = appended, stop
+        self.follower = None  # daemon/images.py: ImageFollower, set by the daemon
 
     async def append(self, events: Sequence[Event], ids: Sequence[str]) -> list[int]:
         try:
@@ -90,6 +91,9 @@ class DaemonHandle:
 
     async def set_secret(self, name: str, value: str, *, replace: bool) -> str:
         return await self._log.set_secret(name, value, replace=replace)
+
+    async def fetch_image(self, image: str) -> None:
+        await self.follower.fetch(image)
 
     def peer(self, host: str) -> tuple[str, int] | None:
         node = self.state.members.live().get(host)

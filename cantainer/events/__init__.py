@@ -22,6 +22,8 @@ from cantainer.events.catalogue import (
     ContainerStartRequested,
     ContainerStopRequested,
     Event,
+    ImageDeleted,
+    ImageStored,
     NetworkCreated,
     NetworkRemoved,
     NodeDown,
@@ -51,7 +53,7 @@ from cantainer.events.validate import parse_cidr
 
 __all__ = [
     "CATALOGUE", "MAX_PAYLOAD", "ClusterCreated", "ContainerCreated", "ContainerExited", "ContainerRemoved",
-    "ContainerStarted", "ContainerStartRequested", "ContainerStopRequested", "Event", "NetworkCreated", "NetworkRemoved",
+    "ContainerStarted", "ContainerStartRequested", "ContainerStopRequested", "Event", "ImageDeleted", "ImageStored", "NetworkCreated", "NetworkRemoved",
     "NodeDown", "NodeJoined", "NodeLeft", "NodeRecovered", "NodeSuspected", "Recorded", "ServiceCreated", "ServiceRemoved", "ServiceScaled", "UnknownEvent",
     "decode", "decode_fields", "encode", "from_data", "new_event_id", "parse_cidr", "to_data",
     "BadStream", "pack_rows", "unpack_records",

@@ -200,6 +200,30 @@ class ContainerRemoved(Event):
     container: str = attrs.field(validator=v.container_id)
 
 
+# -- images ---------------------------------------------------------------------
+
+
+@attrs.frozen
+class ImageStored(Event):
+    """A host holds an image, made from an archive of this SHA-256 (``kind``: a root
+    tarball, ``image import``/``pull``; or layers, ``image load``): another host that
+    needs it fetches that archive from it and checks the digest."""
+
+    host: str = attrs.field(validator=v.name)
+    image: str = attrs.field(validator=v.image)  # NAME:TAG
+    digest: str = attrs.field(validator=v.hex64)
+    size: int = attrs.field(validator=v.in_range(0, 1 << 50))
+    kind: str = attrs.field(default="rootfs", validator=v.image_kind)
+
+
+@attrs.frozen
+class ImageDeleted(Event):
+    """A host no longer holds an image."""
+
+    host: str = attrs.field(validator=v.name)
+    image: str = attrs.field(validator=v.image)
+
+
 # -- services -------------------------------------------------------------------
 
 
@@ -253,5 +277,5 @@ CATALOGUE: dict[str, type[Event]] = {
                 NodeDown, NetworkCreated, NetworkRemoved,
                 ContainerCreated, ContainerStarted, ContainerStopRequested,
                 ContainerStartRequested, ContainerExited, ContainerRemoved,
-                ServiceCreated, ServiceScaled, ServiceRemoved)
+                ImageStored, ImageDeleted, ServiceCreated, ServiceScaled, ServiceRemoved)
 }

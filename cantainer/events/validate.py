@@ -58,6 +58,20 @@ MAX_REPLICAS = 1000
 CONSTRAINT_RE = re.compile(r"^node\.name(==|!=)([A-Za-z0-9][A-Za-z0-9_.-]{0,62})$")
 
 
+IMAGE_KINDS = ("rootfs", "image")  # image import/pull: a root tarball; image load: layers
+
+
+def image_kind(_instance, attribute, value) -> None:
+    if value not in IMAGE_KINDS:
+        _fail(attribute, value, f"is not one of {', '.join(IMAGE_KINDS)}")
+
+
+def hex64(_instance, attribute, value) -> None:
+    _check_str(attribute, value)
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        _fail(attribute, value, "is not 64 lowercase hex digits (a SHA-256)")
+
+
 def service_name(_instance, attribute, value) -> None:
     """A service's name: a name without dots, so that NAME.N names one replica."""
     _check_str(attribute, value)

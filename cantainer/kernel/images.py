@@ -1,8 +1,11 @@
 """Container images: root filesystems unpacked once into this host's store.
 
     DATA_DIR/images/<name>/<tag>/rootfs/     the unpacked root (containers get an overlayfs on top)
-    DATA_DIR/images/<name>/<tag>/image.json  name, tag, source, sha256, size, created, and
+    DATA_DIR/images/<name>/<tag>/image.json  name, tag, source, sha256 (of the archive),
+                                             kind (rootfs | image), size, created, and
                                              for a loaded image its config (run's defaults)
+    DATA_DIR/images/<name>/<tag>/archive     the archive it was made from: what another
+                                             host fetches (its digest is in the log)
 
 ``busybox`` is built from the host's static busybox (Debian ``busybox-static``):
 ``/bin/busybox``, a link per applet, and the few files under ``/etc`` that
@@ -113,14 +116,19 @@ class ImageStore:
 
     # -- adding images ----------------------------------------------------------------
 
-    def _install(self, name: str, tag: str, build, meta: dict) -> dict:
-        """Build a root in a scratch directory, then move it into place whole."""
+    def _install(self, name: str, tag: str, build, meta: dict,
+                 archive: str | None = None) -> dict:
+        """Build a root in a scratch directory, then move it into place whole; the
+        ``archive`` it was made from is kept beside it (another host may fetch it)."""
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         scratch = tempfile.mkdtemp(prefix=f".{name}-", dir=self.root)
         try:
             rootfs = os.path.join(scratch, "rootfs")
             os.mkdir(rootfs, 0o755)
             build(rootfs)
+            if archive is not None:
+                shutil.copyfile(archive, os.path.join(scratch, "archive"))
+                meta = {**meta, "archive_size": os.path.getsize(archive)}
             size = sum(os.lstat(os.path.join(d, f)).st_size
                        for d, _, files in os.walk(rootfs) for f in files)
             meta = {"name": name, "tag": tag, "size": size, "created": time.time(), **meta}
@@ -135,6 +143,30 @@ class ImageStore:
             return meta
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def has(self, ref: str) -> bool:
+        name, tag = parse_ref(ref)
+        return os.path.isdir(os.path.join(self._dir(name, tag), "rootfs"))
+
+    def archive(self, ref: str) -> tuple[str, dict]:
+        """The archive an image was made from, and its metadata (``sha256``, ``kind``)."""
+        name, tag = parse_ref(ref)
+        path = os.path.join(self._dir(name, tag), "archive")
+        try:
+            with open(os.path.join(self._dir(name, tag), "image.json")) as f:
+                meta = json.load(f)
+        except (OSError, ValueError):
+            raise NotFound(f"no image {name}:{tag} on this host") from None
+        if not os.path.isfile(path):
+            raise NotFound(f"image {name}:{tag} on this host keeps no archive (made before "
+                           "images were shared: import it again)")
+        return path, meta
+
+    def add(self, ref: str, kind: str, path: str, source: str) -> dict:
+        """An image from an archive another host made it from: made the same way."""
+        if kind == "image":
+            return self.load_archive(path, ref, source=source)
+        return self.import_tarball(ref, path, source=source)
 
     def config(self, ref: str) -> dict:
         """A loaded image's config, ``run``'s defaults (empty for other images)."""
@@ -163,7 +195,8 @@ class ImageStore:
             gid = entry[3] if entry and len(entry) > 3 and entry[3].isdigit() else None
         return uid if gid is None else f"{uid}:{gid}"
 
-    def load_archive(self, archive_path: str, ref: str | None = None) -> dict:
+    def load_archive(self, archive_path: str, ref: str | None = None,
+                     source: str | None = None) -> dict:
         """``image load``: a ``docker save`` archive or an OCI image layout tarball, under
         ``ref`` or the name the archive gives (its last path part: ``nginx:1.25``)."""
         try:
@@ -192,8 +225,8 @@ class ImageStore:
                     os.makedirs(os.path.join(rootfs, d), exist_ok=True)
 
             return self._install(name, tag, build, {
-                "source": os.path.abspath(archive_path), "sha256": file_sha256(archive_path),
-                "config": _run_defaults(config)})
+                "source": source or os.path.abspath(archive_path),
+                "sha256": file_sha256(archive_path), "kind": "image", "config": _run_defaults(config)}, archive_path)
 
     def build_busybox(self) -> dict:
         if not os.path.exists(BUSYBOX):
@@ -238,7 +271,8 @@ class ImageStore:
                     os.makedirs(os.path.join(rootfs, d), exist_ok=True)
 
             return self._install(name, tag, build, {"source": source or os.path.abspath(tarball),
-                                                    "sha256": self_digest})
+                                                    "sha256": self_digest, "kind": "rootfs"},
+                                 tarball)
 
 
 def check_members(members: list[tarfile.TarInfo]) -> None:

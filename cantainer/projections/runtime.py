@@ -49,6 +49,9 @@ class ContainerPlan:
     run: int                 # which run of it the log is at: 0, then one more a start
     restarts: int            # how many runs its policy decided
     service: bool = False    # a service's replica (stopped while this host is cut off)
+    # another host holds its image (ImageStored): if this one lacks it, it waits for
+    # the image to be fetched (daemon/images.py) instead of failing to start
+    image_elsewhere: bool = False
 
 
 def report_id(kind: str, container: str, run: int) -> str:
@@ -79,5 +82,7 @@ def plan(state: ClusterState, host: str) -> dict[str, ContainerPlan]:
             gateway=str(net.gateway), egress=not net.internal,
             state=c.state, pid=c.pid, exit_code=c.exit_code, stop_timeout=c.stop_timeout,
             restart=e.restart, init=e.init, run=c.run, restarts=c.restarts,
-            service=c.id in replicas)
+            service=c.id in replicas,
+            image_elsewhere=bool(c.state == "created" and state.images.holders(
+                e.image if ":" in e.image else f"{e.image}:latest")))
     return out

@@ -3,7 +3,8 @@
     ClusterState
       ├── members: Membership   who is in the cluster (projections/membership.py)
       ├── ipam: Ipam            networks, VNIs, containers, addresses (projections/ipam.py)
-      └── services: Services    services, their replicas' placement (projections/services.py)
+      ├── services: Services    services, their replicas' placement (projections/services.py)
+      └── images: Images        which host holds which image (projections/images.py)
 
 On a host, the daemon's runner (``daemon/runner.py``) owns the one
 ``ClusterState``: it applies each record once, on the daemon's event loop, and
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from cantainer.errors import Rejected
 from cantainer.events import Recorded
+from cantainer.projections.images import Images
 from cantainer.projections.ipam import Ipam
 from cantainer.projections.membership import Membership
 from cantainer.projections.services import Services
@@ -26,6 +28,7 @@ class ClusterState:
         self.members = Membership()
         self.ipam = Ipam(self.members)
         self.services = Services(self.members, self.ipam)
+        self.images = Images(self.members)
         self.applied = 0
 
     def apply(self, rec: Recorded) -> None:
@@ -35,10 +38,11 @@ class ClusterState:
         if rec.seq <= self.applied:
             return
         self.members.applied = self.ipam.applied = self.services.applied = \
-            self.applied = rec.seq
+            self.images.applied = self.applied = rec.seq
         self.members.handle(rec)
         self.ipam.handle(rec)
         self.services.handle(rec)
+        self.images.handle(rec)
         if self.verdict(rec.seq) is None:
             self.services.accepted(rec)
 
@@ -49,10 +53,11 @@ class ClusterState:
     def verdict(self, seq: int) -> str | None:
         """Why log order rejected the event at ``seq``, or ``None`` if it was accepted."""
         return (self.members.verdict(seq) or self.ipam.verdict(seq)
-                or self.services.verdict(seq))
+                or self.services.verdict(seq) or self.images.verdict(seq))
 
     def rejected(self) -> dict[int, str]:
-        return {**self.members.rejected, **self.ipam.rejected, **self.services.rejected}
+        return {**self.members.rejected, **self.ipam.rejected, **self.services.rejected,
+                **self.images.rejected}
 
     def rejection(self, seqs) -> Rejected | None:
         """The error for the first of these (applied) seqs that log order rejected."""

@@ -268,3 +268,55 @@ def test_a_dead_host_gives_its_replicas_to_the_others(lab):
     figures("service-host-dead", running_elsewhere_after_s=f"{took:.2f}",
             suspect_after_s=SUSPECT, reschedule_after_s=RESCHEDULE)
     lab.cli(1, "service", "rm", "dd")
+
+
+def test_an_image_loaded_on_one_host_runs_as_replicas_on_the_others(lab, tmp_path):
+    from tests.unit.test_images import alpine_like, docker_save
+
+    with open(alpine_like(tmp_path / "root.tar.gz"), "rb") as f:
+        lower = f.read()
+    upper = [("srv/", "dir", None), ("srv/msg", "file", "from the image\n"),
+             ("etc/.wh.os-release", "file", "")]
+    config = {"config": {"Entrypoint": ["/bin/sh", "-c"],
+                         "Cmd": ["read m < msg; echo $m $GREETING; "
+                                 "test -e /etc/os-release || echo whited-out; "
+                                 "exec sleep 600"],
+                         "Env": ["GREETING=hello"], "WorkingDir": "/srv"}}
+    archive = docker_save(tmp_path / "app.tar", lower=lower, upper=upper, config=config,
+                          name="registry.example/app:1")
+    assert lab.cli(1, "image", "load", "-i", archive).stdout == "app:1\n"
+    listed = {i["name"]: i for i in json.loads(lab.cli(2, "image", "ls", "--json").stdout)}
+    assert listed["app"]["hosts"] == ["h1"] and not listed["app"]["here"]
+
+    # Created from h2, which lacks it (it fetches it first, for its config), placed on
+    # all three (h3 fetches it when its replica is placed there).
+    lab.cli(2, "service", "create", "--name", "app", "--replicas", "3", "-n", "svc", "app:1")
+    placed = tasks(lab, 3, "app")
+    assert {t["host"] for t in placed} == {"h1", "h2", "h3"}
+    assert all(t["state"] == "running" for t in placed), placed
+    for t in placed:
+        out = wait_for(lambda t=t: lab.cli(1, "logs", t["name"]).stdout, timeout=10)
+        assert out == "from the image hello\nwhited-out\n", (t["host"], out)
+    listed = {i["name"]: i for i in json.loads(lab.cli(3, "image", "ls", "--json").stdout)}
+    assert listed["app"]["hosts"] == ["h1", "h2", "h3"] and listed["app"]["here"]
+    assert "fetched from" in lab.log(3)
+    lab.cli(1, "service", "rm", "app")
+
+    # A holder whose archive no longer matches the log's digest: refused, never run.
+    spoilt = docker_save(tmp_path / "spoilt.tar", lower=lower, upper=upper, config=config,
+                         name="spoilt:1")
+    lab.cli(1, "image", "load", "-i", spoilt)
+    kept = os.path.join(lab.host(1).data_dir, "images", "spoilt", "1", "archive")
+    with open(kept, "r+b") as f:
+        f.seek(os.path.getsize(kept) // 2)
+        f.write(b"spoilt" * 20)
+    lab.cli(1, "service", "create", "-d", "--name", "sp", "-n", "svc", "--constraint",
+            "node.name==h3", "spoilt:1")
+    wait_for(lambda: "not the log's" in lab.log(3), timeout=20)
+    [task] = tasks(lab, 1, "sp")
+    assert task["host"] == "h3" and task["state"] == "created"
+    assert not os.path.isdir(os.path.join(lab.host(3).data_dir, "images", "spoilt"))
+    assert not running_processes(lab, 3).keys() & {task["id"]}
+    lab.cli(1, "service", "rm", "sp")
+    bad = lab.cli(1, "image", "load", "-i", kept, check=False)
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
