@@ -158,6 +158,22 @@ def main() -> int:
             lab.start(dead)
             run(lab, dead, "replay", "--check")
             run(lab, dead, "status")
+            say("a service: 6 replicas placed by the log itself (every host derives the same "
+                "placement), its port published on every host (the routing mesh)")
+            run(lab, 2, "service", "create", "--name", "hello", "--replicas", "6", "-n", "blue",
+                "-p", "8080:80", "busybox", "sh", "-c",
+                "while true; do nc -l -p 80 -e echo hello from $(hostname); done")
+            run(lab, 3, "service", "ps", "hello")
+            say("'hello' resolves to every replica, round robin; any host's port 8080 answers")
+            run(lab, 1, "run", "--rm", "-n", "blue", "busybox", "sh", "-c",
+                "nslookup hello | grep -c Address:; echo | nc -w 2 hello 80")
+            for h in lab.hosts:
+                print(f"    {h.address}:8080 -> " + lab.cli(
+                    1, "run", "--rm", "-n", "blue", "busybox", "sh", "-c",
+                    f"echo | nc -w 2 {h.address} 8080", check=False).stdout.strip())
+            run(lab, 1, "service", "scale", "hello=3")
+            run(lab, 1, "service", "ls")
+            run(lab, 1, "service", "rm", "hello")
             say("stop goes through the log (ContainerStopRequested); h1 carries it out")
             run(lab, 3, "stop", "-t", "1", "web")
             say("the event log that made all of this")

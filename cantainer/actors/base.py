@@ -64,6 +64,8 @@ class ActorContext:
     data_dir: str           # images and container state live here
     listener: Listener
     underlay_mtu: int = 1500
+    # the replicas' lease (daemon/lease.py): its file, and how old it may be
+    lease: tuple[str, float] | None = None
 
 
 @attrs.frozen

@@ -298,7 +298,9 @@ class RuntimeActor(KernelActor):
                               "pids_limit": c.pids_limit, "cpus": c.cpus,
                               "workdir": c.workdir, "uid": c.uid, "gid": c.gid, "caps": caps,
                               "mounts": mounts, "tmpfs": list(c.tmpfs),
-                              "read_only": c.read_only, "attach": attach})
+                              "read_only": c.read_only, "attach": attach,
+                              "lease": list(self.context.lease) if c.service and
+                              self.context.lease else None})
             if attach:
                 state.unmark_attach()
             shim = self._warm.start(state)

@@ -28,6 +28,7 @@ from cantainer.events.validate import (MAX_REPLICAS, parse_constraint, parse_por
                                        parse_restart)
 from cantainer.kernel import cgroups
 from cantainer.projections.ipam import DEFAULT_NETWORK
+from cantainer.projections.services import reserved_ports
 from cantainer.projections.view import service_detail, service_json, service_tasks
 
 CONVERGE_TIMEOUT = 120.0  # seconds for a service's placed replicas to run
@@ -80,11 +81,17 @@ async def service_create(h, req: dict, ex) -> None:
             raise Invalid(f"--constraint {exc}") from None
         if host not in h.state.members.nodes:
             raise NotFound(f"--constraint {spec}: no member named {host!r}")
+    net = ipam.network_of(network)
+    if req["ports"] and net is not None and net.internal:
+        raise Invalid(f"-p: network {net.name!r} is internal: nothing comes in or goes out")
+    reserved = reserved_ports(h.state.members)
     for spec in req["ports"]:
         try:
             ip, port, _, proto = parse_port(spec)
         except InvalidEvent as exc:
             raise Invalid(f"-p {exc}") from None
+        if (use := reserved.get((port, proto))) is not None:
+            raise Conflict(f"-p {spec}: port {port}/{proto} is {use}'s")
         if ip is not None:
             raise Invalid(f"-p {spec}: a service's port is published at every address of "
                           "every host (HOSTPORT:PORT)")

@@ -36,6 +36,7 @@ from cantainer.daemon import credentials
 from cantainer.daemon.dns import NameServer
 from cantainer.daemon.handle import DaemonHandle
 from cantainer.daemon.images import ImageFollower
+from cantainer.daemon.lease import LEASE_FILE, Lease
 from cantainer.daemon.heartbeat import INTERVAL as HEARTBEAT_INTERVAL
 from cantainer.daemon.heartbeat import Heartbeats, Suspicion
 from cantainer.daemon.runner import Runner
@@ -83,7 +84,10 @@ class Daemon:
                              data_dir=config.data_dir, report=self._append_soon,
                              underlay_mtu=mtu_of(config.host), idle_poll=config.idle_poll,
                              reconcile_every=config.reconcile_every,
-                             fixed_poll=config.fixed_poll, on_state=self._state_moved)
+                             fixed_poll=config.fixed_poll, on_state=self._state_moved,
+                             quiet_most=config.suspect_after / 4,
+                             lease=(os.path.join(config.data_dir, LEASE_FILE),
+                                    config.suspect_after / 2))
         self.heartbeats = Heartbeats(config.name, self._heartbeat_peers,
                                      lambda: self.runner.state.applied,
                                      on_poke=self.runner.wake, keys=self._pair_key)
@@ -91,8 +95,10 @@ class Daemon:
                                    config.reschedule_after)
         self.names = NameServer(config.name, lambda: self.runner.state, config.dns)
         self._pair_keys: dict[str, tuple[str, bytes]] = {}
-        self._fenced = self._fenced_told = False  # cut off from most members: no
-        # service replica runs here (actors/runtime.py: Fenced)
+        self.lease = Lease(config.data_dir, lambda: self.runner.last_read_ok,
+                           config.suspect_after)
+        self._fenced = self._fenced_told = False  # cut off from the log: no service
+        # replica runs here (daemon/lease.py)
         handle = DaemonHandle(config, self.log, self.reader, self.runner, self.raft,
                               self.heartbeats, ImageStore(config.data_dir), creds, self.gate,
                               self.appended, self.stop)
@@ -113,6 +119,7 @@ class Daemon:
             (self.raft.start, self._stop_raft),
             (self.names.start, self.names.close),
             (self._start_runner, self.runner.stop),
+            (self.lease.start, self.lease.close),
             (self._announce, self._hand_over),
             (self._start_heartbeats, self.heartbeats.close),
             (self._start_api, self.api.stop),
@@ -296,12 +303,14 @@ class Daemon:
                 log.info("appending %s for %s", type(event).__name__, event.name)
                 self._append_soon(event, event_id)
             self.images.update(self.runner.state)  # what failed is asked for again
-            fenced = self.suspicion.cut_off(members, self.heartbeats.last_heard)
+            fenced = self.lease.cut_off()
             if fenced != self._fenced:
                 self._fenced = fenced
-                log.warning("%s: this host's service replicas %s", "cut off from most "
-                            "members" if fenced else "members heard again",
-                            "stop" if fenced else "may run")
+                log.warning("%s: this host's service replicas %s", "the log has not "
+                            f"answered for {self.lease.hold:g} s" if fenced else
+                            "the log answers again", "stop" if fenced else "may run")
+            if time.monotonic() - self.runner.last_read_ok > self.lease.hold / 2:
+                self.runner.wake()  # a read now: the fence needs to know
             if fenced or fenced != self._fenced_told:  # again: an actor may restart
                 self._fenced_told = fenced
                 self.runner.tell("runtime", Fenced(fenced))

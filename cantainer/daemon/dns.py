@@ -9,8 +9,9 @@ loop where the runner applies the log (no copies, no locks):
   host -> its address (A; other types: no data).  Names are looked up as
   given, then in lower case (DNS ignores case; container names do not);
 * a service's name -> the addresses of its replicas on the asking network that
-  are created or running, on any host, each answer starting one further along
-  (round robin, as swarm's DNS RR); ``NAME.N`` is replica N's container's name;
+  are created or running, on any host, in a new random order each answer
+  (dnspython shuffles a set's records, as Docker's DNS round robin does);
+  ``NAME.N`` is replica N's container's name;
 * any other name -> the host's own resolvers (``cantainerd --dns``, else its
   ``/etc/resolv.conf``) if the network has egress; NXDOMAIN if it is internal.
 
@@ -56,7 +57,6 @@ class NameServer:
         self.upstreams: list[str] = []
         self.upstream_port, self.upstream_timeout = PORT, UPSTREAM_TIMEOUT
         self._folded_at, self._folded_names = -1, {}
-        self._turn = 0  # where the next service answer starts
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -121,17 +121,13 @@ class NameServer:
         ipam = state.ipam
         cid = ipam.names.get(name) or self._folded(state).get(name.lower())
         if cid is None:
-            service = state.services.services.get(name) or state.services.services.get(
-                name.lower())
+            services = state.services.services
+            service = services.get(name) or next(
+                (s for n, s in services.items() if n.lower() == name.lower()), None)
             if service is None:
                 return []
             found = [ipam.containers[c] for _, c in sorted(service.slots.items())]
-            ips = [str(c.ip) for c in found if c.network == network and c.state != "exited"]
-            if ips:
-                self._turn += 1
-                turn = self._turn % len(ips)
-                ips = ips[turn:] + ips[:turn]
-            return ips
+            return [str(c.ip) for c in found if c.network == network and c.state != "exited"]
         c = ipam.containers.get(cid)
         if c is None or c.network != network or c.state == "exited":
             return []

@@ -196,17 +196,3 @@ class Suspicion:
         return list(members.liveness_events(silent, self.suspect_after,
                                             self.reschedule_after))
 
-    def cut_off(self, members: Membership, last_heard: dict[str, float]) -> bool:
-        """Whether this host has heard fewer than a majority of the live members (itself
-        counted) for ``suspect_after`` seconds, with three members or more: then the
-        others may record it down and start its service replicas elsewhere, so it stops
-        its own (the fence; with two members or one, nothing can move without it)."""
-        now = self._clock()
-        live = members.live()
-        if len(live) < 3 or self.node not in live:
-            return False
-        heard = sum(1 for name, node in live.items() if name == self.node or
-                    now - max(last_heard.get(name, float("-inf")),
-                              self._first_seen.get((name, node.joined), now))
-                    <= self.suspect_after)
-        return heard * 2 <= len(live)

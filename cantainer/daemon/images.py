@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import ssl
 import tempfile
 import time
 
@@ -100,9 +99,12 @@ class ImageFollower:
                 try:
                     meta = await self._fetch(ref, host, held)
                     await record_stored(self.h, meta)
-                except (CantainerError, OSError, ValueError, ssl.SSLError,
-                        TimeoutError) as exc:
-                    log.warning("image %s: not from %s: %s", ref, host, exc)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 -- a holder's fault: the next one
+                    log.warning("image %s: not from %s: %s", ref, host,
+                                exc if isinstance(exc, (CantainerError, OSError))
+                                else f"{type(exc).__name__}: {exc}")
                     continue
                 log.info("image %s: fetched from %s (%d bytes, sha256 %s) in %.2f s", ref,
                          host, held.size, held.digest[:12], time.monotonic() - started)
@@ -143,6 +145,8 @@ class ImageFollower:
                     chunk = base64.b64decode(msg["data"])
                     digest.update(chunk)
                     size += len(chunk)
+                    if size > held.size:
+                        raise ImageError(f"it sent more than the log's {held.size} bytes")
                     out.write(chunk)
             if digest.hexdigest() != held.digest:
                 raise ImageError(f"what it sent has sha256 {digest.hexdigest()[:12]}, not "

@@ -19,6 +19,7 @@ from cantainer.config import (DEFAULT_DATA_DIR, DEFAULT_NETWORK_CIDR, DEFAULT_PO
                               SUSPECT_AFTER, RESCHEDULE_AFTER, Config)
 from cantainer.daemon import credentials
 from cantainer.daemon.daemon import Daemon, data_dir_lock
+from cantainer.daemon.lease import MIN_RESCHEDULE
 from cantainer.errors import CantainerError, ConfigError, InvalidEvent
 from cantainer.events.validate import NAME_RE, parse_cidr
 from cantainer.kernel.net import default_address
@@ -110,8 +111,9 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
         raise ConfigError("--voters must be 1..7 and --standbys 0..7")
     if not 1.0 <= args.suspect_after <= 3600:
         raise ConfigError("--suspect-after must be 1..3600 seconds")
-    if not 0 <= args.reschedule_after <= 3600:
-        raise ConfigError("--reschedule-after must be 0..3600 seconds")
+    if not MIN_RESCHEDULE <= args.reschedule_after <= 3600:
+        raise ConfigError(f"--reschedule-after must be {MIN_RESCHEDULE:g}..3600 seconds (a "
+                          "cut-off host's replicas must end before they move)")
     if not 0.01 <= args.idle_poll <= 3600:
         raise ConfigError("--idle-poll must be 0.01..3600 seconds")
     if args.reconcile_every != 0 and not 1 <= args.reconcile_every <= 86400:

@@ -47,18 +47,24 @@ class Runner:
                  report: Callable[[Event, str], None], underlay_mtu: int = 1500,
                  actors: tuple[type[KernelActor], ...] = ACTORS, idle_poll: float = 2.0,
                  reconcile_every: float = 10.0, fixed_poll: float | None = None,
-                 on_state: Callable[[ClusterState], None] = lambda state: None) -> None:
+                 on_state: Callable[[ClusterState], None] = lambda state: None,
+                 quiet_most: float = float("inf"),
+                 lease: tuple[str, float] | None = None) -> None:
         self.log = log_
         self.state = state
         self.node = node
         self._report = report
         self.idle_poll = idle_poll
+        # The longest a quiet log goes unread (the fence needs a read this often), and
+        # when a read (or an append) last reached a quorum.
+        self.quiet_most = quiet_most
+        self.last_read_ok = time.monotonic()
         self.reconcile_every = reconcile_every
         # The benchmarks' anchor: the original tool's design, a fixed poll and no wakes.
         self.fixed_poll = fixed_poll
         self._on_state = on_state  # after each publish, on the loop: the daemon's own use
         self.context = ActorContext(node=node, address=address, data_dir=data_dir,
-                                    listener=self, underlay_mtu=underlay_mtu)
+                                    listener=self, underlay_mtu=underlay_mtu, lease=lease)
         self.classes = {cls.name: cls for cls in actors}
         self.refs: dict[str, pykka.ActorRef] = {}
         self.reconciled_seq: dict[str, int] = {}
@@ -143,13 +149,15 @@ class Runner:
                 log.exception("tailer: reading the log failed; retrying")
                 await asyncio.sleep(1.0)
                 continue
+            self.last_read_ok = time.monotonic()
             self.state.apply_all(batch)
             if batch:
                 self._progressed.set()
             if len(batch) == BATCH:
                 continue  # catch up first: plans follow once at the head
             self._publish()
-            interval = POLL_MIN if batch else min(interval * 2, self.idle_poll)
+            interval = POLL_MIN if batch else min(interval * 2, self.idle_poll,
+                                                  self.quiet_most)
             if self.fixed_poll is not None:
                 interval = self.fixed_poll
             try:
@@ -161,6 +169,8 @@ class Runner:
         """Records this host has just appended: when they are the next ones in order,
         they are applied here and now, not read back from the leader; whether they were
         (if not, the tailer must read: ``wake``)."""
+        if records:
+            self.last_read_ok = time.monotonic()  # a quorum took them
         if records and records[0].seq == self.state.applied + 1:
             self.state.apply_all(records)
             self._progressed.set()

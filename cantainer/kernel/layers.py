@@ -27,6 +27,9 @@ from cantainer.errors import ImageError
 
 WHITEOUT, OPAQUE = ".wh.", ".wh..wh..opq"
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Owners as the layer gives them when this process may give files away (the daemon is
+# root); else this user's, as tar does.
+_OWNERS = os.geteuid() == 0
 
 
 def _parts(name: str) -> list[str]:
@@ -129,6 +132,8 @@ def apply_layer(layer: tarfile.TarFile, rootfs: str) -> None:
                 os.close(fd)
     except OSError as exc:
         raise ImageError(f"cannot apply the layer: {exc.strerror or exc}") from None
+    except (OverflowError, ValueError) as exc:  # an owner or a time no system has
+        raise ImageError(f"the layer has an entry this system cannot hold: {exc}") from None
     except (tarfile.TarError, EOFError) as exc:
         raise ImageError(f"the layer is not a whole tar archive: {exc}") from None
     finally:
@@ -157,7 +162,8 @@ def _entry(layer: tarfile.TarFile, m: tarfile.TarInfo, parts: list[str], fd: int
         _finish(name, fd, m, mode)
     elif m.issym():
         os.symlink(m.linkname, name, dir_fd=fd)
-        os.chown(name, m.uid, m.gid, dir_fd=fd, follow_symlinks=False)
+        if _OWNERS:
+            os.chown(name, m.uid, m.gid, dir_fd=fd, follow_symlinks=False)
     elif m.islnk():
         target = _parts(m.linkname)
         if not target:
@@ -184,6 +190,7 @@ def _finish(name: str, fd: int, m: tarfile.TarInfo, mode: int) -> None:
     """Owner, then mode (chown clears setuid), then times.  ``name`` is no link: this
     layer just made it, or found it a directory (Linux has no chmod that refuses a
     link; nothing else writes in a root being built)."""
-    os.chown(name, m.uid, m.gid, dir_fd=fd, follow_symlinks=False)
+    if _OWNERS:
+        os.chown(name, m.uid, m.gid, dir_fd=fd, follow_symlinks=False)
     os.chmod(name, mode, dir_fd=fd)
     os.utime(name, (m.mtime, m.mtime), dir_fd=fd, follow_symlinks=False)

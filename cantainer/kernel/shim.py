@@ -24,7 +24,9 @@ container ended before); the exit code goes back on that connection.
 
 It forwards SIGTERM and SIGINT to the container and outlives the daemon that
 started it (its own session), so a restarted daemon finds the container
-running, or finds how it ended, in these files.
+running, or finds how it ended, in these files.  A service's replica is the
+exception: its shim kills it once the daemon's lease is older than the spec says
+(``daemon/lease.py``).
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 from cantainer.kernel import process
 from cantainer.kernel.cgroups import Cgroup
 from cantainer.kernel.statedir import StateDir
 
 COPY_WAIT = 5.0  # seconds for the last output once the container has ended
+LEASE_LOOK = 0.25  # seconds between looks at a replica's lease
 
 
 class NotStarted(Exception):
@@ -104,6 +108,12 @@ def _run_container(spec, state: StateDir, raw: dict, cgroup: Cgroup, place):
         stdio = (os.open(os.devnull, os.O_RDONLY), sink, sink)
         copier = threading.Thread(target=state.copy_output, args=(source,), daemon=True)
         copier.start()
+    # A service's replica ends with its host's hold on the log.  Its watcher starts
+    # now: once start() has unshared a PID namespace, this process makes no thread.
+    started: list[int] = []  # the container's pid, once it runs
+    if raw.get("lease"):
+        threading.Thread(target=_keep_lease, args=(started, state, *raw["lease"]),
+                         daemon=True).start()
     try:
         pid = process.start(spec, stdio, before_exec=place)
     except NotStarted:
@@ -121,6 +131,7 @@ def _run_container(spec, state: StateDir, raw: dict, cgroup: Cgroup, place):
     state.write_pid(pid)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda s, _f: os.kill(pid, s))
+    started.append(pid)
     while True:
         try:
             _, status = os.waitpid(pid, 0)
@@ -137,6 +148,29 @@ def _run_container(spec, state: StateDir, raw: dict, cgroup: Cgroup, place):
         copier.join(COPY_WAIT)  # of the pipe too; the output is all in before the code
     state.write_exit_code(code)
     return code, client
+
+
+def _keep_lease(started: list[int], state: StateDir, path: str, hold: float) -> None:
+    """Kill the container (its pid in ``started``, once it runs) when its daemon's lease
+    (daemon/lease.py) is older than ``hold`` seconds: the daemon is gone, frozen, or cut
+    off from the log, and the log may soon run this replica elsewhere."""
+    while True:
+        time.sleep(LEASE_LOOK)
+        if not started:
+            continue
+        pid = started[0]
+        try:
+            age = time.time() - os.stat(path).st_mtime
+        except OSError:
+            age = float("inf")
+        if age > hold:
+            state.say(f"cantainer: killed: its host's lease on the log is {age:.1f} s old "
+                      f"(more than {hold:g} s): it may run elsewhere now")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return
 
 
 def _size(value) -> tuple[int, int] | None:

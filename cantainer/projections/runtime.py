@@ -83,6 +83,6 @@ def plan(state: ClusterState, host: str) -> dict[str, ContainerPlan]:
             state=c.state, pid=c.pid, exit_code=c.exit_code, stop_timeout=c.stop_timeout,
             restart=e.restart, init=e.init, run=c.run, restarts=c.restarts,
             service=c.id in replicas,
-            image_elsewhere=bool(c.state == "created" and state.images.holders(
-                e.image if ":" in e.image else f"{e.image}:latest")))
+            image_elsewhere=c.state == "created" and bool(set(state.images.holders(
+                e.image if ":" in e.image else f"{e.image}:latest")) - {host}))
     return out

@@ -61,6 +61,19 @@ class Service:
         return True
 
 
+def reserved_ports(members: Membership) -> dict[tuple[int, str], str]:
+    """What a service may not publish on every host: the daemons' own ports, VXLAN's,
+    the containers' name server's (a DNAT of them would take the cluster's own traffic)."""
+    out = {(4789, "udp"): "VXLAN", (53, "udp"): "the containers' name server",
+           (53, "tcp"): "the containers' name server"}
+    for node in members.live().values():
+        port = int(node.dqlite_address.rpartition(":")[2])
+        out[(port, "tcp")] = f"dqlite on {node.name}"
+        out[(port + 1, "udp")] = f"the heartbeats of {node.name}"
+        out[(port + 2, "tcp")] = f"the peer port of {node.name}"
+    return out
+
+
 def rendezvous(service: str, replica: int, host: str) -> int:
     digest = hashlib.blake2b(f"{service}\0{replica}\0{host}".encode(), digest_size=8)
     return int.from_bytes(digest.digest())
@@ -110,7 +123,13 @@ class Services(Projection):
             for other in ipam.networks.values():
                 if other.cidr.overlaps(cidr):
                     return f"{cidr} overlaps network {other.name!r} ({other.cidr})"
+        net = ipam.network_of(e.network)
+        if e.ports and net is not None and net.internal:
+            return f"network {net.name!r} is internal: no port of it can be published"
+        reserved = reserved_ports(self.members) if e.ports else {}
         for _, port, _, proto in map(parse_port, e.ports):
+            if (use := reserved.get((port, proto))) is not None:
+                return f"port {port}/{proto} is {use}'s"
             if (other := ipam.mesh_ports.get((port, proto))) is not None:
                 return f"port {port}/{proto} is published by service {other!r}"
             for (host, p, pr), cid in ipam.published.items():

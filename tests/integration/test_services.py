@@ -15,7 +15,7 @@ from tests.integration.helpers import module_lab, ps, wait_for
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 NET = "198.18.44.0/24"
-SUSPECT, RESCHEDULE = 2, 1
+SUSPECT, RESCHEDULE = 3, 2
 WEB = ("mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && "
        "exec httpd -f -v -p 80 -h /www")
 
@@ -173,6 +173,13 @@ def test_bad_input_is_refused_in_one_line(lab):
     assert "1000" in err
     code, err = refused(1, "service", "create", "--name", "noimg", "nosuch:1")
     assert code == 3 and "nosuch:1" in err
+    code, err = refused(1, "service", "create", "--name", "dq", "-p", "9000:80", "busybox")
+    assert "dqlite on" in err, "the cluster's own ports are not a service's"
+    lab.cli(1, "network", "create", "198.18.45.0/24", "--name", "inner", "--internal")
+    code, err = refused(1, "service", "create", "--name", "in", "-n", "inner", "-p",
+                        "9095:80", "busybox")
+    assert "internal" in err
+    lab.cli(1, "network", "rm", "inner")
 
     # More replicas than the constraints allow: pending, shown, not an error loop.
     made = lab.cli(1, "service", "create", "--name", "pin", "--replicas", "2", "-n", "svc",
@@ -196,10 +203,30 @@ def _moved(lab, name, away_from, asking):
                for t in placed) and placed
 
 
+def _watch_the_move(lab, lost: int, old: set[str], deadline: float = 30):
+    """(when the last of ``old`` stopped running on host ``lost``, when the first new
+    replica's process ran on another host), by their processes, from this process's
+    clock: what runs, whatever the log says."""
+    others = [n for n in (1, 2, 3) if n != lost]
+    before = set().union(*(running_processes(lab, n) for n in others))
+    started = time.monotonic()
+    killed_at = first_new_at = None
+    while time.monotonic() - started < deadline and (killed_at is None or
+                                                      first_new_at is None):
+        if killed_at is None and not old & set(running_processes(lab, lost)):
+            killed_at = time.monotonic()
+        if first_new_at is None and \
+                set().union(*(running_processes(lab, n) for n in others)) - before:
+            first_new_at = time.monotonic()
+        time.sleep(0.02)
+    assert killed_at is not None and first_new_at is not None, (killed_at, first_new_at)
+    return killed_at, first_new_at
+
+
 def test_a_cut_off_host_stops_its_replicas_before_they_run_elsewhere(lab):
-    """The fence: a host that hears fewer than a majority of the members for
-    --suspect-after kills its replicas; the others start them --reschedule-after later.
-    Two copies of one replica never run at once (the overlap measured is <= 0)."""
+    """The fence: a host whose log reads fail for --suspect-after / 2 kills its replicas;
+    the others start them --suspect-after + --reschedule-after after its last heartbeat.
+    Two copies of one replica never run at once: measured by their processes."""
     lab.cli(1, "service", "create", "--name", "mv", "--replicas", "6", "-n", "svc",
             "busybox", "sleep", "600")
     placed = tasks(lab, 1, "mv")
@@ -207,20 +234,11 @@ def test_a_cut_off_host_stops_its_replicas_before_they_run_elsewhere(lab):
     assert len(on3) == 2 and set(running_processes(lab, 3)) >= on3
     lab.cut(3)
     cut_at = time.monotonic()
-    killed_at = moved_at = None
-    while time.monotonic() - cut_at < 30 and (killed_at is None or moved_at is None):
-        if killed_at is None and not on3 & set(running_processes(lab, 3)):
-            killed_at = time.monotonic()
-        if moved_at is None:
-            try:
-                if _moved(lab, "mv", "h3", 1):
-                    moved_at = time.monotonic()
-            except Exception:  # the log may be busy electing: ask again
-                pass
-        time.sleep(0.05)
-    assert killed_at is not None and moved_at is not None, (killed_at, moved_at)
-    overlap = killed_at - moved_at
+    killed_at, first_new_at = _watch_the_move(lab, 3, on3)
+    overlap = killed_at - first_new_at
     assert overlap < 0, f"two copies ran for {overlap:.2f} s"
+    wait_for(lambda: _moved(lab, "mv", "h3", 1), timeout=20)
+    moved_at = time.monotonic()
     assert moved_at - cut_at <= SUSPECT + RESCHEDULE + 4
 
     lab.heal(3)
@@ -235,25 +253,37 @@ def test_a_cut_off_host_stops_its_replicas_before_they_run_elsewhere(lab):
     time.sleep(SUSPECT + 1)  # and it stays so
     assert exactly_six()
     figures("service-cut-off", killed_after_s=f"{killed_at - cut_at:.2f}",
-            running_elsewhere_after_s=f"{moved_at - cut_at:.2f}",
+            first_new_copy_after_s=f"{first_new_at - cut_at:.2f}",
+            all_running_elsewhere_after_s=f"{moved_at - cut_at:.2f}",
             overlap_s=f"{overlap:.2f}", old_copies_removed_after_heal_s=f"{cleaned:.2f}")
     lab.cli(1, "service", "rm", "mv")
 
 
-def test_a_dead_host_gives_its_replicas_to_the_others(lab):
+def test_a_dead_daemon_s_replicas_end_with_its_lease_before_they_move(lab):
+    """Its daemon SIGKILLed and its link cut, the host's containers live on under their
+    shims (as they should: stopping is not leaving), but its replicas' lease is no
+    longer renewed: their shims kill them before the log starts them elsewhere."""
     lab.cli(1, "service", "create", "--name", "dd", "--replicas", "3", "-n", "svc",
             "busybox", "sleep", "600")
+    lab.cli(3, "run", "-d", "--name", "plain3", "-n", "svc", "busybox", "sleep", "600")
     [mine] = [t for t in tasks(lab, 1, "dd") if t["host"] == "h3"]
-    lab.kill(3)  # the host dies: its daemon, its containers, its link
-    lab._kill_containers(lab.host(3))
+    plain = ps(lab, 1)["plain3"]["id"]
+    lab.kill(3)
     lab.cut(3)
     lost_at = time.monotonic()
+    killed_at, first_new_at = _watch_the_move(lab, 3, {mine["id"]})
+    assert killed_at - first_new_at < 0, "no two copies"
+    assert killed_at - lost_at <= SUSPECT / 2 + 1.5, killed_at - lost_at
+    assert plain in running_processes(lab, 3), "a plain container runs on"
     wait_for(lambda: _moved(lab, "dd", "h3", 2), timeout=30, interval=0.1)
     took = time.monotonic() - lost_at
     assert took <= SUSPECT + RESCHEDULE + 4, took
     states = {m["name"]: m["state"] for m in
               json.loads(lab.cli(1, "nodes", "--json").stdout)}
     assert states["h3"] == "down"
+    out = open(os.path.join(lab.host(3).data_dir, "containers", mine["id"],
+                            "output.log")).read()
+    assert "lease on the log" in out
 
     lab.heal(3)
     lab.start(3)
@@ -265,9 +295,12 @@ def test_a_dead_host_gives_its_replicas_to_the_others(lab):
     assert Counter(t["host"] for t in now)["h3"] == 0, "nothing moves back"
     alive = set().union(*(running_processes(lab, n) for n in (1, 2, 3)))
     assert len(alive & {t["id"] for t in now}) == 3
-    figures("service-host-dead", running_elsewhere_after_s=f"{took:.2f}",
+    figures("service-daemon-dead", replica_killed_by_lease_after_s=f"{killed_at - lost_at:.2f}",
+            first_new_copy_after_s=f"{first_new_at - lost_at:.2f}",
+            all_running_elsewhere_after_s=f"{took:.2f}",
             suspect_after_s=SUSPECT, reschedule_after_s=RESCHEDULE)
     lab.cli(1, "service", "rm", "dd")
+    lab.cli(1, "rm", "-f", "plain3")
 
 
 def test_an_image_loaded_on_one_host_runs_as_replicas_on_the_others(lab, tmp_path):

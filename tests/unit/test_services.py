@@ -158,7 +158,7 @@ def test_bad_service_fields_are_refused_when_made():
             ev.from_data("ServiceCreated", {"name": "web", "network": "n", **bad})
 
 
-def test_placement_stays_balanced_over_random_churn():
+def test_over_random_churn_every_replica_is_placed_on_an_available_host():
     rng = random.Random(7)
     hosts = [f"h{i}" for i in range(6)]
     state, log = cluster(*hosts)
@@ -174,3 +174,112 @@ def test_placement_stays_balanced_over_random_churn():
         placed = placement(state)
         assert len(placed) == 12
         assert not {h for h in placed.values()} - {n.name for n in state.members.available()}
+
+
+def test_ports_the_cluster_uses_itself_and_internal_networks_are_refused():
+    state, log = cluster("a", "b")
+    for port, use in (("9000:80", "dqlite on"), ("9002:80", "the peer port of"),
+                      ("9001:80/udp", "the heartbeats of"), ("4789:1/udp", "VXLAN"),
+                      ("53:53/udp", "name server")):
+        assert use in state.verdict(log(ev.ServiceCreated(name="p", network="n",
+                                                          ports=[port])))
+    log(ev.NetworkCreated(name="inner", cidr="198.18.9.0/24", internal=True))
+    assert "internal" in state.verdict(log(ev.ServiceCreated(name="p", network="inner",
+                                                             ports=["8080:80"])))
+    assert state.verdict(log(ev.ServiceCreated(name="p", network="inner"))) is None
+
+
+def test_the_leader_records_a_host_down_a_grace_period_after_suspecting_it():
+    state, log = cluster("a", "b")
+    m = state.members
+    assert list(m.liveness_events({"a": 0, "b": 5}, 3, 2)) == [
+        (ev.NodeSuspected(name="b"), f"NodeSuspected-b-{m.nodes['b'].since}")]
+    log(ev.NodeSuspected(name="b"))
+    assert list(m.liveness_events({"a": 0, "b": 4.9}, 3, 2)) == []
+    [(event, event_id)] = m.liveness_events({"a": 0, "b": 5.1}, 3, 2)
+    assert event == ev.NodeDown(name="b") and event_id.startswith("NodeDown-b-")
+    log(event)
+    assert m.nodes["b"].down and list(m.liveness_events({"a": 0, "b": 9}, 3, 2)) == []
+    [(back, _)] = m.liveness_events({"a": 0, "b": 0.5}, 3, 2)
+    assert back == ev.NodeRecovered(name="b")
+    log(back)
+    assert not m.nodes["b"].down and m.nodes["b"].state == "joined"
+    assert "not suspected" in state.verdict(log(ev.NodeDown(name="a")))
+
+
+def test_the_mesh_sends_a_port_to_local_replicas_else_to_hosts_that_have_one():
+    from cantainer.actors.firewall import mesh
+
+    state, log = cluster("a", "b", "c")
+    log(ev.ServiceCreated(name="web", network="n", replicas=2, ports=["8080:80"],
+                          constraints=["node.name!=c"]))
+    s = state.services.services["web"]
+    for cid in s.slots.values():
+        log(ev.ContainerStarted(container=cid, pid=7))
+    on = {state.ipam.containers[cid].host: str(state.ipam.containers[cid].ip)
+          for cid in s.slots.values()}
+    [local] = mesh(state, "a")
+    assert (local.targets, local.port, local.remote) == ((on["a"],), 80, False)
+    [remote] = mesh(state, "c")
+    assert (remote.targets, remote.port, remote.remote) == (("192.0.2.1", "192.0.2.2"), 8080,
+                                                            True)
+    assert "ip saddr != @members" in remote.rule(), "a member's connection is not sent on"
+    assert "numgen inc mod 2 map { 0 : 192.0.2.1, 1 : 192.0.2.2 }:8080" in remote.rule()
+    assert "ip saddr" not in local.rule() and f"dnat ip to {on['a']}:80" in local.rule()
+    assert remote.rule(locally=True).startswith("ip daddr != 127.0.0.0/8 fib daddr type local")
+    log(ev.NodeSuspected(name="b"))  # a suspected host gets no new connection
+    [remote] = mesh(state, "c")
+    assert remote.targets == ("192.0.2.1",)
+
+
+def test_a_service_name_resolves_to_its_replicas_on_its_network():
+    from cantainer.daemon.dns import NameServer
+
+    state, log = cluster("a", "b")
+    log(ev.ServiceCreated(name="Web", network="n", replicas=3))
+    server = NameServer("a", lambda: state)
+    ips = {str(state.ipam.containers[cid].ip) for cid in state.services.services["Web"].slots.values()}
+    assert set(server.lookup("n", "Web")) == ips and len(ips) == 3
+    assert set(server.lookup("n", "web")) == ips, "DNS ignores case"
+    assert server.lookup("n", "Web.2") == [str(state.ipam.containers[
+        state.services.services["Web"].slots[2]].ip)]
+    assert server.lookup("other", "Web") == []
+    log(ev.ContainerExited(container=state.services.services["Web"].slots[1], exit_code=1))
+    assert len(server.lookup("n", "Web")) == 2, "an exited replica does not answer"
+
+
+def test_a_replica_waits_for_an_image_another_host_holds_not_for_its_own_record():
+    from cantainer.projections.runtime import plan
+
+    state, log = cluster("a", "b")
+    digest = "ab" * 32
+    log(ev.ImageStored(host="a", image="app:1", digest=digest, size=10, kind="image"))
+    log(ev.ServiceCreated(name="s", network="n", replicas=2, image="app:1"))
+    by_host = {state.ipam.containers[c].host: c for c in state.services.services["s"].slots.values()}
+    assert plan(state, "b")[by_host["b"]].image_elsewhere, "b fetches it from a"
+    assert not plan(state, "a")[by_host["a"]].image_elsewhere, "a's own record is no source"
+    assert plan(state, "a")[by_host["a"]].service
+
+
+def test_the_lease_is_renewed_only_while_the_log_answers(tmp_path):
+    import time as time_
+
+    from cantainer.daemon.lease import Lease
+
+    last = [time_.monotonic()]
+    lease = Lease(str(tmp_path), lambda: last[0], suspect_after=1.0)
+    lease.start()
+    try:
+        assert oct(os.stat(lease.path).st_mode & 0o777) == "0o600"
+        time_.sleep(0.5)
+        last[0] = time_.monotonic()
+        renewed = os.stat(lease.path).st_mtime
+        assert time_.time() - renewed < 0.45 and not lease.cut_off()
+        last[0] = time_.monotonic() - 10  # the log stopped answering
+        time_.sleep(0.3)
+        frozen = os.stat(lease.path).st_mtime
+        assert lease.cut_off()
+        time_.sleep(0.5)
+        assert os.stat(lease.path).st_mtime == frozen, "no renewal while cut off"
+    finally:
+        lease.close()
