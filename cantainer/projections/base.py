@@ -26,6 +26,7 @@ class Projection:
         super().__init_subclass__(**kwargs)
         cls._handlers = {name.removeprefix("on_"): getattr(cls, name) for name in dir(cls)
                          if name.startswith("on_")}
+        cls.reads = frozenset(cls._handlers)  # the event types it has a handler for
 
     def __init__(self) -> None:
         self.applied = 0
