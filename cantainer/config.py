@@ -29,6 +29,7 @@ DEFAULT_SOCKET = os.path.join(DEFAULT_RUN_DIR, SOCKET_NAME)
 # 0.87-0.98 % (bench.trust, bench.idle; 2 cores, 3 hosts, 5 containers each).
 NETWORK_LATENCY_MS = 100
 SUSPECT_AFTER = 10.0     # seconds of heartbeat silence before NodeSuspected
+CHECKPOINT_EVERY = 10_000  # records between checkpoints of the state (0: none)
 RESCHEDULE_AFTER = 5.0   # seconds suspected before NodeDown: its service replicas move
 IDLE_POLL = 2.0          # seconds between reads of a quiet log (pokes wake it)
 RECONCILE_EVERY = 10.0   # seconds between full kernel comparisons; 0: never
@@ -55,7 +56,8 @@ class Config:
                  run_dir: str = DEFAULT_RUN_DIR, voters: int = 3, standbys: int = 3,
                  network_latency_ms: int = NETWORK_LATENCY_MS,
                  suspect_after: float = SUSPECT_AFTER,
-                 reschedule_after: float = RESCHEDULE_AFTER, idle_poll: float = IDLE_POLL,
+                 reschedule_after: float = RESCHEDULE_AFTER,
+                 checkpoint_every: int = CHECKPOINT_EVERY, idle_poll: float = IDLE_POLL,
                  reconcile_every: float = RECONCILE_EVERY, join_token: str | None = None,
                  default_network: str | None = None, fixed_poll: float | None = None,
                  dns: tuple[str, ...] = ()) -> None:
@@ -70,6 +72,7 @@ class Config:
         self.network_latency_ms = network_latency_ms
         self.suspect_after = suspect_after
         self.reschedule_after = reschedule_after
+        self.checkpoint_every = checkpoint_every
         self.idle_poll = idle_poll
         self.reconcile_every = reconcile_every
         self.join_token = join_token  # how a new member proves it may join

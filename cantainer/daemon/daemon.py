@@ -35,13 +35,14 @@ from cantainer.config import DEFAULT_NETWORK_CIDR, Config, heartbeat_port
 from cantainer.daemon import credentials
 from cantainer.daemon.dns import NameServer
 from cantainer.daemon.handle import DaemonHandle
+from cantainer.daemon.checkpoints import Checkpoints
 from cantainer.daemon.images import ImageFollower
 from cantainer.daemon.lease import LEASE_FILE, Lease
 from cantainer.daemon.heartbeat import INTERVAL as HEARTBEAT_INTERVAL
 from cantainer.daemon.heartbeat import Heartbeats, Suspicion
 from cantainer.daemon.runner import Runner
 from cantainer.errors import ConfigError
-from cantainer.events import ClusterCreated, Event, NodeJoined
+from cantainer.events import CheckpointTaken, ClusterCreated, Event, NodeJoined
 from cantainer.events.log import EventLog
 from cantainer.events.raft import RaftMember
 from cantainer.kernel.cgroups import CGROUP_ROOT, CONTROLLERS
@@ -86,6 +87,8 @@ class Daemon:
                              reconcile_every=config.reconcile_every,
                              fixed_poll=config.fixed_poll, on_state=self._state_moved,
                              quiet_most=config.suspect_after / 4,
+                             checkpoints=Checkpoints(config.data_dir,
+                                                     config.checkpoint_every),
                              lease=(os.path.join(config.data_dir, LEASE_FILE),
                                     config.suspect_after / 2))
         self.heartbeats = Heartbeats(config.name, self._heartbeat_peers,
@@ -177,7 +180,10 @@ class Daemon:
             await session.close()
         await self.raft.stop()
 
-    def _start_runner(self) -> None:
+    async def _start_runner(self) -> None:
+        """From the newest checkpoint the log vouches for (daemon/checkpoints.py), else
+        from seq 1."""
+        await self.runner.checkpoints.restore(self.runner.state, self.reader)
         self.runner.start()
 
     async def _announce(self) -> None:
@@ -303,6 +309,7 @@ class Daemon:
                 log.info("appending %s for %s", type(event).__name__, event.name)
                 self._append_soon(event, event_id)
             self.images.update(self.runner.state)  # what failed is asked for again
+            self._vouch()
             fenced = self.lease.cut_off()
             if fenced != self._fenced:
                 self._fenced = fenced
@@ -314,6 +321,18 @@ class Daemon:
             if fenced or fenced != self._fenced_told:  # again: an actor may restart
                 self._fenced_told = fenced
                 self.runner.tell("runtime", Fenced(fenced))
+
+    def _vouch(self) -> None:
+        """The leader records the digests of its checkpoints (once each: the id names the
+        seq); every host checks its own against what the log recorded."""
+        checkpoints, recorded = self.runner.checkpoints, self.runner.state.checkpoints
+        checkpoints.check(recorded)
+        if not self.raft.is_leader:
+            return
+        for seq, digest in sorted(checkpoints.mine.items()):
+            if seq not in recorded and seq > min(recorded, default=0):
+                self._append_soon(CheckpointTaken(seq=seq, digest=digest),
+                                  f"CheckpointTaken-{seq}")
 
     async def _look_after_roles(self) -> None:
         while True:

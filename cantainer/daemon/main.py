@@ -16,7 +16,7 @@ import sys
 from cantainer import __version__
 from cantainer.config import (DEFAULT_DATA_DIR, DEFAULT_NETWORK_CIDR, DEFAULT_PORT,
                               DEFAULT_RUN_DIR, IDLE_POLL, NETWORK_LATENCY_MS, RECONCILE_EVERY,
-                              SUSPECT_AFTER, RESCHEDULE_AFTER, Config)
+                              SUSPECT_AFTER, RESCHEDULE_AFTER, CHECKPOINT_EVERY, Config)
 from cantainer.daemon import credentials
 from cantainer.daemon.daemon import Daemon, data_dir_lock
 from cantainer.daemon.lease import MIN_RESCHEDULE
@@ -81,6 +81,10 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
                         metavar="SECONDS",
                         help="how long a member stays suspected before the leader records "
                              "NodeDown and its service replicas move (default: 5)")
+    parser.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY,
+                        metavar="RECORDS",
+                        help="save the state every so many records, and start from the "
+                             "newest the log vouches for (default: 10000; 0: never)")
     parser.add_argument("--idle-poll", type=float, default=IDLE_POLL, metavar="SECONDS",
                         help="how often a quiet log is read (default: 2); appending hosts "
                              "poke their peers to read at once")
@@ -111,6 +115,8 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
         raise ConfigError("--voters must be 1..7 and --standbys 0..7")
     if not 1.0 <= args.suspect_after <= 3600:
         raise ConfigError("--suspect-after must be 1..3600 seconds")
+    if args.checkpoint_every != 0 and not 100 <= args.checkpoint_every <= 10_000_000:
+        raise ConfigError("--checkpoint-every must be 0 (never) or 100..10000000 records")
     if not MIN_RESCHEDULE <= args.reschedule_after <= 3600:
         raise ConfigError(f"--reschedule-after must be {MIN_RESCHEDULE:g}..3600 seconds (a "
                           "cut-off host's replicas must end before they move)")
@@ -151,7 +157,8 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
                     run_dir=os.path.abspath(args.run_dir), voters=args.voters,
                     standbys=args.standbys, network_latency_ms=args.network_latency_ms,
                     suspect_after=args.suspect_after,
-                    reschedule_after=args.reschedule_after, idle_poll=args.idle_poll,
+                    reschedule_after=args.reschedule_after,
+                    checkpoint_every=args.checkpoint_every, idle_poll=args.idle_poll,
                     reconcile_every=args.reconcile_every, join_token=args.join_token,
                     default_network=args.default_network, fixed_poll=args.fixed_poll,
                     dns=tuple(args.dns))

@@ -49,7 +49,7 @@ class Runner:
                  reconcile_every: float = 10.0, fixed_poll: float | None = None,
                  on_state: Callable[[ClusterState], None] = lambda state: None,
                  quiet_most: float = float("inf"),
-                 lease: tuple[str, float] | None = None) -> None:
+                 lease: tuple[str, float] | None = None, checkpoints=None) -> None:
         self.log = log_
         self.state = state
         self.node = node
@@ -59,6 +59,7 @@ class Runner:
         # when a read (or an append) last reached a quorum.
         self.quiet_most = quiet_most
         self.last_read_ok = time.monotonic()
+        self.checkpoints = checkpoints  # daemon/checkpoints.py: the state saved at seqs
         self.reconcile_every = reconcile_every
         # The benchmarks' anchor: the original tool's design, a fixed poll and no wakes.
         self.fixed_poll = fixed_poll
@@ -150,7 +151,7 @@ class Runner:
                 await asyncio.sleep(1.0)
                 continue
             self.last_read_ok = time.monotonic()
-            self.state.apply_all(batch)
+            self._apply(batch)
             if batch:
                 self._progressed.set()
             if len(batch) == BATCH:
@@ -172,11 +173,23 @@ class Runner:
         if records:
             self.last_read_ok = time.monotonic()  # a quorum took them
         if records and records[0].seq == self.state.applied + 1:
-            self.state.apply_all(records)
+            self._apply(records)
             self._progressed.set()
             self._loop.call_soon(self._publish)  # after the appender's answer
             return True
         return False
+
+    def _apply(self, records) -> None:
+        """Apply records in order; at a checkpoint's seq, save the state as it is then."""
+        cp = self.checkpoints
+        if cp is None or not records or not cp.due(records[0].seq, records[-1].seq):
+            self.state.apply_all(records)
+            return
+        for rec in records:
+            before = self.state.applied
+            self.state.apply(rec)
+            if self.state.applied != before and rec.seq % cp.every == 0:
+                cp.take(self.state)
 
     def _publish(self) -> None:
         """Each actor's plan as of the state's seq, if the state moved since the last."""

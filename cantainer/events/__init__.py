@@ -14,6 +14,7 @@ they are used: ``from cantainer.events.log import EventLog``.
 
 from cantainer.events.catalogue import (
     CATALOGUE,
+    CheckpointTaken,
     ClusterCreated,
     ContainerCreated,
     ContainerExited,
@@ -52,7 +53,7 @@ from cantainer.events.codec import (
 from cantainer.events.validate import parse_cidr
 
 __all__ = [
-    "CATALOGUE", "MAX_PAYLOAD", "ClusterCreated", "ContainerCreated", "ContainerExited", "ContainerRemoved",
+    "CATALOGUE", "CheckpointTaken", "MAX_PAYLOAD", "ClusterCreated", "ContainerCreated", "ContainerExited", "ContainerRemoved",
     "ContainerStarted", "ContainerStartRequested", "ContainerStopRequested", "Event", "ImageDeleted", "ImageStored", "NetworkCreated", "NetworkRemoved",
     "NodeDown", "NodeJoined", "NodeLeft", "NodeRecovered", "NodeSuspected", "Recorded", "ServiceCreated", "ServiceRemoved", "ServiceScaled", "UnknownEvent",
     "decode", "decode_fields", "encode", "from_data", "new_event_id", "parse_cidr", "to_data",

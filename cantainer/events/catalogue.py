@@ -200,6 +200,20 @@ class ContainerRemoved(Event):
     container: str = attrs.field(validator=v.container_id)
 
 
+# -- history ---------------------------------------------------------------------
+
+
+@attrs.frozen
+class CheckpointTaken(Event):
+    """The state the projections derive from seqs 1..``seq`` has this SHA-256 (of its
+    canonical form, ``projections/checkpoint.py``), as the host that appended it
+    derived it: a host checks its own checkpoint of that seq against it before it
+    starts from it."""
+
+    seq: int = attrs.field(validator=v.in_range(1, 1 << 62))
+    digest: str = attrs.field(validator=v.hex64)
+
+
 # -- images ---------------------------------------------------------------------
 
 
@@ -277,5 +291,5 @@ CATALOGUE: dict[str, type[Event]] = {
                 NodeDown, NetworkCreated, NetworkRemoved,
                 ContainerCreated, ContainerStarted, ContainerStopRequested,
                 ContainerStartRequested, ContainerExited, ContainerRemoved,
-                ImageStored, ImageDeleted, ServiceCreated, ServiceScaled, ServiceRemoved)
+                CheckpointTaken, ImageStored, ImageDeleted, ServiceCreated, ServiceScaled, ServiceRemoved)
 }

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 from cantainer.errors import Rejected
 from cantainer.events import Recorded
+from cantainer.events.codec import UnknownEvent
+
+KEEP_DIGESTS = 8
 from cantainer.projections.images import Images
 from cantainer.projections.ipam import Ipam
 from cantainer.projections.membership import Membership
@@ -30,6 +33,9 @@ class ClusterState:
         self.services = Services(self.members, self.ipam)
         self.images = Images(self.members)
         self.applied = 0
+        # seq -> the digest CheckpointTaken recorded for the state at it (the newest few;
+        # no projection's: a checkpoint does not hold them)
+        self.checkpoints: dict[int, str] = {}
 
     def apply(self, rec: Recorded) -> None:
         """Apply one record in seq order (one at or below ``applied`` changes nothing);
@@ -48,6 +54,17 @@ class ClusterState:
             self.images.handle(rec)
         if self.services.services and self.verdict(rec.seq) is None:
             self.services.accepted(rec)
+        if rec.type == "CheckpointTaken" and not isinstance(rec.event, UnknownEvent):
+            self.checkpoints[rec.event.seq] = rec.event.digest
+            while len(self.checkpoints) > KEEP_DIGESTS:
+                del self.checkpoints[min(self.checkpoints)]
+
+    def take(self, other: ClusterState) -> None:
+        """Become ``other`` (a loaded checkpoint), in place: whoever holds this object
+        (the API's handle, the name server) sees the new state."""
+        self.members, self.ipam, self.services, self.images = (
+            other.members, other.ipam, other.services, other.images)
+        self.applied = other.applied
 
     def apply_all(self, records) -> None:
         for rec in records:

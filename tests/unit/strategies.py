@@ -75,6 +75,8 @@ BY_TYPE = {
         constraints=st.lists(st.builds(lambda op, n: f"node.name{op}{n}",
                                        st.sampled_from(["==", "!="]), names),
                              max_size=2).map(tuple)),
+    ev.CheckpointTaken: st.builds(ev.CheckpointTaken, seq=st.integers(1, 1 << 40),
+                                  digest=st.from_regex(r"\A[0-9a-f]{64}\Z")),
     ev.ImageStored: st.builds(ev.ImageStored, host=names,
                               image=st.sampled_from(["alpine:3.20", "app:1"]),
                               digest=st.from_regex(r"\A[0-9a-f]{64}\Z"),
