@@ -21,7 +21,7 @@ import sys
 import time
 
 from bench import (cli_start, container_start, convergence, dataplane, failover, idle,
-                   log_append, names, replay_speed, scale, services, trust)
+                   log_append, names, replay_speed, restart, scale, services, trust)
 from bench._util import Figure, figures_table, machine
 
 # name -> (module, arguments of the full run, arguments of --quick, the command)
@@ -45,6 +45,8 @@ BENCHMARKS = {
               "python -m bench.scale --hosts 8 --per-host 50 --events 100"),
     "names": (names, {"hosts": 3, "reps": 100}, {"hosts": 3, "reps": 10},
               "python -m bench.names --hosts 3 --reps 100"),
+    "restart": (restart, {"events": 100_000}, {"events": 5_000},
+                "python -m bench.restart --events 100000"),
     "services": (services, {"replicas": 30, "reps": 3}, {"replicas": 6, "reps": 1},
                  "python -m bench.services --replicas 30 --reps 3"),
     "trust": (trust, {"rounds": 3, "reps": 100}, {"rounds": 1, "reps": 5, "quick": True},
