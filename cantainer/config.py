@@ -42,6 +42,11 @@ def heartbeat_port(dqlite_port: int) -> int:
     return dqlite_port + 1
 
 
+def metrics_port(dqlite_port: int) -> int:
+    """Where a daemon serves its metrics by default (on 127.0.0.1)."""
+    return dqlite_port + 3
+
+
 def peer_port(dqlite_port: int) -> int:
     """Where a daemon serves its peers' forwarded requests (logs, exec)."""
     return dqlite_port + 2
@@ -57,7 +62,8 @@ class Config:
                  network_latency_ms: int = NETWORK_LATENCY_MS,
                  suspect_after: float = SUSPECT_AFTER,
                  reschedule_after: float = RESCHEDULE_AFTER,
-                 checkpoint_every: int = CHECKPOINT_EVERY, idle_poll: float = IDLE_POLL,
+                 checkpoint_every: int = CHECKPOINT_EVERY,
+                 metrics: tuple[str, int] | None | bool = True, idle_poll: float = IDLE_POLL,
                  reconcile_every: float = RECONCILE_EVERY, join_token: str | None = None,
                  default_network: str | None = None, fixed_poll: float | None = None,
                  dns: tuple[str, ...] = ()) -> None:
@@ -73,6 +79,8 @@ class Config:
         self.suspect_after = suspect_after
         self.reschedule_after = reschedule_after
         self.checkpoint_every = checkpoint_every
+        # where the Prometheus metrics are served (True: 127.0.0.1, the port + 3; None: not)
+        self.metrics = ("127.0.0.1", metrics_port(port)) if metrics is True else metrics
         self.idle_poll = idle_poll
         self.reconcile_every = reconcile_every
         self.join_token = join_token  # how a new member proves it may join

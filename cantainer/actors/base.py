@@ -66,6 +66,8 @@ class ActorContext:
     underlay_mtu: int = 1500
     # the replicas' lease (daemon/lease.py): its file, and how old it may be
     lease: tuple[str, float] | None = None
+    # actor name -> [messages handled, seconds spent on them] (only its actor writes it)
+    stats: dict = attrs.field(factory=dict, eq=False)
 
 
 @attrs.frozen
@@ -100,6 +102,17 @@ class KernelActor(pykka.ThreadingActor):
         self._reconciled_at = float("-inf")  # when the last full comparison began
 
     def on_receive(self, message) -> None:
+        """Each message handled by ``receive``, its time counted (the daemon's metrics:
+        ``ActorContext.stats``)."""
+        started = time.perf_counter()
+        try:
+            self.receive(message)
+        finally:
+            counted = self.context.stats.setdefault(self.name, [0, 0.0])
+            counted[0] += 1
+            counted[1] += time.perf_counter() - started
+
+    def receive(self, message) -> None:
         if isinstance(message, Desired):
             old, self.plan, self.seq = self.plan, message.plan, message.seq
             if old is None:

@@ -55,9 +55,9 @@ class OverlayActor(KernelActor):
         if self._kernel is not None:
             self._kernel.close()
 
-    def on_receive(self, message) -> None:
+    def receive(self, message) -> None:
         if not isinstance(message, Checked):
-            super().on_receive(message)
+            super().receive(message)
             return
         self._checking = False
         if not message.differs:

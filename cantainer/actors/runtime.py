@@ -141,7 +141,7 @@ class RuntimeActor(KernelActor):
         super().on_failure(exception_type, exception_value, traceback)
         self.on_stop()
 
-    def on_receive(self, message) -> None:
+    def receive(self, message) -> None:
         if isinstance(message, Fenced):
             if message.on != self._fenced:
                 self._fenced = message.on
@@ -162,7 +162,7 @@ class RuntimeActor(KernelActor):
             self._removing.discard(message.container)
             self.reconcile(changed_only=True)  # a container that waited for its names
         else:
-            super().on_receive(message)
+            super().receive(message)
 
     def state(self, cid: str) -> StateDir:
         return StateDir(self.context.data_dir, cid)

@@ -38,6 +38,7 @@ from cantainer.daemon.handle import DaemonHandle
 from cantainer.daemon.checkpoints import Checkpoints
 from cantainer.daemon.images import ImageFollower
 from cantainer.daemon.lease import LEASE_FILE, Lease
+from cantainer.daemon.metrics import Metrics
 from cantainer.daemon.heartbeat import INTERVAL as HEARTBEAT_INTERVAL
 from cantainer.daemon.heartbeat import Heartbeats, Suspicion
 from cantainer.daemon.runner import Runner
@@ -107,6 +108,7 @@ class Daemon:
                               self.appended, self.stop)
         self.api = ApiServer(handle, config.socket_path)
         self.images = handle.follower = ImageFollower(handle, self.runner)
+        self.metrics = handle.metrics = Metrics()
         self._stopping = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loops: list[asyncio.Task] = []
@@ -126,6 +128,7 @@ class Daemon:
             (self._announce, self._hand_over),
             (self._start_heartbeats, self.heartbeats.close),
             (self._start_api, self.api.stop),
+            (self._start_metrics, self.metrics.close),
             (self._start_loops, self._stop_loops),
         ]
         undo = []
@@ -234,6 +237,14 @@ class Daemon:
         await self.api.start(self.config.peer_address,
                              server_context(self.creds, require_client_cert=False))
 
+    def _start_metrics(self) -> None:
+        if self.config.metrics is not None:
+            try:
+                self.metrics.serve(*self.config.metrics)
+            except OSError as exc:
+                raise ConfigError(f"--metrics {self.config.metrics[0]}:"
+                                  f"{self.config.metrics[1]}: {exc.strerror}") from None
+
     def _start_loops(self) -> None:
         self._loops = [asyncio.create_task(self._look_after_roles()),
                        asyncio.create_task(self.heartbeats.run()),
@@ -321,6 +332,11 @@ class Daemon:
             if fenced or fenced != self._fenced_told:  # again: an actor may restart
                 self._fenced_told = fenced
                 self.runner.tell("runtime", Fenced(fenced))
+            self.metrics.sample(state=self.runner.state, lag=self.runner.lag,
+                                last_read_ok=self.runner.last_read_ok, node=self.config.name,
+                                refs=self.runner.refs, stats=self.runner.context.stats,
+                                heard=dict(self.heartbeats.last_heard),
+                                refused=self.heartbeats.refused, fenced=fenced)
 
     def _vouch(self) -> None:
         """The leader records the digests of its checkpoints (once each: the id names the

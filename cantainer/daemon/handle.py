@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 from cantainer.actors.runtime import Followed
@@ -36,8 +37,10 @@ class DaemonHandle:
         self._runner, self._raft, self._heartbeats = runner, raft, heartbeats
         self._appended, self._stop = appended, stop
         self.follower = None  # daemon/images.py: ImageFollower, set by the daemon
+        self.metrics = None  # daemon/metrics.py: Metrics, set by the daemon
 
     async def append(self, events: Sequence[Event], ids: Sequence[str]) -> list[int]:
+        started = time.perf_counter()
         try:
             seqs, records = await self._log.append_recorded(events, ids)
         except LogUnavailable as exc:
@@ -49,6 +52,8 @@ class DaemonHandle:
         # The next ones in order: applied without a read (and no read of our own after).
         self._appended(read_here=not self._runner.offer(records))
         await self._runner.wait_applied(max(seqs))
+        if self.metrics is not None:
+            self.metrics.append_seconds.observe(time.perf_counter() - started)
         if (rejected := self.state.rejection(seqs)) is not None:
             raise rejected
         return seqs

@@ -85,6 +85,9 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
                         metavar="RECORDS",
                         help="save the state every so many records, and start from the "
                              "newest the log vouches for (default: 10000; 0: never)")
+    parser.add_argument("--metrics", default=None, metavar="HOST:PORT|none",
+                        help="serve Prometheus metrics there (default: 127.0.0.1 at the "
+                             "--address port + 3; none: not at all)")
     parser.add_argument("--idle-poll", type=float, default=IDLE_POLL, metavar="SECONDS",
                         help="how often a quiet log is read (default: 2); appending hosts "
                              "poke their peers to read at once")
@@ -115,6 +118,14 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
         raise ConfigError("--voters must be 1..7 and --standbys 0..7")
     if not 1.0 <= args.suspect_after <= 3600:
         raise ConfigError("--suspect-after must be 1..3600 seconds")
+    if args.metrics is None:
+        metrics = True
+    elif args.metrics == "none":
+        metrics = None
+    elif ":" not in args.metrics:
+        raise ConfigError(f"--metrics {args.metrics!r} is not IPV4:PORT (or none)")
+    else:
+        metrics = _parse_address(args.metrics, "--metrics")
     if args.checkpoint_every != 0 and not 100 <= args.checkpoint_every <= 10_000_000:
         raise ConfigError("--checkpoint-every must be 0 (never) or 100..10000000 records")
     if not MIN_RESCHEDULE <= args.reschedule_after <= 3600:
@@ -158,7 +169,7 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
                     standbys=args.standbys, network_latency_ms=args.network_latency_ms,
                     suspect_after=args.suspect_after,
                     reschedule_after=args.reschedule_after,
-                    checkpoint_every=args.checkpoint_every, idle_poll=args.idle_poll,
+                    checkpoint_every=args.checkpoint_every, metrics=metrics, idle_poll=args.idle_poll,
                     reconcile_every=args.reconcile_every, join_token=args.join_token,
                     default_network=args.default_network, fixed_poll=args.fixed_poll,
                     dns=tuple(args.dns))

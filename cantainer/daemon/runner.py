@@ -60,6 +60,7 @@ class Runner:
         self.quiet_most = quiet_most
         self.last_read_ok = time.monotonic()
         self.checkpoints = checkpoints  # daemon/checkpoints.py: the state saved at seqs
+        self.lag = 0.0  # seconds from the newest record read to its application here
         self.reconcile_every = reconcile_every
         # The benchmarks' anchor: the original tool's design, a fixed poll and no wakes.
         self.fixed_poll = fixed_poll
@@ -152,6 +153,8 @@ class Runner:
                 continue
             self.last_read_ok = time.monotonic()
             self._apply(batch)
+            if batch:  # the metrics' convergence lag: its append (the leader's clock) to now
+                self.lag = time.time() - batch[-1].time
             if batch:
                 self._progressed.set()
             if len(batch) == BATCH:

@@ -21,6 +21,10 @@ def daemon(*args):
     (("--address", "192.0.2.1", "--network-latency-ms", "0"), "--network-latency-ms must be"),
     (("--address", "192.0.2.1", "--idle-poll", "0"), "--idle-poll must be 0.01..3600"),
     (("--address", "192.0.2.1", "--reconcile-every", "0.5"), "--reconcile-every must be 0"),
+    (("--address", "192.0.2.1", "--reschedule-after", "1"), "--reschedule-after must be 2..3600"),
+    (("--address", "192.0.2.1", "--checkpoint-every", "5"), "--checkpoint-every must be 0"),
+    (("--address", "192.0.2.1", "--metrics", "127.0.0.1"), "--metrics '127.0.0.1' is not IPV4:PORT"),
+    (("--address", "192.0.2.1", "--metrics", "localhost:9"), "is not IPV4[:PORT]"),
     (("--address", "192.0.2.1", "--default-network", "10.88.0.1/16"),
      "--default-network: '10.88.0.1/16' is not a valid IPv4 CIDR"),
     (("--address", "192.0.2.1", "--default-network", "10.88.0.0/30"),
@@ -108,6 +112,9 @@ def test_the_defaults_are_the_readmes():
     assert (config.network_latency_ms, config.suspect_after) == (100, 10.0)
     assert (config.idle_poll, config.reconcile_every) == (2.0, 10.0)
     assert (config.voters, config.standbys) == (3, 3)
+    assert (config.reschedule_after, config.checkpoint_every) == (5.0, 10_000)
+    assert config.metrics == ("127.0.0.1", 9003), "off the underlay"
+    assert parse(["--address", "192.0.2.1", "--metrics", "none"])[0].metrics is None
 
 
 def test_the_join_token_can_come_from_a_file(tmp_path):
