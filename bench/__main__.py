@@ -21,7 +21,8 @@ import sys
 import time
 
 from bench import (cli_start, container_start, convergence, dataplane, failover, idle,
-                   log_append, names, replay_speed, restart, scale, services, trust)
+                   leader_load, log_append, names, replay_speed, restart, scale, services,
+                   trust)
 from bench._util import Figure, figures_table, machine
 
 # name -> (module, arguments of the full run, arguments of --quick, the command)
@@ -45,6 +46,9 @@ BENCHMARKS = {
               "python -m bench.scale --hosts 8 --per-host 50 --events 100"),
     "names": (names, {"hosts": 3, "reps": 100}, {"hosts": 3, "reps": 10},
               "python -m bench.names --hosts 3 --reps 100"),
+    "leader_load": (leader_load, {"hosts": (4, 8, 16), "events": 3000},
+                    {"hosts": (3, 4), "events": 500},
+                    "python -m bench.leader_load --hosts 4 8 16 --events 3000"),
     "restart": (restart, {"events": 100_000}, {"events": 5_000},
                 "python -m bench.restart --events 100000"),
     "services": (services, {"replicas": 30, "reps": 3}, {"replicas": 6, "reps": 1},

@@ -336,7 +336,8 @@ class Daemon:
                                 last_read_ok=self.runner.last_read_ok, node=self.config.name,
                                 refs=self.runner.refs, stats=self.runner.context.stats,
                                 heard=dict(self.heartbeats.last_heard),
-                                refused=self.heartbeats.refused, fenced=fenced)
+                                refused=self.heartbeats.refused, fenced=fenced,
+                                sent=self.heartbeats.sent, taken=self.heartbeats.taken)
 
     def _vouch(self) -> None:
         """The leader records the digests of its checkpoints (once each: the id names the

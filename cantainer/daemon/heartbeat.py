@@ -65,6 +65,8 @@ class Heartbeats(asyncio.DatagramProtocol):
         self.last_heard: dict[str, float] = {}
         self.peer_applied: dict[str, int] = {}
         self.refused = 0  # datagrams that failed a check: forged, replayed, stale, garbage
+        self.sent = {"heartbeat": 0, "poke": 0}  # datagrams sent, by kind (the metrics')
+        self.taken = 0  # datagrams that passed every check
         self._last_time: dict[str, int] = {}
         # Nothing sent before this daemon started counts: a datagram recorded then and
         # replayed now would find no later one taken yet (clocks agree within a second).
@@ -92,6 +94,7 @@ class Heartbeats(asyncio.DatagramProtocol):
             log.debug("ignoring a heartbeat from %s that does not verify", addr)
             return
         name = beat["n"]
+        self.taken += 1
         self.last_heard[name] = time.monotonic()
         if isinstance(beat.get("a"), int):
             self.peer_applied[name] = beat["a"]
@@ -122,6 +125,7 @@ class Heartbeats(asyncio.DatagramProtocol):
         return beat
 
     def _send_all(self, message: dict) -> None:
+        kind = "poke" if message.get("poke") else "heartbeat"
         message = {**message, "n": self.name, "t": time.time_ns()}
         body = MAGIC + json.dumps(message, separators=(",", ":")).encode()
         for peer, address in self.peers():
@@ -131,6 +135,7 @@ class Heartbeats(asyncio.DatagramProtocol):
             datagram = body + hmac.new(key, body, hashlib.sha256).digest()[:MAC_SIZE]
             try:
                 self._transport.sendto(datagram, address)
+                self.sent[kind] += 1
             except OSError as exc:  # an unreachable peer is what heartbeats measure
                 log.debug("heartbeat to %s: %s", address, exc)
 

@@ -18,6 +18,8 @@ swapped).  Append latency is a histogram observed by the API's appends.
     cantainer_members{state}               the cluster's members by state
     cantainer_heartbeat_age_seconds{member}    since this host heard each member
     cantainer_heartbeats_refused_total     datagrams refused (forged, replayed, stale)
+    cantainer_heartbeat_datagrams_sent_total{kind}   heartbeats and pokes sent
+    cantainer_heartbeat_datagrams_taken_total        datagrams that passed every check
     cantainer_fenced                       1 while this host's replicas may not run
 """
 
@@ -54,7 +56,8 @@ class Metrics:
             self._server = None
 
     def sample(self, *, state, lag: float, last_read_ok: float, node: str, refs, stats,
-               heard: dict[str, float], refused: int, fenced: bool) -> None:
+               heard: dict[str, float], refused: int, fenced: bool,
+               sent: dict[str, int] | None = None, taken: int = 0) -> None:
         """On the loop: the numbers of this moment, for the next scrapes."""
         now = time.monotonic()
         containers: dict[str, int] = {}
@@ -77,7 +80,7 @@ class Metrics:
             "stats": {name: tuple(v) for name, v in stats.items()},
             "containers": containers, "members": members,
             "heard": {name: now - t for name, t in heard.items()},
-            "refused": refused, "fenced": fenced}
+            "refused": refused, "fenced": fenced, "sent": dict(sent or {}), "taken": taken}
 
     def collect(self):
         s = self._sample
@@ -117,6 +120,15 @@ class Metrics:
                                       "datagrams refused")
         refused.add_metric([], s["refused"])
         yield refused
+        sent = CounterMetricFamily("cantainer_heartbeat_datagrams_sent",
+                                   "heartbeats and pokes sent", labels=["kind"])
+        for kind, count in sorted(s["sent"].items()):
+            sent.add_metric([kind], count)
+        yield sent
+        taken = CounterMetricFamily("cantainer_heartbeat_datagrams_taken",
+                                    "datagrams that passed every check")
+        taken.add_metric([], s["taken"])
+        yield taken
         yield gauge("cantainer_fenced", "1 while this host's replicas may not run",
                     1 if s["fenced"] else 0)
 
