@@ -52,7 +52,7 @@ def once(hosts: int, events: int) -> tuple[float, float]:
     tmp = tempfile.mkdtemp(prefix="ct-bench-leader-")
     with Lab(hosts) as lab:
         lab.start_all()
-        lab.cli(1, "network", "create", "198.18.56.0/22", "--name", "load")
+        lab.cli(1, "network", "create", "198.19.252.0/22", "--name", "load")
         for n in range(1, hosts + 1):
             lab.cli(n, "run", "-d", "-n", "load", "busybox", "sleep", "3600")
         address = json.loads(lab.cli(1, "status", "--json").stdout)["leader"]
