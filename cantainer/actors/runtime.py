@@ -45,6 +45,7 @@ from cantainer.projections.runtime import ContainerPlan
 log = logging.getLogger(__name__)
 
 REMOVE_WAIT = 5.0  # seconds for a killed container's shim to record its end
+REPLICA_STOP = 10.0  # seconds a replica scaled down or removed has after SIGTERM
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 60.0  # seconds before a restart (Docker's)
 FOLLOWED_START = 0.1  # seconds a followed container's start waits for its run's end
 FOLLOWED_END = 1.0  # seconds its exit, once on disk, waits for the run call to record it
@@ -123,6 +124,9 @@ class RuntimeActor(KernelActor):
         self._warm = supervise.WarmShim()
         self._removals: Removals | None = None
         self._fenced = False  # Fenced: no service replica runs here
+        self._replicas: set[str] = set()  # the service replicas of the last plan looked at
+        self._ips: dict[str, str] = {}  # container -> its address, in that plan
+        self._removing_ips: dict[str, str] = {}  # a container being removed -> its address
 
     def on_start(self) -> None:
         self._warm.ensure()
@@ -160,6 +164,7 @@ class RuntimeActor(KernelActor):
             self._shim_gone(message)
         elif isinstance(message, Removed):
             self._removing.discard(message.container)
+            self._removing_ips.pop(message.container, None)
             self.reconcile(changed_only=True)  # a container that waited for its names
         else:
             super().receive(message)
@@ -174,7 +179,9 @@ class RuntimeActor(KernelActor):
         # Gone ones first: a new container may take over a removed one's address.
         for cid in StateDir.ids(self.context.data_dir):
             if cid not in local and cid not in self._removing:
-                self._remove(cid)
+                self._remove(cid, grace=REPLICA_STOP if cid in self._replicas else 0)
+        self._replicas = {cid for cid, c in local.items() if c.service}
+        self._ips = {cid: c.ip for cid, c in local.items()}
         if not changed_only:
             self._repair(local)
         for cid, c in local.items():
@@ -186,7 +193,7 @@ class RuntimeActor(KernelActor):
                 state.next_run(c.run)  # started again after an exit: the same directory
                 self._watched.discard(cid)
                 self._kill_at.pop(cid, None)
-            if c.state == "created" and not state.has_spec() and not self._names_busy(cid) \
+            if c.state == "created" and not state.has_spec() and not self._names_busy(c) \
                     and not self._image_coming(c):
                 self._start(c, state)
             if state.run() != c.run:
@@ -267,10 +274,12 @@ class RuntimeActor(KernelActor):
             self.context.listener.report(ContainerStartRequested(container=c.id, policy=True),
                                          f"ContainerStartRequested-{c.id}-{c.run + 1}")
 
-    def _names_busy(self, cid: str) -> bool:
-        """A container being removed has the same kernel names (its first 12 digits):
-        this one starts once that removal is done."""
-        return any(names.netns(other) == names.netns(cid) for other in self._removing)
+    def _names_busy(self, c: ContainerPlan) -> bool:
+        """A container being removed has the same kernel names (its first 12 digits), or
+        the same address (a replica in its stop's grace whose address the log gave
+        again): this one starts once that removal is done."""
+        return c.ip in self._removing_ips.values() or \
+            any(names.netns(other) == names.netns(c.id) for other in self._removing)
 
     def _start(self, c: ContainerPlan, state: StateDir) -> None:
         """The shim is handed the container before its network is made, and told ``go``
@@ -346,22 +355,32 @@ class RuntimeActor(KernelActor):
             self._kill_at[cid] = float("inf")
             supervise.kill(pid)
 
-    def _remove(self, cid: str) -> None:
-        """Kill it if it runs; a thread waits for its end and removes the rest."""
+    def _remove(self, cid: str, grace: float = 0) -> None:
+        """Kill it if it runs (a replica scaled down or removed: SIGTERM first, SIGKILL
+        after ``grace`` seconds, as swarm stops a task); a thread waits for its end and
+        removes the rest."""
         state = self.state(cid)
         self._kill_at.pop(cid, None)
         self._restart_at.pop(cid, None)
         self._streak.pop(cid, None)
         self._watched.discard(cid)
         self._removing.add(cid)
+        if cid in self._ips:
+            self._removing_ips[cid] = self._ips[cid]
         pid = state.pid()
         if pid is not None and not state.ended():
-            supervise.kill(pid)
-        thread = threading.Thread(target=self._finish_removal, args=(state, pid), daemon=True)
+            if grace:
+                supervise.send(pid, signal.SIGTERM)
+            else:
+                supervise.kill(pid)
+        thread = threading.Thread(target=self._finish_removal, args=(state, pid, grace),
+                                  daemon=True)
         thread.start()
         self._removals_running = [t for t in self._removals_running if t.is_alive()] + [thread]
 
-    def _finish_removal(self, state: StateDir, pid: int | None) -> None:
+    def _finish_removal(self, state: StateDir, pid: int | None, grace: float = 0) -> None:
+        if pid is not None and grace and not supervise.wait_for(state.ended, grace, 0.05):
+            supervise.kill(pid)
         if pid is not None:  # the shim records the end and frees the cgroup
             supervise.wait_for(state.ended, REMOVE_WAIT)
         container_net.remove(state.id)

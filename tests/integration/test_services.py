@@ -119,11 +119,34 @@ def test_scale_up_and_down_and_rm_everywhere(lab):
     gone = {t["id"]: t["host"] for t in up if t["replica"] > 3}
     kept = [t["id"] for t in up if t["replica"] <= 3]
     lab.cli(2, "service", "scale", "sc=3")
+    scaled_at = time.monotonic()
     down = tasks(lab, 1, "sc")
     assert [t["id"] for t in down] == kept, "the highest-numbered go; the others stay"
+    # At once back up: the new sc.4 may get the old one's address, which keeps it through
+    # its stop's grace; the new one starts only once the old one is gone.
+    old4 = next(t for t in up if t["replica"] == 4)
+    lab.cli(2, "service", "scale", "sc=4")
+    new4 = next(t for t in tasks(lab, 1, "sc") if t["replica"] == 4)
+    assert new4["id"] != old4["id"] and new4["state"] == "running"
+    alive = set().union(*(running_processes(lab, n) for n in (1, 2, 3)))
+    assert old4["id"] not in alive or new4["ip"] != old4["ip"], "one address, one container"
+    lab.cli(2, "service", "scale", "sc=3")
     for cid, host in gone.items():
         n = int(host[1:])
         wait_for(lambda n=n, cid=cid: cid not in StateDir.ids(lab.host(n).data_dir), timeout=20)
+    # sleep as PID 1 ignores SIGTERM: it had its 10 s of grace, then SIGKILL
+    assert time.monotonic() - scaled_at >= 9.5
+
+    # One that ends on SIGTERM goes at once: the signal came first.
+    lab.cli(1, "service", "create", "--name", "gr", "--replicas", "2", "-n", "svc",
+            "busybox", "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done")
+    [second] = [t for t in tasks(lab, 1, "gr") if t["replica"] == 2]
+    lab.cli(1, "service", "scale", "gr=1")
+    scaled_at = time.monotonic()
+    n = int(second["host"][1:])
+    wait_for(lambda: second["id"] not in StateDir.ids(lab.host(n).data_dir), timeout=20)
+    assert time.monotonic() - scaled_at < 5
+    lab.cli(1, "service", "rm", "gr")
     listed = json.loads(lab.cli(2, "service", "ls", "--json").stdout)
     assert {s["name"]: (s["running"], s["replicas"]) for s in listed}["sc"] == (3, 3)
 
