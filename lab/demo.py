@@ -164,7 +164,8 @@ def main() -> int:
                 "-p", "8080:80", "busybox", "sh", "-c",
                 "while true; do nc -l -p 80 -e echo hello from $(hostname); done")
             run(lab, 3, "service", "ps", "hello")
-            say("'hello' resolves to every replica, round robin; any host's port 8080 answers")
+            say("'hello' resolves to every replica (in a random order); any host's port "
+                "8080 answers")
             run(lab, 1, "run", "--rm", "-n", "blue", "busybox", "sh", "-c",
                 "nslookup hello | grep -c Address:; echo | nc -w 2 hello 80")
             for h in lab.hosts:
