@@ -79,3 +79,73 @@ def test_a_spoilt_checkpoint_is_refused_not_half_loaded():
         with pytest.raises(BadCheckpoint):
             load(bad)
     assert digest(blob) == digest(dump(load(blob)))
+
+
+# -- on disk: daemon/checkpoints.py ---------------------------------------------------------
+
+class Reader:
+    """The log as restore reads it: CheckpointTaken records after a seq."""
+
+    def __init__(self, vouched: dict[int, str]):
+        from cantainer import events as ev
+        self.records = [ev.Recorded(seq + 5, f"c{seq}", "CheckpointTaken", 1, "h1", 0.0,
+                                    ev.CheckpointTaken(seq=seq, digest=d))
+                        for seq, d in sorted(vouched.items())]
+
+    async def read(self, after, limit, types=None):
+        assert types == ["CheckpointTaken"]
+        return [r for r in self.records if r.seq > after][:limit]
+
+
+def saved_state(tmp_path, upto):
+    import asyncio
+
+    from cantainer.daemon.checkpoints import Checkpoints
+
+    recs = records(busy_history())[:upto]
+    state = ClusterState()
+    state.apply_all(recs)
+    cp = Checkpoints(str(tmp_path), every=1)
+
+    async def take():
+        cp.take(state)
+        await asyncio.sleep(0.2)  # written off the loop
+    asyncio.run(take())
+    return cp, state
+
+
+def test_restore_takes_only_a_checkpoint_the_log_vouches_for(tmp_path, caplog):
+    import asyncio
+
+    from cantainer.daemon.checkpoints import Checkpoints
+
+    cp, state = saved_state(tmp_path, 10)
+    seq, d = state.applied, cp.mine[state.applied]
+    assert oct(os.stat(os.path.join(cp.dir, str(seq))).st_mode & 0o777) == "0o600"
+    for vouched, used in (({seq: d}, seq), ({seq: "0" * 64}, None), ({}, None)):
+        fresh = ClusterState()
+        got = asyncio.run(Checkpoints(str(tmp_path), every=1).restore(fresh, Reader(vouched)))
+        assert got == used
+        assert (dump(fresh) == dump(state)) == (used is not None), "all of it, or nothing"
+        if used is None:
+            assert fresh.applied == 0
+    assert "is not the log's" in caplog.text and "no CheckpointTaken" in caplog.text
+    with open(os.path.join(cp.dir, str(seq)), "r+b") as f:
+        f.write(b"\xc1\xc1")
+    fresh = ClusterState()
+    assert asyncio.run(Checkpoints(str(tmp_path), every=1).restore(fresh, Reader({seq: d}))) \
+        is None and fresh.applied == 0
+
+
+def test_a_digest_the_log_records_otherwise_is_said_once(tmp_path, caplog):
+    from cantainer.daemon.checkpoints import Checkpoints
+
+    cp = Checkpoints(str(tmp_path), every=100)
+    cp.mine = {100: "a" * 64}
+    cp.check({100: "a" * 64})
+    assert "differs" not in caplog.text
+    cp.check({100: "b" * 64})
+    cp.check({100: "b" * 64})
+    assert caplog.text.count("differs from the one the log recorded") == 1
+    assert cp.due(95, 105) and cp.due(100, 100) and not cp.due(101, 199) and cp.due(101, 200)
+    assert not Checkpoints(str(tmp_path), every=0).due(1, 10 ** 9)
