@@ -58,3 +58,25 @@ def figures_table(figures: list[Figure]) -> str:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
+
+
+def append_churn(lab, host: int, events: int, batch: int = 1000, prefix: str = "b") -> None:
+    """Append ``events`` events from ``host`` through the API, ``batch`` at a time: /28
+    networks created and removed (issue 17's workload: history, no live state), named
+    ``PREFIX<i>`` in 198.18.0.0/16."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ct-bench-churn-") as tmp:
+        path = os.path.join(tmp, "batch.jsonl")
+        for first in range(0, events // 2, batch // 2):
+            lines = []
+            for i in range(first, first + batch // 2):
+                cidr = f"198.18.{(i // 16) % 256}.{(i % 16) * 16}/28"
+                lines.append(json.dumps({"type": "NetworkCreated",
+                                         "data": {"name": f"{prefix}{i}", "cidr": cidr}}))
+                lines.append(json.dumps({"type": "NetworkRemoved",
+                                         "data": {"name": f"{prefix}{i}"}}))
+            with open(path, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            lab.cli(host, "submit-event", "--file", path, timeout=120)

@@ -18,10 +18,9 @@ import argparse
 import json
 import os
 import subprocess
-import tempfile
 import time
 
-from bench._util import Figure, machine, table
+from bench._util import Figure, append_churn, machine, table
 from lab import Lab
 
 
@@ -49,7 +48,6 @@ def _sent(lab, n: int) -> float:
 
 
 def once(hosts: int, events: int) -> tuple[float, float]:
-    tmp = tempfile.mkdtemp(prefix="ct-bench-leader-")
     with Lab(hosts) as lab:
         lab.start_all()
         lab.cli(1, "network", "create", "198.19.252.0/22", "--name", "load")
@@ -65,19 +63,7 @@ def once(hosts: int, events: int) -> tuple[float, float]:
         per_host = (sum(_sent(lab, h.number) for h in lab.hosts) - sum(first)) / (
             (time.monotonic() - t0) * hosts)
         before = _cpu_seconds(leader.proc.pid)
-        done = 0
-        while done < events:
-            lines = []
-            for i in range(done, done + 50):
-                cidr = f"198.18.{(i // 16) % 200}.{(i % 16) * 16}/28"
-                lines.append(json.dumps({"type": "NetworkCreated",
-                                         "data": {"name": f"l{i}", "cidr": cidr}}))
-                lines.append(json.dumps({"type": "NetworkRemoved", "data": {"name": f"l{i}"}}))
-            path = f"{tmp}/batch.jsonl"
-            with open(path, "w") as f:
-                f.write("\n".join(lines) + "\n")
-            lab.cli(appender, "submit-event", "--file", path, timeout=120)
-            done += 100
+        append_churn(lab, appender, events, batch=100, prefix="l")
         cpu = _cpu_seconds(leader.proc.pid) - before
         return cpu / events * 1000 * 1000, per_host  # ms per 1,000 events
 

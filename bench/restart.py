@@ -18,7 +18,7 @@ import argparse
 import json
 import time
 
-from bench._util import Figure, machine, table
+from bench._util import Figure, append_churn, machine, table
 from lab import Lab
 
 
@@ -27,22 +27,10 @@ def _rss_mib(pid: int) -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 
 
-def once(events: int, every: int, tmp: str) -> tuple[float, float, int]:
+def once(events: int, every: int) -> tuple[float, float, int]:
     with Lab(3, daemon_args=("--checkpoint-every", str(every))) as lab:
         lab.start_all()
-        n = 0
-        while n < events:
-            lines = []
-            for i in range(n, n + 500):
-                cidr = f"198.18.{(i // 16) % 256}.{(i % 16) * 16}/28"
-                lines.append(json.dumps({"type": "NetworkCreated",
-                                         "data": {"name": f"b{i}", "cidr": cidr}}))
-                lines.append(json.dumps({"type": "NetworkRemoved", "data": {"name": f"b{i}"}}))
-            path = f"{tmp}/batch.jsonl"
-            with open(path, "w") as f:
-                f.write("\n".join(lines) + "\n")
-            lab.cli(1, "submit-event", "--file", path, timeout=120)
-            n += 1000
+        append_churn(lab, 1, events)
         head = json.loads(lab.cli(1, "status", "--json").stdout)["head"]
         lab.stop(3)
         started = time.perf_counter()
@@ -54,11 +42,8 @@ def once(events: int, every: int, tmp: str) -> tuple[float, float, int]:
 
 
 def run(events: int = 100_000) -> tuple[str, list[Figure]]:
-    import tempfile
-
-    tmp = tempfile.mkdtemp(prefix="ct-bench-restart-")
-    ours = once(events, 10_000, tmp)
-    anchor = once(events, 0, tmp)
+    ours = once(events, 10_000)
+    anchor = once(events, 0)
     rows = [["--checkpoint-every 10000", f"{ours[0]:.2f}", f"{ours[1]:.1f}", ours[2]],
             ["--checkpoint-every 0 (anchor: from seq 1)", f"{anchor[0]:.2f}",
              f"{anchor[1]:.1f}", anchor[2]]]
