@@ -101,8 +101,7 @@ async def run(h, req: dict, ex) -> None:
                            "there was one): give the container one, -n CIDR|NAME")
         if network not in h.state.ipam.networks and network != DEFAULT_NETWORK:
             raise NotFound(f"no network named {network!r}")
-    if missing := cgroups.unenforceable(req["memory"], req["pids_limit"], req["cpus"]):
-        raise Invalid(cgroups.unenforceable_error(missing))  # Docker would warn and drop them
+    check_runnable(req)
     cap_add, cap_drop = ([c.upper().removeprefix("CAP_") for c in req[k]]
                          for k in ("cap_add", "cap_drop"))
     try:
@@ -117,15 +116,8 @@ async def run(h, req: dict, ex) -> None:
         if source.startswith("/") and not os.path.exists(source):
             raise Invalid(f"-v {spec}: {source} does not exist on this host")
     _check_ports(h, req["ports"])
-    if req["init"] and not os.access(process.INIT_BINARY, os.X_OK):
-        raise Unavailable(f"--init: {process.INIT_BINARY} is not built: run scripts/setup")
-    if req["restart"] is not None:
-        try:
-            parse_restart(req["restart"])
-        except InvalidEvent as exc:
-            raise Invalid(f"--restart {exc}") from None
-        if req["remove"] and req["restart"] != "no":
-            raise Invalid("--restart and --rm conflict: a removed container cannot restart")
+    if req["remove"] and req["restart"] not in (None, "no"):
+        raise Invalid("--restart and --rm conflict: a removed container cannot restart")
     cid = os.urandom(32).hex()
     fields = {"container": cid, "name": req["name"] or f"ct-{cid[:8]}", "host": h.node,
               "network": network, "image": req["image"], **await process_of(h, req),
@@ -146,6 +138,21 @@ async def run(h, req: dict, ex) -> None:
     finally:
         if followed:
             h.follow(cid, False)
+
+
+def check_runnable(req: dict) -> None:
+    """What ``run`` and ``service create`` both refuse: limits no cgroup controller here
+    can enforce (Docker would warn and drop them), ``--init`` unbuilt, a restart policy
+    that is none."""
+    if missing := cgroups.unenforceable(req["memory"], req["pids_limit"], req["cpus"]):
+        raise Invalid(cgroups.unenforceable_error(missing))
+    if req["init"] and not os.access(process.INIT_BINARY, os.X_OK):
+        raise Unavailable(f"--init: {process.INIT_BINARY} is not built: run scripts/setup")
+    if req["restart"] is not None:
+        try:
+            parse_restart(req["restart"])
+        except InvalidEvent as exc:
+            raise Invalid(f"--restart {exc}") from None
 
 
 async def process_of(h, req: dict) -> dict:

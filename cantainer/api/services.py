@@ -20,13 +20,11 @@ from __future__ import annotations
 import asyncio
 
 from cantainer.api import fields as f
-from cantainer.api.containers import process_of
+from cantainer.api.containers import check_runnable, process_of
 from cantainer.api.images import known
 from cantainer.errors import Conflict, Invalid, InvalidEvent, NotFound
 from cantainer.events import from_data, new_event_id
-from cantainer.events.validate import (MAX_REPLICAS, parse_constraint, parse_port,
-                                       parse_restart)
-from cantainer.kernel import cgroups
+from cantainer.events.validate import MAX_REPLICAS, parse_constraint, parse_port
 from cantainer.projections.ipam import DEFAULT_NETWORK
 from cantainer.projections.services import reserved_ports
 from cantainer.projections.view import service_detail, service_json, service_tasks
@@ -72,8 +70,7 @@ async def service_create(h, req: dict, ex) -> None:
     if "/" not in network and network not in ipam.networks and not (
             network == DEFAULT_NETWORK and ipam.default_cidr is not None):
         raise NotFound(f"no network named {network!r}")
-    if missing := cgroups.unenforceable(req["memory"], req["pids_limit"], req["cpus"]):
-        raise Invalid(cgroups.unenforceable_error(missing))
+    check_runnable(req)
     for spec in req["constraints"]:
         try:
             _, host = parse_constraint(spec)
@@ -102,11 +99,6 @@ async def service_create(h, req: dict, ex) -> None:
             if (p, pr) == (port, proto):
                 raise Conflict(f"-p {spec}: port {port}/{proto} is published on {host} by "
                                f"container {ipam.containers[cid].name!r}")
-    if req["restart"] is not None:
-        try:
-            parse_restart(req["restart"])
-        except InvalidEvent as exc:
-            raise Invalid(f"--restart {exc}") from None
     if req["name"] in h.state.services.services:
         raise Conflict(f"service {req['name']!r} already exists")
     if clash := sorted(n for n in ipam.names if n.partition(".")[0] == req["name"]):

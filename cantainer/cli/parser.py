@@ -191,6 +191,23 @@ def _network(sub) -> None:
     p.set_defaults(func=commands.cmd_network_rm)
 
 
+def _process_flags(p) -> None:
+    """What runs and with what: the flags ``run`` and ``service create`` share."""
+    p.add_argument("-e", "--env", action="append", type=_env, default=[], metavar="K=V")
+    p.add_argument("--memory", type=_size, metavar="SIZE")
+    p.add_argument("--pids-limit", type=int, metavar="N")
+    p.add_argument("--cpus", type=float, metavar="X")
+    p.add_argument("-w", "--workdir", metavar="DIR", help="the working directory (made if "
+                                                        "missing)")
+    p.add_argument("-u", "--user", metavar="UID[:GID]", help="numbers: who the process runs "
+                                                            "as (default: root, or the "
+                                                            "image's USER)")
+    p.add_argument("--entrypoint", metavar="CMD",
+                   help="run CMD with the command as its arguments")
+    p.add_argument("--init", action="store_true",
+                   help="an init as its first process: signals passed on, orphans reaped")
+
+
 @_command("run")
 def _run(sub) -> None:
     p = sub.add_parser("run", help="run a container on this host")
@@ -202,17 +219,8 @@ def _run(sub) -> None:
     p.add_argument("-n", "--network", metavar="CIDR|NAME",
                    help="a network by name, or a CIDR (a new one is made); default: the "
                         "cluster's network 'default'")
-    p.add_argument("-e", "--env", action="append", type=_env, default=[], metavar="K=V")
     p.add_argument("--hostname")
-    p.add_argument("--memory", type=_size, metavar="SIZE")
-    p.add_argument("--pids-limit", type=int, metavar="N")
-    p.add_argument("--cpus", type=float, metavar="X")
-    p.add_argument("-w", "--workdir", metavar="DIR", help="the working directory (made if "
-                                                        "missing)")
-    p.add_argument("-u", "--user", metavar="UID[:GID]", help="numbers: who the process runs "
-                                                            "as (default: root)")
-    p.add_argument("--entrypoint", metavar="CMD",
-                   help="run CMD with the command as its arguments")
+    _process_flags(p)
     p.add_argument("--cap-add", action="append", default=[], metavar="CAP",
                    help="a capability more than Docker's default set (ALL: all)")
     p.add_argument("--cap-drop", action="append", default=[], metavar="CAP",
@@ -224,8 +232,6 @@ def _run(sub) -> None:
                    help="an empty tmpfs at PATH")
     p.add_argument("--read-only", action="store_true",
                    help="the root file system read-only (volumes and tmpfs stay writable)")
-    p.add_argument("--init", action="store_true",
-                   help="an init as its first process: signals passed on, orphans reaped")
     p.add_argument("--restart", metavar="POLICY",
                    help="no (default), on-failure[:N], always, unless-stopped: carried out "
                         "by its host, recorded in the log")
@@ -256,7 +262,6 @@ def _service(sub) -> None:
     p.add_argument("-d", "--detach", action="store_true", help="return at once")
     p.add_argument("-n", "--network", metavar="CIDR|NAME",
                    help="default: the cluster's network 'default'")
-    p.add_argument("-e", "--env", action="append", type=_env, default=[], metavar="K=V")
     p.add_argument("-p", "--publish", action="append", default=[],
                    metavar="HOSTPORT:PORT[/udp]",
                    help="HOSTPORT on every host, to a running replica's PORT (the routing "
@@ -265,13 +270,7 @@ def _service(sub) -> None:
                    metavar="node.name==H|node.name!=H", help="where replicas may run")
     p.add_argument("--restart", metavar="POLICY",
                    help="always (default), on-failure[:N], unless-stopped, no")
-    p.add_argument("--memory", type=_size, metavar="SIZE")
-    p.add_argument("--pids-limit", type=int, metavar="N")
-    p.add_argument("--cpus", type=float, metavar="X")
-    p.add_argument("-w", "--workdir", metavar="DIR")
-    p.add_argument("-u", "--user", metavar="UID[:GID]")
-    p.add_argument("--entrypoint", metavar="CMD")
-    p.add_argument("--init", action="store_true")
+    _process_flags(p)
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
     p.set_defaults(func=commands.cmd_service_create)
