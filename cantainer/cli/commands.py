@@ -14,6 +14,7 @@ import time
 
 from cantainer.cli.client import call, connect, replies, request
 from cantainer.errors import REFUSED, CantainerError, Invalid
+from cantainer.ids import new_event_id
 
 
 
@@ -70,12 +71,12 @@ def cmd_submit_event(args) -> int:
             print("cantainer: warning: events without an id get a fresh one; a retried "
                   "batch may then append twice", file=sys.stderr)
         for item in items:
-            item.setdefault("id", os.urandom(16).hex())
+            item.setdefault("id", new_event_id())
     else:
         if not args.type:
             raise Invalid("submit-event needs an event TYPE (or --file)")
         items = [{"type": args.type, "data": _parse_data(args),
-                  "id": args.id or os.urandom(16).hex()}]
+                  "id": args.id or new_event_id()}]
     reply = call(args.socket, {"op": "submit", "events": items})
     print("\n".join(str(seq) for seq in reply["seqs"]))
     return 0
@@ -162,7 +163,7 @@ def cmd_nodes(args) -> int:
 
 def cmd_network_create(args) -> int:
     net = call(args.socket, {"op": "network_create", "cidr": args.cidr, "name": args.name,
-                             "internal": args.internal, "id": os.urandom(16).hex()})["network"]
+                             "internal": args.internal, "id": new_event_id()})["network"]
     print(net["name"])
     return 0
 
@@ -176,7 +177,7 @@ def cmd_network_ls(args) -> int:
 
 def cmd_network_rm(args) -> int:
     for name in args.names:
-        call(args.socket, {"op": "network_rm", "name": name, "id": os.urandom(16).hex()})
+        call(args.socket, {"op": "network_rm", "name": name, "id": new_event_id()})
         print(name)
     return 0
 
@@ -190,7 +191,7 @@ def cmd_service_create(args) -> int:
         "user": args.user, "memory": args.memory, "pids_limit": args.pids_limit,
         "cpus": args.cpus, "ports": args.publish, "restart": args.restart,
         "init": args.init, "constraints": args.constraint, "detach": args.detach,
-        "id": os.urandom(16).hex()})["service"]
+        "id": new_event_id()})["service"]
     print(s["name"])
     if s["pending"]:
         print(f"cantainer: {s['pending']} of {s['replicas']} replicas pending: "
@@ -227,7 +228,7 @@ def cmd_service_inspect(args) -> int:
 def cmd_service_scale(args) -> int:
     for name, replicas in args.scales:
         s = call(args.socket, {"op": "service_scale", "name": name, "replicas": replicas,
-                               "detach": args.detach, "id": os.urandom(16).hex()})["service"]
+                               "detach": args.detach, "id": new_event_id()})["service"]
         print(f"{s['name']} scaled to {s['replicas']}")
     return 0
 
@@ -271,7 +272,7 @@ def _each(args, targets, op: str, answer: str, key: str = "ref", fresh_id: bool 
     for target in targets:
         message = {"op": op, key: target, **fields}
         if fresh_id:  # the idempotency key of the event it appends
-            message["id"] = os.urandom(16).hex()
+            message["id"] = new_event_id()
         print(call(args.socket, message)[answer])
     return 0
 
@@ -301,7 +302,7 @@ def cmd_run(args) -> int:
             "restart": args.restart, "init": args.init,
             "attach": attach,
             "follow": not (attach or args.detach), "remove": args.rm,
-            "id": os.urandom(16).hex()}
+            "id": new_event_id()}
     replies = request(args.socket, spec)
     try:
         first = next(replies)

@@ -37,7 +37,7 @@ def test_cli_imports_nothing_heavy(argv):
     if argv[0] in ("status", "run"):  # only a terminal's relay needs the socket module
         assert "socket" not in loaded and "selectors" not in loaded
     ours = {m for m in loaded if m.startswith("cantainer.") and not m.startswith("cantainer.cli")}
-    assert ours <= {"cantainer.errors", "cantainer.config"}, ours
+    assert ours <= {"cantainer.errors", "cantainer.config", "cantainer.ids"}, ours
 
 
 @pytest.mark.parametrize("args", [

@@ -15,9 +15,10 @@ ROOT = os.path.dirname(cantainer.__file__)
 # What each part of the package may import, besides itself and the standard library.
 ALLOWED = {
     "errors": set(),
+    "ids": set(),
     "config": {"errors"},
     "kernel": {"errors"},
-    "events": {"errors"},
+    "events": {"errors", "ids"},
     "projections": {"errors", "events", "kernel.names"},
     "pull": {"errors", "kernel"},
     "trust": {"errors", "events"},
@@ -25,7 +26,7 @@ ALLOWED = {
     "api": {"errors", "config", "events", "kernel", "projections", "pull", "trust"},
     "daemon": {"errors", "config", "events", "kernel", "projections", "actors", "api",
                "trust"},
-    "cli": {"errors", "config", "projections.view"},  # view: replay --file, when it runs
+    "cli": {"errors", "config", "ids", "projections.view"},  # view: replay --file, when it runs
 }
 
 
