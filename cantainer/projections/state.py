@@ -18,12 +18,12 @@ from __future__ import annotations
 from cantainer.errors import Rejected
 from cantainer.events import Recorded
 from cantainer.events.codec import UnknownEvent
-
-KEEP_DIGESTS = 8
 from cantainer.projections.images import Images
 from cantainer.projections.ipam import Ipam
 from cantainer.projections.membership import Membership
 from cantainer.projections.services import Services
+
+KEEP_DIGESTS = 8  # the newest CheckpointTaken digests kept
 
 
 class ClusterState:
