@@ -30,6 +30,7 @@ DEFAULT_SOCKET = os.path.join(DEFAULT_RUN_DIR, SOCKET_NAME)
 NETWORK_LATENCY_MS = 100
 SUSPECT_AFTER = 10.0     # seconds of heartbeat silence before NodeSuspected
 CHECKPOINT_EVERY = 10_000  # records between checkpoints of the state (0: none)
+RETAIN = 100_000  # records the database keeps behind the head; older ones are archived
 RESCHEDULE_AFTER = 5.0   # seconds suspected before NodeDown: its service replicas move
 IDLE_POLL = 2.0          # seconds between reads of a quiet log (pokes wake it)
 RECONCILE_EVERY = 10.0   # seconds between full kernel comparisons; 0: never
@@ -62,7 +63,7 @@ class Config:
                  network_latency_ms: int = NETWORK_LATENCY_MS,
                  suspect_after: float = SUSPECT_AFTER,
                  reschedule_after: float = RESCHEDULE_AFTER,
-                 checkpoint_every: int = CHECKPOINT_EVERY,
+                 checkpoint_every: int = CHECKPOINT_EVERY, retain: int = RETAIN,
                  metrics: tuple[str, int] | None | bool = True, idle_poll: float = IDLE_POLL,
                  reconcile_every: float = RECONCILE_EVERY, join_token: str | None = None,
                  default_network: str | None = None, fixed_poll: float | None = None,
@@ -79,6 +80,7 @@ class Config:
         self.suspect_after = suspect_after
         self.reschedule_after = reschedule_after
         self.checkpoint_every = checkpoint_every
+        self.retain = retain  # 0: the database keeps every record
         # where the Prometheus metrics are served (True: 127.0.0.1, the port + 3; None: not)
         self.metrics = ("127.0.0.1", metrics_port(port)) if metrics is True else metrics
         self.idle_poll = idle_poll

@@ -36,6 +36,7 @@ async def status(h, req: dict, ex) -> None:
     await ex.send({"status": {
         "node": h.node, "node_id": raft["node_id"], "address": raft["address"],
         "leader": raft["leader"], "head": head, "applied": h.state.applied,
+        "first": await h.first(),  # the oldest record the database holds; older: archived
         "heartbeats_refused": h.heartbeats_refused(),
         "members": [{**m, "name": names.get(m["address"], ""),
                      "leader": m["address"] == raft["leader"],

@@ -35,7 +35,8 @@ class Handle(Protocol):
 
     async def read(self, after: int, limit: int,
                    types: Sequence[str] | None = None) -> list[Recorded]:
-        """Records after seq ``after``, from the replicated log."""
+        """Records after seq ``after``, from the replicated log (archived ones from the
+        archive: this host's segments, or a member's)."""
 
     async def read_rows(self, after: int, limit: int,
                         types: Sequence[str] | None = None) -> list[list]:
@@ -43,6 +44,13 @@ class Handle(Protocol):
 
     async def head(self) -> int:
         """The seq of the log's last record."""
+
+    async def first(self) -> int:
+        """The seq of the oldest record the database holds (older ones are archived)."""
+
+    def archived(self, kind: str, seq: int) -> str | None:
+        """The file of this host's archive segment ending at ``seq`` (``kind``
+        "segment") or checkpoint at ``seq`` ("checkpoint"), if it has one."""
 
     async def wait_applied(self, seq: int | None = None) -> None:
         """Until the state has applied ``seq`` (the log's head when None)."""

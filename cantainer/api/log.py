@@ -7,6 +7,9 @@
            raw: {"records": BASE64} per batch instead, a record stream
            (events/codec.py: the stored rows, payloads as stored, for the reader to
            decode: ``events --msgpack`` and ``replay``)
+    {"op": "log_fetch", "kind": "segment" | "checkpoint", "seq": N} (peer port, members)
+        -> {"data": BASE64} ..., {"end": true}: this host's archive segment ending at N,
+           or checkpoint at N (``daemon/archive.py``)
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ import asyncio
 import base64
 
 from cantainer.api import fields as f
-from cantainer.errors import Invalid, InvalidEvent
+from cantainer.errors import Invalid, InvalidEvent, NotFound
 from cantainer.events import from_data, new_event_id, pack_rows
 from cantainer.projections.view import record_json
 
 MAX_BATCH = 1000  # events per append: one transaction, bounded (events/log.py: PAGE_CACHE)
 FOLLOW_POLL = 0.1  # seconds between reads of the log while following
 RAW_BATCH = 1000  # records per line of a record stream
+FETCH_CHUNK = 256 * 1024  # bytes per line of a log_fetch answer
 
 
 def _batch(name: str, value) -> list[dict]:
@@ -97,8 +101,28 @@ async def _raw_events(h, since: int, types, follow: bool, ex) -> None:
         reading.cancel()
 
 
+async def log_fetch(h, req: dict, ex) -> None:
+    """A member asks for one of this host's archive segments or checkpoints (it checks
+    the bytes against the log's digest itself: ``daemon/peers.py``)."""
+    path = h.archived(req["kind"], req["seq"])
+    if path is None:
+        raise NotFound(f"host {h.node} has no {req['kind']} ending at seq {req['seq']}")
+    with open(path, "rb") as f_:
+        while chunk := await asyncio.to_thread(f_.read, FETCH_CHUNK):
+            await ex.send({"data": base64.b64encode(chunk).decode()})
+    await ex.send({"end": True})
+
+
+def _kind(name: str, value) -> str:
+    if value not in ("segment", "checkpoint"):
+        raise Invalid(f"{name} must be segment or checkpoint, got {value!r}")
+    return value
+
+
 OPS = {
     "submit": (submit, {"events": (_batch, f.REQUIRED)}),
     "events": (events, {"since": (_since, 0), "follow": (f.flag, False),
                         "types": (_types, []), "raw": (f.flag, False)}),
+    "log_fetch": (log_fetch, {"kind": (_kind, f.REQUIRED), "seq": (f.count, f.REQUIRED)},
+                  "member"),
 }

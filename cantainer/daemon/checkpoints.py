@@ -11,8 +11,10 @@ diverged: a bug), and never starts from it.
 At start (``restore``) the newest saved checkpoint whose SHA-256 is the one the log
 recorded for its seq becomes the state, and the tailer reads only what came after;
 a checkpoint that is missing, unreadable, not yet vouched for or of another digest is
-passed over with a warning, and with none left the log is replayed from seq 1.  A
-checkpoint is never trusted for what it says of itself.
+passed over with a warning, and with none left the log is read from seq 1 (or, if
+the database no longer holds it, from the checkpoint its oldest record follows:
+``newest``, a member's if this host has none).  A checkpoint is never trusted for what
+it says of itself.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ import logging
 import os
 import time
 
-from cantainer.errors import LogUnavailable
+from cantainer.errors import LogUnavailable, Unavailable
 from cantainer.projections.checkpoint import BadCheckpoint, digest, dump, load
 
 log = logging.getLogger(__name__)
 
 KEEP = 2  # checkpoints kept on disk
+KEEP_DIGESTS = 1024  # digests of those taken here: the leader vouches for each (compaction
+# needs one at least --retain records behind the head, however fast records came)
 VOUCH_LOOKAHEAD = 10_000  # records after a checkpoint's seq searched for its CheckpointTaken
 
 
@@ -36,6 +40,7 @@ class Checkpoints:
         self.dir = os.path.join(data_dir, "checkpoints")
         self.every = every
         self.mine: dict[int, str] = {}  # seq -> digest of the checkpoints taken here
+        self.fetch = None  # async (kind, seq, digest) -> bytes from a peer: set by the daemon
         self._warned: set[int] = set()
 
     def due(self, first: int, last: int) -> bool:
@@ -48,7 +53,7 @@ class Checkpoints:
         blob = dump(state)
         seq, d = state.applied, digest(blob)
         self.mine[seq] = d
-        for old in sorted(self.mine)[:-KEEP]:
+        for old in sorted(self.mine)[:-KEEP_DIGESTS]:
             del self.mine[old]
         log.info("checkpoint at seq %d: %d bytes, sha256 %s, %.1f ms", seq, len(blob), d[:12],
                  (time.perf_counter() - started) * 1000)
@@ -113,6 +118,56 @@ class Checkpoints:
         if self.saved():
             log.warning("no checkpoint the log vouches for: replaying the log from seq 1")
         return None
+
+
+    async def newest(self, reader, least: int) -> tuple:
+        """The state and its digest from the newest checkpoint at seq ``least`` or later
+        that the log's database vouches for: this host's, else a member's (``fetch``),
+        then kept here.  Used when the records up to ``least`` are archived
+        (``daemon/archive.py``): the database holds every record after it."""
+        vouched: dict[int, str] = {}
+        after = least
+        while True:
+            batch = await reader.read(after=after, limit=1000, types=["CheckpointTaken"])
+            for rec in batch:
+                seq = getattr(rec.event, "seq", 0)
+                if seq >= least:
+                    vouched.setdefault(seq, rec.event.digest)
+            if len(batch) < 1000:
+                break
+            after = batch[-1].seq
+        reasons = []
+        for seq in sorted(vouched, reverse=True)[:3]:
+            try:
+                return await self._at(seq, vouched[seq])
+            except Unavailable as exc:
+                reasons.append(str(exc))
+        raise Unavailable("; ".join(reasons) or f"the log vouches for no checkpoint at seq "
+                          f"{least} or later")
+
+    async def _at(self, seq: int, recorded: str) -> tuple:
+        try:
+            with open(self.path(seq), "rb") as f:
+                blob = f.read()
+            if digest(blob) != recorded:
+                raise BadCheckpoint(f"its sha256 {digest(blob)[:12]} is not the log's")
+        except (OSError, BadCheckpoint) as exc:
+            if self.fetch is None:
+                raise Unavailable(f"no checkpoint at seq {seq} here ({exc})") from None
+            blob = await self.fetch("checkpoint", seq, recorded)  # checked against it
+            await asyncio.to_thread(self._write, seq, blob)
+        try:
+            loaded = await asyncio.to_thread(load, blob)
+        except BadCheckpoint as exc:
+            raise Unavailable(f"the checkpoint at seq {seq}: {exc}") from None
+        if loaded.applied != seq:
+            raise Unavailable(f"the checkpoint at seq {seq} holds the state at seq "
+                              f"{loaded.applied}")
+        self.mine[seq] = recorded
+        return loaded, recorded
+
+    def path(self, seq: int) -> str:
+        return os.path.join(self.dir, str(seq))
 
 
 async def _recorded(reader, seq: int) -> str | None:

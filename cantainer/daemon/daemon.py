@@ -35,6 +35,8 @@ from cantainer.config import DEFAULT_NETWORK_CIDR, Config, heartbeat_port
 from cantainer.daemon import credentials
 from cantainer.daemon.dns import NameServer
 from cantainer.daemon.handle import DaemonHandle
+from cantainer.daemon import peers
+from cantainer.daemon.archive import Archive
 from cantainer.daemon.checkpoints import Checkpoints
 from cantainer.daemon.images import ImageFollower
 from cantainer.daemon.lease import LEASE_FILE, Lease
@@ -43,7 +45,7 @@ from cantainer.daemon.heartbeat import INTERVAL as HEARTBEAT_INTERVAL
 from cantainer.daemon.heartbeat import Heartbeats, Suspicion
 from cantainer.daemon.runner import Runner
 from cantainer.errors import ConfigError
-from cantainer.events import CheckpointTaken, ClusterCreated, Event, NodeJoined
+from cantainer.events import CheckpointTaken, ClusterCreated, Event, NodeJoined, SegmentArchived
 from cantainer.events.log import EventLog
 from cantainer.events.raft import RaftMember
 from cantainer.kernel.cgroups import CGROUP_ROOT, CONTROLLERS
@@ -63,6 +65,7 @@ ROLES_INTERVAL = 5.0  # seconds between checks of Raft voters and stand-bys
 ONLINE_WITHIN = 3.0   # a member heard from this recently counts as online for Raft roles
 HAND_OVER_TIMEOUT = 3.0  # seconds a stop waits to hand over leadership
 CATCH_UP_TIMEOUT = 300.0  # seconds a starting daemon may take to apply the log
+FETCH_MOST = 1 << 30  # bytes: the most a segment or checkpoint fetched from a peer may be
 
 
 class Daemon:
@@ -90,6 +93,7 @@ class Daemon:
                              quiet_most=config.suspect_after / 4,
                              checkpoints=Checkpoints(config.data_dir,
                                                      config.checkpoint_every),
+                             archive=Archive(config.data_dir, config.checkpoint_every),
                              lease=(os.path.join(config.data_dir, LEASE_FILE),
                                     config.suspect_after / 2))
         self.heartbeats = Heartbeats(config.name, self._heartbeat_peers,
@@ -108,6 +112,10 @@ class Daemon:
                               self.appended, self.stop)
         self.api = ApiServer(handle, config.socket_path)
         self.images = handle.follower = ImageFollower(handle, self.runner)
+        self.runner.archive.fetch = self.runner.checkpoints.fetch = (
+            lambda kind, seq, digest: peers.fetch(
+                handle, {"op": "log_fetch", "kind": kind, "seq": seq}, digest, FETCH_MOST))
+        self._compacting: asyncio.Task | None = None
         self.metrics = handle.metrics = Metrics()
         self._stopping = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -340,16 +348,53 @@ class Daemon:
                                 sent=self.heartbeats.sent, taken=self.heartbeats.taken)
 
     def _vouch(self) -> None:
-        """The leader records the digests of its checkpoints (once each: the id names the
-        seq); every host checks its own against what the log recorded."""
-        checkpoints, recorded = self.runner.checkpoints, self.runner.state.checkpoints
+        """The leader records the digests of its checkpoints and archive segments (once
+        each: the id names the seq), then compacts the log; every host checks its own
+        against what the log recorded."""
+        state, checkpoints, archive = self.runner.state, self.runner.checkpoints, \
+            self.runner.archive
+        recorded = state.checkpoints
         checkpoints.check(recorded)
+        archive.check(state.segments)
         if not self.raft.is_leader:
             return
         for seq, digest in sorted(checkpoints.mine.items()):
             if seq not in recorded and seq > min(recorded, default=0):
                 self._append_soon(CheckpointTaken(seq=seq, digest=digest),
                                   f"CheckpointTaken-{seq}")
+        for last, (first, digest) in sorted(archive.mine.items()):
+            if last not in state.segments:
+                self._append_soon(SegmentArchived(first=first, last=last, digest=digest),
+                                  f"SegmentArchived-{last}")
+        if self.config.retain and (self._compacting is None or self._compacting.done()):
+            self._compacting = asyncio.create_task(self._compact())
+
+    async def _compact(self) -> None:
+        """Remove from the database the records up to the newest checkpoint at least
+        ``--retain`` records behind the head, once the log vouches for it and for every
+        archive segment before it (daemon/archive.py)."""
+        state, every = self.runner.state, self.config.checkpoint_every
+        upto = max((seq for seq in state.checkpoints
+                    if seq <= state.applied - self.config.retain), default=0)
+        if not upto:
+            return
+        try:
+            first = await self.log.first()
+            if not first or first > upto:
+                return
+            unvouched = [last for last in range((first - 1) // every * every + every,
+                                                upto + 1, every)
+                         if last not in state.segments]
+            if unvouched:
+                log.info("log not compacted up to seq %d: no digest in the log yet for "
+                         "the archive segment ending at seq %d", upto, unvouched[0])
+                return
+            started = time.monotonic()
+            removed = await self.log.compact(upto)
+            log.info("log compacted: %d records up to seq %d moved to the archive "
+                     "(%.2f s)", removed, upto, time.monotonic() - started)
+        except Exception as exc:  # compacted at the next look
+            log.warning("log compaction up to seq %d: %s", upto, exc)
 
     async def _look_after_roles(self) -> None:
         while True:

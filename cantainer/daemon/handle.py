@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 
 from cantainer.actors.runtime import Followed
 from cantainer.config import Config, peer_port
 from cantainer.errors import LogUnavailable
-from cantainer.events import Event, Recorded
+from cantainer.events import Event, Recorded, decode_rows
 from cantainer.events.log import EventLog
 from cantainer.events.raft import RaftMember
 from cantainer.kernel.images import ImageStore
@@ -38,6 +39,8 @@ class DaemonHandle:
         self._appended, self._stop = appended, stop
         self.follower = None  # daemon/images.py: ImageFollower, set by the daemon
         self.metrics = None  # daemon/metrics.py: Metrics, set by the daemon
+        self.archive = runner.archive  # daemon/archive.py
+        self.checkpoints = runner.checkpoints  # daemon/checkpoints.py
 
     async def append(self, events: Sequence[Event], ids: Sequence[str]) -> list[int]:
         started = time.perf_counter()
@@ -60,11 +63,36 @@ class DaemonHandle:
 
     async def read(self, after: int, limit: int,
                    types: Sequence[str] | None = None) -> list[Recorded]:
-        return await self._reader.read(after=after, limit=limit, types=types)
+        return decode_rows(await self.read_rows(after, limit, types))
 
     async def read_rows(self, after: int, limit: int,
                         types: Sequence[str] | None = None) -> list[list]:
-        return await self._reader.read_rows(after=after, limit=limit, types=types)
+        """The log's rows after ``after``: archived ones from the archive (this host's
+        segments, or a member's), the rest from the database."""
+        while True:
+            first = await self._reader.first()
+            if first > after + 1:
+                await self._runner.wait_applied(first)  # its SegmentArchived records
+                rows = await self.archive.read(self.state.segments, after, first - 1,
+                                               limit, types)
+                if rows:
+                    return rows
+                after = first - 1
+            rows = await self._reader.read_rows(after=after, limit=limit, types=types)
+            if (not rows or rows[0][0] > after + 1) and await self._reader.first() > after + 1:
+                continue  # compacted meanwhile: those are in the archive now
+            return rows
+
+    async def first(self) -> int:
+        return await self._reader.first()
+
+    def archived(self, kind: str, seq: int) -> str | None:
+        if kind == "segment":
+            first = self.state.segments.get(seq, (None,))[0]
+            path = self.archive.path(first, seq) if first is not None else None
+        else:
+            path = self.checkpoints.path(seq)
+        return path if path is not None and os.path.exists(path) else None
 
     async def head(self) -> int:
         return await self._reader.head()

@@ -3,9 +3,9 @@
 After every batch the runner applies (and every second, for retries), ``update``
 looks at the containers the log places on this host that have not started: an image
 this host lacks that the log says another live member holds (``ImageStored``) is
-fetched from that member's peer port (``api/images.py: image_fetch``: TLS, each side
-the certificate the log records for it), written to a scratch file, its SHA-256
-checked against the log's, and added to the store the way its holder made it (a
+fetched from that member's peer port (``api/images.py: image_fetch``, through
+``daemon/peers.py``: TLS, each side the certificate the log records for it),
+written to a scratch file, its SHA-256 checked against the log's, and added to the store the way its holder made it (a
 root tarball or ``image load``'s layers, with the same refusals).  Then this host
 records that it holds it, and the runtime is told to look again (it leaves such a
 container unstarted meanwhile: ``projections/runtime.py: image_elsewhere``).  A
@@ -16,26 +16,21 @@ next one asked; when none can give it, it is asked again ``RETRY`` seconds later
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import json
 import logging
 import os
 import tempfile
 import time
 
 from cantainer.actors import Reconcile
+from cantainer.daemon import peers
 from cantainer.api.images import record_stored
 from cantainer.errors import CantainerError, ImageError, Unavailable
 from cantainer.kernel.images import DEFAULT_IMAGE, parse_ref
-from cantainer.trust.tls import peer_fingerprint
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 3.0
-READ_TIMEOUT = 30.0  # seconds without a line from the holder
 RETRY = 5.0  # seconds before an image no holder could give is asked for again
-MAX_LINE = 1 << 20
 
 
 def normal(ref: str) -> str | None:
@@ -116,47 +111,23 @@ class ImageFollower:
             self._fetching.pop(ref, None)
 
     async def _fetch(self, ref: str, host: str, held) -> dict:
-        address = self.h.peer(host)
-        owner = self.h.state.members.live().get(host)
-        if address is None or owner is None:
-            raise ImageError(f"{host} is no member")
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(
-            *address, limit=MAX_LINE, ssl=self.h.peer_tls, server_hostname=None),
-            CONNECT_TIMEOUT)
-        scratch = None
+        os.makedirs(self.h.images.root, mode=0o700, exist_ok=True)
+        fd, scratch = tempfile.mkstemp(prefix=".fetch-", dir=self.h.images.root)
         try:
-            if peer_fingerprint(writer.get_extra_info("ssl_object")) != owner.fingerprint:
-                raise ImageError("it answers with a certificate that is not its member's")
-            writer.write(json.dumps({"op": "image_fetch", "image": ref,
-                                     "digest": held.digest}).encode() + b"\n")
-            os.makedirs(self.h.images.root, mode=0o700, exist_ok=True)
-            fd, scratch = tempfile.mkstemp(prefix=".fetch-", dir=self.h.images.root)
-            digest, size = hashlib.sha256(), 0
+            digest = hashlib.sha256()
             with os.fdopen(fd, "wb") as out:
-                while True:
-                    line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT)
-                    if not line:
-                        raise ImageError("it ended the transfer early")
-                    msg = json.loads(line)
-                    if "error" in msg:
-                        raise ImageError(msg["error"])
-                    if msg.get("end"):
-                        break
-                    chunk = base64.b64decode(msg["data"])
+                def sink(chunk: bytes) -> None:
                     digest.update(chunk)
-                    size += len(chunk)
-                    if size > held.size:
-                        raise ImageError(f"it sent more than the log's {held.size} bytes")
                     out.write(chunk)
+                await peers.stream(self.h, host, {"op": "image_fetch", "image": ref,
+                                                  "digest": held.digest}, held.size, sink)
             if digest.hexdigest() != held.digest:
                 raise ImageError(f"what it sent has sha256 {digest.hexdigest()[:12]}, not "
                                  f"the log's {held.digest[:12]}: refused")
             return await asyncio.to_thread(self.h.images.add, ref, held.kind, scratch,
                                            f"{host} sha256:{held.digest}")
         finally:
-            writer.close()
-            if scratch is not None:
-                try:
-                    os.unlink(scratch)
-                except FileNotFoundError:
-                    pass
+            try:
+                os.unlink(scratch)
+            except FileNotFoundError:
+                pass

@@ -16,7 +16,7 @@ import sys
 from cantainer import __version__
 from cantainer.config import (DEFAULT_DATA_DIR, DEFAULT_NETWORK_CIDR, DEFAULT_PORT,
                               DEFAULT_RUN_DIR, IDLE_POLL, NETWORK_LATENCY_MS, RECONCILE_EVERY,
-                              SUSPECT_AFTER, RESCHEDULE_AFTER, CHECKPOINT_EVERY, Config)
+                              SUSPECT_AFTER, RESCHEDULE_AFTER, CHECKPOINT_EVERY, RETAIN, Config)
 from cantainer.daemon import credentials
 from cantainer.daemon.daemon import Daemon, data_dir_lock
 from cantainer.daemon.lease import MIN_RESCHEDULE
@@ -84,7 +84,12 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
     parser.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY,
                         metavar="RECORDS",
                         help="save the state every so many records, and start from the "
-                             "newest the log vouches for (default: 10000; 0: never)")
+                             "newest the log vouches for (default: 10000; 0: never, "
+                             "and no archive); the same on every host")
+    parser.add_argument("--retain", type=int, default=None, metavar="RECORDS",
+                        help="records the log's database keeps behind its head; older "
+                             "ones move to the archive, on every host's disk (default: "
+                             "100000, 0 with --checkpoint-every 0; 0: keep every one)")
     parser.add_argument("--metrics", default=None, metavar="HOST:PORT|none",
                         help="serve Prometheus metrics there (default: 127.0.0.1 at the "
                              "--address port + 3; none: not at all)")
@@ -128,6 +133,13 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
         metrics = _parse_address(args.metrics, "--metrics")
     if args.checkpoint_every != 0 and not 100 <= args.checkpoint_every <= 10_000_000:
         raise ConfigError("--checkpoint-every must be 0 (never) or 100..10000000 records")
+    if args.retain is None:
+        args.retain = RETAIN if args.checkpoint_every else 0
+    if args.retain != 0 and not args.checkpoint_every <= args.retain <= 1 << 40:
+        raise ConfigError(f"--retain must be 0 (keep every record) or at least "
+                          f"--checkpoint-every ({args.checkpoint_every}) records"
+                          if args.checkpoint_every else
+                          "--retain needs checkpoints: with --checkpoint-every 0 it must be 0")
     if not MIN_RESCHEDULE <= args.reschedule_after <= 3600:
         raise ConfigError(f"--reschedule-after must be {MIN_RESCHEDULE:g}..3600 seconds (a "
                           "cut-off host's replicas must end before they move)")
@@ -169,7 +181,8 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
                     standbys=args.standbys, network_latency_ms=args.network_latency_ms,
                     suspect_after=args.suspect_after,
                     reschedule_after=args.reschedule_after,
-                    checkpoint_every=args.checkpoint_every, metrics=metrics, idle_poll=args.idle_poll,
+                    checkpoint_every=args.checkpoint_every, retain=args.retain,
+                    metrics=metrics, idle_poll=args.idle_poll,
                     reconcile_every=args.reconcile_every, join_token=args.join_token,
                     default_network=args.default_network, fixed_poll=args.fixed_poll,
                     dns=tuple(args.dns))

@@ -28,8 +28,8 @@ from collections.abc import Callable
 import pykka
 
 from cantainer.actors import ACTORS, ActorContext, Desired, KernelActor, Reconcile
-from cantainer.errors import LogUnavailable, Unavailable
-from cantainer.events import Event
+from cantainer.errors import CantainerError, LogUnavailable, Unavailable
+from cantainer.events import Event, decode_rows, row_of
 from cantainer.projections.state import ClusterState
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ class Runner:
                  reconcile_every: float = 10.0, fixed_poll: float | None = None,
                  on_state: Callable[[ClusterState], None] = lambda state: None,
                  quiet_most: float = float("inf"),
-                 lease: tuple[str, float] | None = None, checkpoints=None) -> None:
+                 lease: tuple[str, float] | None = None, checkpoints=None,
+                 archive=None) -> None:
         self.log = log_
         self.state = state
         self.node = node
@@ -60,6 +61,7 @@ class Runner:
         self.quiet_most = quiet_most
         self.last_read_ok = time.monotonic()
         self.checkpoints = checkpoints  # daemon/checkpoints.py: the state saved at seqs
+        self.archive = archive  # daemon/archive.py: the records, in segments
         self.lag = 0.0  # seconds from the newest record read to its application here
         self.reconcile_every = reconcile_every
         # The benchmarks' anchor: the original tool's design, a fixed poll and no wakes.
@@ -85,6 +87,8 @@ class Runner:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self.archive is not None:
+            self.archive.reset(self.state.applied)
         for name in self.classes:
             self._start(name)
         self._tasks = [asyncio.create_task(self._tail()), asyncio.create_task(self._tick())]
@@ -140,7 +144,7 @@ class Runner:
             after = self.state.applied
             started = time.monotonic()
             try:
-                batch = await self.log.read(after=after, limit=BATCH)
+                rows = await self.log.read_rows(after=after, limit=BATCH)
                 if (took := time.monotonic() - started) > SLOW_READ:
                     log.warning("tailer: reading the log after seq %d took %.2f s", after, took)
             except LogUnavailable as exc:
@@ -152,7 +156,12 @@ class Runner:
                 await asyncio.sleep(1.0)
                 continue
             self.last_read_ok = time.monotonic()
-            self._apply(batch)
+            if rows and rows[0][0] != after + 1:  # the log holds no gaps but compaction's
+                if not await self._cross(rows[0][0] - 1):
+                    await asyncio.sleep(1.0)
+                continue
+            batch = decode_rows(rows)
+            self._apply(batch, rows)
             if batch:  # the metrics' convergence lag: its append (the leader's clock) to now
                 self.lag = time.time() - batch[-1].time
             if batch:
@@ -176,14 +185,39 @@ class Runner:
         if records:
             self.last_read_ok = time.monotonic()  # a quorum took them
         if records and records[0].seq == self.state.applied + 1:
-            self._apply(records)
+            self._apply(records, [row_of(rec) for rec in records])
             self._progressed.set()
             self._loop.call_soon(self._publish)  # after the appender's answer
             return True
         return False
 
-    def _apply(self, records) -> None:
-        """Apply records in order; at a checkpoint's seq, save the state as it is then."""
+    async def _cross(self, seq: int) -> bool:
+        """The records after this state's seq up to ``seq`` are archived: the state
+        becomes the newest checkpoint at ``seq`` or later the log vouches for (this
+        host's or a member's), or stays as it is (false) and nothing is applied."""
+        try:
+            if self.checkpoints is None:
+                raise Unavailable("this host keeps no checkpoints")
+            loaded, digest = await self.checkpoints.newest(self.log, seq)
+        except CantainerError as exc:
+            log.error("tailer: the records after seq %d up to %d are archived, and no "
+                      "checkpoint from there on can be had: %s", self.state.applied, seq, exc)
+            return False
+        log.warning("tailer: the records after seq %d up to %d are archived: starting "
+                    "from the checkpoint at seq %d (sha256 %s)", self.state.applied, seq,
+                    loaded.applied, digest[:12])
+        self.state.take(loaded)
+        self.state.checkpoints[loaded.applied] = digest
+        if self.archive is not None:
+            self.archive.reset(loaded.applied)
+        self._progressed.set()
+        return True
+
+    def _apply(self, records, rows) -> None:
+        """Apply records in order (``rows``: the same, as stored: the archive's); at a
+        checkpoint's seq, save the state as it is then."""
+        if self.archive is not None:
+            self.archive.add(rows)
         cp = self.checkpoints
         if cp is None or not records or not cp.due(records[0].seq, records[-1].seq):
             self.state.apply_all(records)

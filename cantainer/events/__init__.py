@@ -34,6 +34,7 @@ from cantainer.events.catalogue import (
     NodeSuspected,
     ServiceCreated,
     ServiceRemoved,
+    SegmentArchived,
     ServiceScaled,
 )
 from cantainer.events.codec import (
@@ -47,15 +48,18 @@ from cantainer.events.codec import (
     from_data,
     new_event_id,
     pack_rows,
+    decode_rows,
+    row_of,
     to_data,
     unpack_records,
+    unpack_rows,
 )
 from cantainer.events.validate import parse_cidr
 
 __all__ = [
     "CATALOGUE", "CheckpointTaken", "MAX_PAYLOAD", "ClusterCreated", "ContainerCreated", "ContainerExited", "ContainerRemoved",
     "ContainerStarted", "ContainerStartRequested", "ContainerStopRequested", "Event", "ImageDeleted", "ImageStored", "NetworkCreated", "NetworkRemoved",
-    "NodeDown", "NodeJoined", "NodeLeft", "NodeRecovered", "NodeSuspected", "Recorded", "ServiceCreated", "ServiceRemoved", "ServiceScaled", "UnknownEvent",
+    "NodeDown", "NodeJoined", "NodeLeft", "NodeRecovered", "NodeSuspected", "Recorded", "SegmentArchived", "ServiceCreated", "ServiceRemoved", "ServiceScaled", "UnknownEvent",
     "decode", "decode_fields", "encode", "from_data", "new_event_id", "parse_cidr", "to_data",
-    "BadStream", "pack_rows", "unpack_records",
+    "BadStream", "pack_rows", "decode_rows", "row_of", "unpack_records", "unpack_rows",
 ]

@@ -214,6 +214,17 @@ class CheckpointTaken(Event):
     digest: str = attrs.field(validator=v.hex64)
 
 
+@attrs.frozen
+class SegmentArchived(Event):
+    """The records ``first``..``last``, as the log stores them (``codec.pack_rows``), have
+    this SHA-256: a host checks an archive segment against it, its own or one fetched
+    from a peer, before it serves a record from it (``daemon/archive.py``)."""
+
+    first: int = attrs.field(validator=v.in_range(1, 1 << 62))
+    last: int = attrs.field(validator=v.in_range(1, 1 << 62))
+    digest: str = attrs.field(validator=v.hex64)
+
+
 # -- images ---------------------------------------------------------------------
 
 
@@ -291,5 +302,5 @@ CATALOGUE: dict[str, type[Event]] = {
                 NodeDown, NetworkCreated, NetworkRemoved,
                 ContainerCreated, ContainerStarted, ContainerStopRequested,
                 ContainerStartRequested, ContainerExited, ContainerRemoved,
-                CheckpointTaken, ImageStored, ImageDeleted, ServiceCreated, ServiceScaled, ServiceRemoved)
+                CheckpointTaken, SegmentArchived, ImageStored, ImageDeleted, ServiceCreated, ServiceScaled, ServiceRemoved)
 }

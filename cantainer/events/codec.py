@@ -155,9 +155,9 @@ def rows_from_json(rows: list) -> list[list]:
     return rows
 
 
-def unpack_records(data: bytes):
-    """The records of a record stream, each payload decoded (``decode``: never raises);
-    ``BadStream`` at anything else, a stream cut short included."""
+def unpack_rows(data: bytes):
+    """The rows of a record stream, as stored (payloads not decoded); ``BadStream`` at
+    anything else, a stream cut short included."""
     unpacker = msgpack.Unpacker(raw=False, use_list=False, max_buffer_size=len(data) + 1)
     unpacker.feed(data)
     end = 0  # where the last whole record ends
@@ -171,13 +171,31 @@ def unpack_records(data: bytes):
             if type(seq) is not int or type(rid) is not str or type(typ) is not str \
                     or type(node) is not str or type(when) is not float:
                 raise BadStream(f"a record is {shown(row)}")
-            yield Recorded(seq, rid, typ, version, node, when, decode(typ, version, payload))
+            yield row
     except BadStream:
         raise
     except (msgpack.UnpackException, ValueError) as exc:
         raise BadStream(f"not a record stream: {exc}") from None
     if end != len(data):
         raise BadStream(f"the stream ends inside a record (at byte {end})")
+
+
+def unpack_records(data: bytes):
+    """The records of a record stream, each payload decoded (``decode``: never raises)."""
+    for seq, rid, typ, version, node, when, payload in unpack_rows(data):
+        yield Recorded(seq, rid, typ, version, node, when, decode(typ, version, payload))
+
+
+def decode_rows(rows) -> list[Recorded]:
+    """Rows as the log stores them, each payload decoded."""
+    return [Recorded(seq, rid, typ, ver, node, t, decode(typ, ver, payload))
+            for seq, rid, typ, ver, node, t, payload in rows]
+
+
+def row_of(rec: Recorded) -> list:
+    """A record this host has just appended, as the log stores it (its payload is what
+    ``encode`` made of the event)."""
+    return [rec.seq, rec.id, rec.type, rec.version, rec.node, rec.time, encode(rec.event)]
 
 
 def event_class(type_name: str) -> type[Event]:

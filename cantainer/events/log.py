@@ -34,7 +34,8 @@ from dqliteclient import (
 
 from cantainer.errors import InvalidEvent, LogUnavailable
 from cantainer.events.catalogue import Event
-from cantainer.events.codec import Recorded, decode, encode, new_event_id, rows_from_json
+from cantainer.events.codec import (Recorded, decode_rows, encode, new_event_id,
+                                    rows_from_json)
 from cantainer.events.validate import event_id
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ SECRETS = """CREATE TABLE IF NOT EXISTS secrets (
 # only in part, or an abort in vfsDatabaseTruncate (canonical/dqlite#163; LXD sets
 # the same band-aid).  Each session gets a cache no batch the API takes comes near.
 PAGE_CACHE = "PRAGMA cache_size = -65536"  # KiB: 64 MiB, allocated only as used
+
+COMPACT_CHUNK = 5000  # records removed per transaction when the log is compacted
 
 # SQLite result codes that mean "try again, maybe elsewhere": BUSY and dqlite's
 # IOERR_NOT_LEADER / IOERR_LEADERSHIP_LOST family (primary code 10).
@@ -212,9 +215,7 @@ class EventLog:
     async def read(self, after: int = 0, limit: int = 1000,
                    types: Sequence[str] | None = None) -> list[Recorded]:
         """Up to ``limit`` events with seq > ``after`` (of ``types`` only, if given)."""
-        return [Recorded(seq, rid, typ, ver, node, t, decode(typ, ver, payload))
-                for seq, rid, typ, ver, node, t, payload
-                in await self.read_rows(after, limit, types)]
+        return decode_rows(await self.read_rows(after, limit, types))
 
     async def read_rows(self, after: int = 0, limit: int = 1000,
                         types: Sequence[str] | None = None) -> list[list]:
@@ -246,6 +247,34 @@ class EventLog:
             return await conn.fetchval("SELECT value FROM secrets WHERE name = ?", [name])
 
         return await self._retrying("write a secret", write)
+
+    async def first(self) -> int:
+        """The seq of the oldest record the database still holds (0: none); older ones
+        are archived (``daemon/archive.py``)."""
+
+        async def query(conn: DqliteConnection) -> int:
+            return await conn.fetchval("SELECT coalesce(min(seq), 0) FROM events")
+
+        return await self._retrying("first", query)
+
+    async def compact(self, upto: int, chunk: int = COMPACT_CHUNK) -> int:
+        """Remove the records up to seq ``upto`` from the database, ``chunk`` a
+        transaction (a Raft entry each); how many went.  Only for records every host
+        can have from elsewhere: archive segments and a checkpoint at ``upto``, vouched
+        for by records after it, which stay (so the next seq is still head + 1)."""
+        removed = 0
+
+        async def write(conn: DqliteConnection) -> int:
+            oldest = await conn.fetchval("SELECT coalesce(min(seq), 0) FROM events")
+            if not oldest or oldest > upto:
+                return 0
+            _, n = await conn.execute("DELETE FROM events WHERE seq <= ?",
+                                      [min(upto, oldest + chunk - 1)])
+            return n
+
+        while n := await self._retrying("compact", write):
+            removed += n
+        return removed
 
     async def head(self) -> int:
         """The seq of the last event, 0 for an empty log."""

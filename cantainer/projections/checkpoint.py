@@ -26,7 +26,7 @@ from cantainer.projections.membership import Node
 from cantainer.projections.services import Service
 from cantainer.projections.state import ClusterState
 
-FORMAT = 1
+FORMAT = 2  # 2: the archive's segments and their digests
 
 
 class BadCheckpoint(ValueError):
@@ -70,6 +70,7 @@ def dump(state: ClusterState) -> bytes:
         [[cid, name, replica] for cid, (name, replica) in svc.replica_of.items()],
         [[image, [[host, h.digest, h.size, h.kind, h.seq] for host, h in hosts.items()]]
          for image, hosts in img.held.items()],
+        [[last, first, d] for last, (first, d) in state.segments.items()],
     ]
     return msgpack.packb(data, use_bin_type=True)
 
@@ -78,7 +79,7 @@ def load(blob: bytes) -> ClusterState:
     try:
         data = msgpack.unpackb(blob, raw=False, strict_map_key=False)
         (fmt, applied, nodes, left, networks, containers, published, created, default,
-         service_names, mesh, services, replica_of, held) = data
+         service_names, mesh, services, replica_of, held, segments) = data
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise BadCheckpoint(f"not a checkpoint: {exc}") from None
     if fmt != FORMAT:
@@ -113,6 +114,7 @@ def load(blob: bytes) -> ClusterState:
         for image, hosts in held:
             img.held[image] = {host: Held(d, size, kind, seq)
                                for host, d, size, kind, seq in hosts}
+        state.segments = {last: (first, d) for last, first, d in segments}
     except (ValueError, TypeError, KeyError) as exc:
         raise BadCheckpoint(f"a part of the checkpoint is not what it should be: {exc}") \
             from None

@@ -23,7 +23,7 @@ from cantainer.projections.ipam import Ipam
 from cantainer.projections.membership import Membership
 from cantainer.projections.services import Services
 
-KEEP_DIGESTS = 8  # the newest CheckpointTaken digests kept
+KEEP_DIGESTS = 1024  # the newest CheckpointTaken digests kept (compaction looks back)
 
 
 class ClusterState:
@@ -36,6 +36,9 @@ class ClusterState:
         # seq -> the digest CheckpointTaken recorded for the state at it (the newest few;
         # no projection's: a checkpoint does not hold them)
         self.checkpoints: dict[int, str] = {}
+        # last seq -> (first seq, digest): every archive segment SegmentArchived vouched
+        # for (a checkpoint holds them: a host started from one can check any segment)
+        self.segments: dict[int, tuple[int, str]] = {}
 
     def apply(self, rec: Recorded) -> None:
         """Apply one record in seq order (one at or below ``applied`` changes nothing);
@@ -58,12 +61,15 @@ class ClusterState:
             self.checkpoints[rec.event.seq] = rec.event.digest
             while len(self.checkpoints) > KEEP_DIGESTS:
                 del self.checkpoints[min(self.checkpoints)]
+        elif rec.type == "SegmentArchived" and not isinstance(rec.event, UnknownEvent):
+            self.segments.setdefault(rec.event.last, (rec.event.first, rec.event.digest))
 
     def take(self, other: ClusterState) -> None:
         """Become ``other`` (a loaded checkpoint), in place: whoever holds this object
         (the API's handle, the name server) sees the new state."""
         self.members, self.ipam, self.services, self.images = (
             other.members, other.ipam, other.services, other.images)
+        self.segments = other.segments
         self.applied = other.applied
 
     def apply_all(self, records) -> None:

@@ -77,6 +77,9 @@ BY_TYPE = {
                              max_size=2).map(tuple)),
     ev.CheckpointTaken: st.builds(ev.CheckpointTaken, seq=st.integers(1, 1 << 40),
                                   digest=st.from_regex(r"\A[0-9a-f]{64}\Z")),
+    ev.SegmentArchived: st.builds(lambda first, n, digest: ev.SegmentArchived(
+        first=first, last=first + n, digest=digest), st.integers(1, 1 << 40),
+        st.integers(0, 10_000), st.from_regex(r"\A[0-9a-f]{64}\Z")),
     ev.ImageStored: st.builds(ev.ImageStored, host=names,
                               image=st.sampled_from(["alpine:3.20", "app:1"]),
                               digest=st.from_regex(r"\A[0-9a-f]{64}\Z"),

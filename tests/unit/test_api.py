@@ -61,6 +61,9 @@ class FakeHandle:
     async def head(self):
         return len(self.records)
 
+    async def first(self):
+        return 1 if self.records else 0
+
     async def wait_applied(self, seq=None):
         pass
 

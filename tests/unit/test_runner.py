@@ -9,7 +9,7 @@ import pytest
 from cantainer.actors.base import ActorContext, Desired, KernelActor, Reconcile, Vanished
 from cantainer.daemon import runner as runner_module
 from cantainer.daemon.runner import Runner
-from cantainer.events import NetworkCreated, NodeJoined, NodeLeft, Recorded
+from cantainer.events import NetworkCreated, NodeJoined, NodeLeft, Recorded, row_of
 from cantainer.projections.state import ClusterState
 
 
@@ -26,9 +26,9 @@ class MemoryLog:
         seq = len(self.records) + 1
         self.records.append(Recorded(seq, f"id{seq}", event.type_name(), 1, "t", 0.0, event))
 
-    async def read(self, after=0, limit=1000, types=None):
+    async def read_rows(self, after=0, limit=1000, types=None):
         self.reads += 1
-        return [r for r in self.records if r.seq > after][:limit]
+        return [row_of(r) for r in self.records if r.seq > after][:limit]
 
 
 def members(state, host):
@@ -266,3 +266,69 @@ def test_a_burst_of_removals_costs_one_full_comparison():
         assert Counting.full == [1, 1, 1]
     finally:
         ref.stop()
+
+
+class Compacted(MemoryLog):
+    """A log whose records up to ``upto`` are archived: the database holds the rest."""
+
+    def __init__(self, events, upto):
+        super().__init__(events)
+        self.upto = upto
+
+    async def read_rows(self, after=0, limit=1000, types=None):
+        return [row for row in await super().read_rows(after, limit) if row[0] > self.upto]
+
+
+class AtCheckpoint:
+    """``Checkpoints.newest`` that has the state at one seq, or none (an error)."""
+
+    every = 0
+
+    def __init__(self, state=None):
+        self.state, self.asked = state, []
+
+    async def newest(self, reader, seq):
+        self.asked.append(seq)
+        if self.state is None:
+            raise runner_module.Unavailable("no member has it")
+        return self.state, "ab" * 32
+
+    def due(self, first, last):
+        return False
+
+
+def test_a_state_behind_the_archived_records_starts_from_the_checkpoint_they_follow():
+    events = [joined("h1", 1), joined("h2", 2), NodeLeft(name="h2"), joined("h3", 3)]
+    at_3 = ClusterState()
+    at_3.apply_all(MemoryLog(events[:3]).records)
+    checkpoint = AtCheckpoint(at_3)
+
+    async def go():
+        r = start(Compacted(events, upto=3), (), checkpoints=checkpoint)
+        try:
+            await r.wait_applied(4)
+            return r.state
+        finally:
+            await r.stop()
+
+    state = run(go())
+    assert checkpoint.asked == [3]
+    assert sorted(state.members.live()) == ["h1", "h3"], "the checkpoint, then seq 4"
+
+
+def test_with_no_checkpoint_to_be_had_nothing_past_the_gap_is_applied(caplog):
+    events = [joined("h1", 1), joined("h2", 2), joined("h3", 3)]
+    checkpoint = AtCheckpoint()
+
+    async def go():
+        r = start(Compacted(events, upto=2), (), checkpoints=checkpoint)
+        try:
+            await asyncio.sleep(0.3)
+            return r.state.applied
+        finally:
+            await r.stop()
+
+    assert run(go()) == 0, "seq 3 is never applied to a state without seqs 1 and 2"
+    assert checkpoint.asked == [2]
+    assert "the records after seq 0 up to 2 are archived, and no checkpoint from there on " \
+           "can be had: no member has it" in caplog.text

@@ -1,0 +1,90 @@
+"""Asking a member for bytes over its peer port: image archives, archive segments,
+checkpoints.
+
+The peer port speaks TLS; the member must answer with the certificate the log
+records for it (``trust/tls.py: peer_fingerprint``).  The request is one JSON line;
+the answer is lines of ``{"data": BASE64}``, then ``{"end": true}``, or
+``{"error": ...}`` (``api/server.py``).  ``stream`` hands each chunk to ``sink``
+and stops at ``most`` bytes; the caller checks what it got against the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+
+from cantainer.config import peer_port
+from cantainer.errors import CantainerError, Unavailable
+from cantainer.trust.tls import peer_fingerprint
+
+CONNECT_TIMEOUT = 3.0
+READ_TIMEOUT = 30.0  # seconds without a line from the member
+MAX_LINE = 1 << 20
+
+
+async def stream(h, host: str, request: dict, most: int, sink, *,
+                 address: tuple[str, int] | None = None) -> int:
+    """Ask live member ``host`` for ``request`` (or, with ``address``, whoever answers
+    there with a certificate of the cluster's CA); each chunk to ``sink``; the size."""
+    fingerprint = None
+    if address is None:
+        address = h.peer(host)
+        owner = h.state.members.live().get(host)
+        if address is None or owner is None:
+            raise Unavailable(f"{host} is no member")
+        fingerprint = owner.fingerprint
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(
+        *address, limit=MAX_LINE, ssl=h.peer_tls, server_hostname=None), CONNECT_TIMEOUT)
+    try:
+        if fingerprint is not None and \
+                peer_fingerprint(writer.get_extra_info("ssl_object")) != fingerprint:
+            raise Unavailable("it answers with a certificate that is not its member's")
+        writer.write(json.dumps(request).encode() + b"\n")
+        size = 0
+        while True:
+            line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT)
+            if not line:
+                raise Unavailable("it ended the transfer early")
+            msg = json.loads(line)
+            if "error" in msg:
+                raise Unavailable(msg["error"])
+            if msg.get("end"):
+                return size
+            chunk = base64.b64decode(msg["data"])
+            size += len(chunk)
+            if size > most:
+                raise Unavailable(f"it sent more than the {most} bytes asked for")
+            sink(chunk)
+    finally:
+        writer.close()
+
+
+async def fetch(h, request: dict, digest: str, most: int) -> bytes:
+    """``request``'s bytes from the first member (but this host) whose answer has
+    SHA-256 ``digest``; ``Unavailable`` when none gives them.  The members are the
+    live ones this host's state names; a state that names none yet (a host starting
+    from a member's checkpoint) asks the Raft members, whose answers the digest, which
+    the log gave, checks all the same."""
+    asked = [(host, None) for host in sorted(h.state.members.live()) if host != h.node]
+    if not asked:
+        raft = await h.raft()
+        for member in raft["members"]:
+            if member["address"] != raft["address"]:
+                host, _, port = member["address"].rpartition(":")
+                asked.append((member["address"], (host, peer_port(int(port)))))
+    reasons = []
+    for host, address in asked:
+        parts: list[bytes] = []
+        try:
+            await stream(h, host, request, most, parts.append, address=address)
+        except (OSError, TimeoutError, ValueError, CantainerError) as exc:
+            reasons.append(f"{host}: {exc}")
+            continue
+        blob = b"".join(parts)
+        if hashlib.sha256(blob).hexdigest() != digest:
+            reasons.append(f"{host}: what it sent is not of the log's sha256 {digest[:12]}")
+            continue
+        return blob
+    raise Unavailable("; ".join(reasons) or "no other member")
