@@ -40,6 +40,7 @@ class DaemonHandle:
         self.follower = None  # daemon/images.py: ImageFollower, set by the daemon
         self.metrics = None  # daemon/metrics.py: Metrics, set by the daemon
         self.archive = runner.archive  # daemon/archive.py
+        self._first = 0  # the database's oldest seq, as last seen (it only grows)
         self.checkpoints = runner.checkpoints  # daemon/checkpoints.py
 
     async def append(self, events: Sequence[Event], ids: Sequence[str]) -> list[int]:
@@ -68,20 +69,24 @@ class DaemonHandle:
     async def read_rows(self, after: int, limit: int,
                         types: Sequence[str] | None = None) -> list[list]:
         """The log's rows after ``after``: archived ones from the archive (this host's
-        segments, or a member's), the rest from the database."""
+        segments, or a member's), the rest from the database.  The database's oldest
+        seq is asked for only when a read does not begin right after ``after``: the
+        log has no gaps but compaction's."""
         while True:
-            first = await self._reader.first()
-            if first > after + 1:
-                await self._runner.wait_applied(first)  # its SegmentArchived records
-                rows = await self.archive.read(self.state.segments, after, first - 1,
+            if self._first > after + 1:
+                await self.wait_applied()  # the SegmentArchived records up to the head
+                rows = await self.archive.read(self.state.segments, after, self._first - 1,
                                                limit, types)
                 if rows:
                     return rows
-                after = first - 1
+                after = self._first - 1
             rows = await self._reader.read_rows(after=after, limit=limit, types=types)
-            if (not rows or rows[0][0] > after + 1) and await self._reader.first() > after + 1:
-                continue  # compacted meanwhile: those are in the archive now
-            return rows
+            if rows and rows[0][0] == after + 1:
+                return rows
+            first = await self._reader.first()
+            if first <= after + 1:
+                return rows  # only other types in between, or nothing yet
+            self._first = first  # compacted past ``after``: those are in the archive
 
     async def first(self) -> int:
         return await self._reader.first()

@@ -20,6 +20,7 @@ from cantainer.config import (DEFAULT_DATA_DIR, DEFAULT_NETWORK_CIDR, DEFAULT_PO
 from cantainer.daemon import credentials
 from cantainer.daemon.daemon import Daemon, data_dir_lock
 from cantainer.daemon.lease import MIN_RESCHEDULE
+from cantainer.kernel.syscalls import bound_malloc
 from cantainer.errors import CantainerError, ConfigError, InvalidEvent
 from cantainer.events.validate import NAME_RE, parse_cidr
 from cantainer.kernel.net import default_address
@@ -31,10 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     # request; Python's default 5 ms GIL switch interval would add up to 5 ms
     # to each hand-off.
     sys.setswitchinterval(0.001)
+    bounded = bound_malloc()  # before any thread: kernel/syscalls.py says why
     try:
         config, level = parse(argv)
         logging.basicConfig(level=level.upper(),
                             format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        if not bounded:
+            logging.getLogger("cantainerd").warning(
+                "the C library did not take mallopt: memory freed may stay in its arenas")
         if level != "debug":  # our own messages say what its retries were about
             logging.getLogger("dqliteclient").setLevel(logging.ERROR)
         lock = data_dir_lock(config.data_dir)
@@ -89,7 +94,7 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
     parser.add_argument("--retain", type=int, default=None, metavar="RECORDS",
                         help="records the log's database keeps behind its head; older "
                              "ones move to the archive, on every host's disk (default: "
-                             "100000, 0 with --checkpoint-every 0; 0: keep every one)")
+                             "20000, 0 with --checkpoint-every 0; 0: keep every one)")
     parser.add_argument("--metrics", default=None, metavar="HOST:PORT|none",
                         help="serve Prometheus metrics there (default: 127.0.0.1 at the "
                              "--address port + 3; none: not at all)")

@@ -27,12 +27,13 @@ CONNECT_FUNC = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p,
 
 # Raft snapshots: libdqlite keeps every Raft entry since the last snapshot, plus
 # ``trailing`` before it, in memory (and on disk); each entry is one transaction's
-# pages.  Its defaults (a snapshot every 1024 entries, 8192 kept) held 160 batches of
-# a thousand events, 206 MiB, at 100 000 events: most of a daemon's RSS.  A snapshot
-# copies the database, which archiving keeps small; a follower further behind than
-# ``trailing`` entries is sent the snapshot instead.
-SNAPSHOT_THRESHOLD = 64
-SNAPSHOT_TRAILING = 64  # libdqlite's least: no fewer than the threshold
+# pages, 0.18 MB for a batch of a thousand events.  Its defaults (a snapshot every
+# 1024 entries, 8192 kept) held every batch of 100 000 events: 335 MiB of RSS.  At
+# 1 M events (``bench.restart``, --retain 20000) 64/64 left 94 MiB, 16/16 82 MiB.
+# A snapshot copies the database, which compaction keeps to the retention window (a
+# few MB); a follower further behind than ``trailing`` entries is sent the snapshot.
+SNAPSHOT_THRESHOLD = 16
+SNAPSHOT_TRAILING = 16  # libdqlite's rule: no fewer than the threshold
 
 _LIBRARY = "libdqlite.so.0"
 _lib: ctypes.CDLL | None = None
