@@ -147,7 +147,8 @@ def cmd_status(args) -> int:
     print(f"node     {status['node']} ({status['address']}, id {status['node_id']})")
     print(f"leader   {status['leader'] or '(none: election in progress)'}")
     print(f"head     {status['head']}   applied here {status['applied']}"
-          + (f"   archived up to {status['first'] - 1}" if status["first"] > 1 else ""))
+          + (f"   archived up to {status['first'] - 1}" if status.get("first", 0) > 1
+             else ""))
     return _show(status["members"], False, [
         ("NAME", 16, lambda m: m["name"] or "?"), ("ADDRESS", 22, lambda m: m["address"]),
         ("ROLE", 8, lambda m: m["role"] + ("*" if m["leader"] else "")),

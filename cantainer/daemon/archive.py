@@ -31,7 +31,7 @@ import os
 import msgpack
 
 from cantainer.errors import Unavailable
-from cantainer.events import BadStream, unpack_rows
+from cantainer.events import BadStream, pack_rows, unpack_rows
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,52 @@ class Archive:
                 self._buf = bytearray()
 
     def _save(self, first: int, last: int, blob: bytes) -> None:
-        d = hashlib.sha256(blob).hexdigest()
-        self.mine[last] = (first, d)
+        """Written off the loop; its digest offered to the leader only once on disk."""
+        loop = asyncio.get_running_loop()
+
+        def write() -> None:
+            try:
+                self._write(first, last, blob)
+            except OSError as exc:
+                log.error("archive segment %d-%d not written: %s", first, last, exc.strerror)
+                return
+            loop.call_soon_threadsafe(self._written, first, last,
+                                      hashlib.sha256(blob).hexdigest())
+        loop.run_in_executor(None, write)
+
+    def _written(self, first: int, last: int, digest: str) -> None:
+        self.mine[last] = (first, digest)
         for old in sorted(self.mine)[:-KEEP_UNVOUCHED]:
             del self.mine[old]
-        asyncio.get_running_loop().run_in_executor(None, self._write, first, last, blob)
+
+    async def ensure(self, rows_of, vouched: dict[int, tuple[int, str]],
+                     segments: list[tuple[int, int]]) -> list[tuple[int, int, str]]:
+        """Before the database lets go of them: this host holds each of ``segments``
+        ((first, last) pairs), rebuilding those it lacks from the database
+        (``rows_of(first, last)``).  A rebuilt segment of another digest than the
+        log's is an error; the ones the log has not vouched for yet are returned
+        ((first, last, digest): the leader appends them)."""
+        unvouched = []
+        for first, last in segments:
+            path = self.path(first, last)
+            digest = vouched.get(last, (None, None))[1]
+            try:
+                with open(path, "rb") as f:
+                    if digest is not None and \
+                            hashlib.sha256(await asyncio.to_thread(f.read)).hexdigest() == digest:
+                        continue
+            except FileNotFoundError:
+                pass
+            blob = pack_rows(await rows_of(first, last))
+            made = hashlib.sha256(blob).hexdigest()
+            if digest is not None and made != digest:
+                raise Unavailable(f"archive segment {first}-{last}: the database's records "
+                                  f"have sha256 {made[:12]}, not the log's {digest[:12]}")
+            await asyncio.to_thread(self._write, first, last, blob)
+            log.info("archive segment %d-%d: made from the database", first, last)
+            if digest is None:
+                unvouched.append((first, last, made))
+        return unvouched
 
     def _write(self, first: int, last: int, blob: bytes) -> None:
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
@@ -157,8 +198,14 @@ class Archive:
             except (Unavailable, BadStream) as exc:
                 reason = str(exc)
             else:
-                await asyncio.to_thread(self._write, first, last, blob)
-                log.info("archive segment %d-%d: fetched (%d bytes)", first, last, len(blob))
+                try:
+                    await asyncio.to_thread(self._write, first, last, blob)
+                except OSError as exc:  # served all the same; fetched again next time
+                    log.warning("archive segment %d-%d: fetched but not kept: %s", first,
+                                last, exc.strerror)
+                else:
+                    log.info("archive segment %d-%d: fetched (%d bytes)", first, last,
+                             len(blob))
                 return rows
         raise Unavailable(f"seqs {first}-{last} are archived, and neither this host nor a "
                           f"member has their segment: {reason}")

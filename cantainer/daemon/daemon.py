@@ -259,6 +259,8 @@ class Daemon:
                        asyncio.create_task(self._judge_liveness())]
 
     async def _stop_loops(self) -> None:
+        if self._compacting is not None:
+            self._loops.append(self._compacting)
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -371,8 +373,10 @@ class Daemon:
 
     async def _compact(self) -> None:
         """Remove from the database the records up to the newest checkpoint at least
-        ``--retain`` records behind the head, once the log vouches for it and for every
-        archive segment before it (daemon/archive.py)."""
+        ``--retain`` records behind the head whose digest the log holds, once this host
+        holds an archive segment the log vouches for of every one of them
+        (daemon/archive.py: those it lacks it makes from the database first, and has
+        the log vouch for them)."""
         state, every = self.runner.state, self.config.checkpoint_every
         upto = max((seq for seq in state.checkpoints
                     if seq <= state.applied - self.config.retain), default=0)
@@ -382,19 +386,31 @@ class Daemon:
             first = await self.log.first()
             if not first or first > upto:
                 return
-            unvouched = [last for last in range((first - 1) // every * every + every,
-                                                upto + 1, every)
-                         if last not in state.segments]
-            if unvouched:
-                log.info("log not compacted up to seq %d: no digest in the log yet for "
-                         "the archive segment ending at seq %d", upto, unvouched[0])
+            unvouched = await self.runner.archive.ensure(
+                self._rows_of, state.segments, cover(state.segments, first, upto, every))
+            if unvouched:  # compacted at a later look, once the log vouches for them
+                for f, last, digest in unvouched:
+                    self._append_soon(SegmentArchived(first=f, last=last, digest=digest),
+                                      f"SegmentArchived-{last}")
                 return
             started = time.monotonic()
             removed = await self.log.compact(upto)
             log.info("log compacted: %d records up to seq %d moved to the archive "
                      "(%.2f s)", removed, upto, time.monotonic() - started)
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:  # compacted at the next look
             log.warning("log compaction up to seq %d: %s", upto, exc)
+
+    async def _rows_of(self, first: int, last: int) -> list:
+        """The database's rows ``first``..``last``."""
+        rows: list = []
+        while True:
+            batch = await self.log.read_rows(after=rows[-1][0] if rows else first - 1,
+                                             limit=1000)
+            rows += [row for row in batch if row[0] <= last]
+            if len(batch) < 1000 or batch[-1][0] >= last:
+                return rows
 
     async def _look_after_roles(self) -> None:
         while True:
@@ -410,6 +426,22 @@ class Daemon:
                  if time.monotonic() - heard < ONLINE_WITHIN}
         return {n.dqlite_address for n in self.runner.state.members.live().values()
                 if n.name in fresh}
+
+
+def cover(vouched: dict[int, tuple[int, str]], first: int, upto: int,
+          every: int) -> list[tuple[int, int]]:
+    """The archive segments, (first, last), that hold seqs ``first``..``upto``: those
+    the log vouches for, and where it vouches for none, segments of ``every`` seqs."""
+    holding = sorted((f, last) for last, (f, _) in vouched.items() if last >= first)
+    out, pos = [], first
+    while pos <= upto:
+        seg = next(((f, last) for f, last in holding if f <= pos <= last), None)
+        if seg is None:
+            later = [f for f, _ in holding if f > pos]
+            seg = (pos, min([(pos - 1) // every * every + every] + [f - 1 for f in later]))
+        out.append(seg)
+        pos = seg[1] + 1
+    return out
 
 
 async def _call(step) -> None:

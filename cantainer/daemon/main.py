@@ -140,11 +140,11 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
         raise ConfigError("--checkpoint-every must be 0 (never) or 100..10000000 records")
     if args.retain is None:
         args.retain = RETAIN if args.checkpoint_every else 0
+    if args.retain != 0 and not args.checkpoint_every:
+        raise ConfigError("--retain needs checkpoints: with --checkpoint-every 0 it must be 0")
     if args.retain != 0 and not args.checkpoint_every <= args.retain <= 1 << 40:
         raise ConfigError(f"--retain must be 0 (keep every record) or at least "
-                          f"--checkpoint-every ({args.checkpoint_every}) records"
-                          if args.checkpoint_every else
-                          "--retain needs checkpoints: with --checkpoint-every 0 it must be 0")
+                          f"--checkpoint-every ({args.checkpoint_every}) records")
     if not MIN_RESCHEDULE <= args.reschedule_after <= 3600:
         raise ConfigError(f"--reschedule-after must be {MIN_RESCHEDULE:g}..3600 seconds (a "
                           "cut-off host's replicas must end before they move)")

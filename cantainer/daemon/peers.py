@@ -69,7 +69,11 @@ async def fetch(h, request: dict, digest: str, most: int) -> bytes:
     the log gave, checks all the same."""
     asked = [(host, None) for host in sorted(h.state.members.live()) if host != h.node]
     if not asked:
-        raft = await h.raft()
+        try:
+            raft = await h.raft()
+        except Exception as exc:  # noqa: BLE001 -- dqlite's client raises its own
+            raise Unavailable(f"no member to ask: the Raft members are unknown ({exc})") \
+                from None
         for member in raft["members"]:
             if member["address"] != raft["address"]:
                 host, _, port = member["address"].rpartition(":")
@@ -79,7 +83,8 @@ async def fetch(h, request: dict, digest: str, most: int) -> bytes:
         parts: list[bytes] = []
         try:
             await stream(h, host, request, most, parts.append, address=address)
-        except (OSError, TimeoutError, ValueError, CantainerError) as exc:
+        except (OSError, TimeoutError, ValueError, KeyError, TypeError,
+                CantainerError) as exc:
             reasons.append(f"{host}: {exc}")
             continue
         blob = b"".join(parts)

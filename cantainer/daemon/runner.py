@@ -199,9 +199,10 @@ class Runner:
             if self.checkpoints is None:
                 raise Unavailable("this host keeps no checkpoints")
             loaded, digest = await self.checkpoints.newest(self.log, seq)
-        except CantainerError as exc:
+        except Exception as exc:  # noqa: BLE001 -- never let the tailer die of it
             log.error("tailer: the records after seq %d up to %d are archived, and no "
-                      "checkpoint from there on can be had: %s", self.state.applied, seq, exc)
+                      "checkpoint from there on can be had: %s", self.state.applied, seq,
+                      exc if isinstance(exc, CantainerError) else f"{type(exc).__name__}: {exc}")
             return False
         log.warning("tailer: the records after seq %d up to %d are archived: starting "
                     "from the checkpoint at seq %d (sha256 %s)", self.state.applied, seq,

@@ -82,6 +82,22 @@ def test_compaction_loses_nothing_and_late_hosts_start_from_a_members_checkpoint
         assert lab.cli(4, "network", "ls").stdout == lab.cli(1, "network", "ls").stdout
         assert lab.cli(4, "replay", "--until", "150", "--json").stdout == before_replay
 
+        # The leader lacks segments the next compaction needs: it makes them from the
+        # database first (and so never lets go of records no segment holds).
+        head = status(lab, 1)["head"]
+        lacking = [name for name in os.listdir(os.path.join(lab.host(1).data_dir, "archive"))
+                   if int(name.split("-")[0]) >= status(lab, 1)["first"]]
+        assert lacking, "control: segments not yet compacted"
+        for name in lacking:
+            os.unlink(os.path.join(lab.host(1).data_dir, "archive", name))
+        since = lab.log_size(1)
+        churn(lab, tmp_path, "d", 500)
+        wait_for(lambda: status(lab, 1)["first"] > head, timeout=30)
+        assert "made from the database" in lab.log(1, since)
+        assert set(lacking) <= set(os.listdir(os.path.join(lab.host(1).data_dir, "archive")))
+        assert [json.loads(e)["seq"] for e in events(lab, 2)] == \
+            list(range(1, status(lab, 1)["head"] + 1))
+
         # A segment no host has: a one-line error naming its seqs, and nothing else said.
         for n in (1, 2, 3, 4):
             os.unlink(os.path.join(lab.host(n).data_dir, "archive", "101-200"))

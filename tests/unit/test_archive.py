@@ -20,12 +20,17 @@ def rows(first, last):
 def written(tmp_path, every, *batches, start=0):
     """The archive after ``batches`` of rows were applied, and its vouched segments."""
     archive = Archive(str(tmp_path), every)
+    last = max(row[0] for batch in batches for row in batch)
+    whole = len(range((start + every - 1) // every * every + every, last + 1, every))
 
     async def go():
         archive.reset(start)
         for batch in batches:
             archive.add(batch)
-        await asyncio.sleep(0.1)  # the writes, off the loop
+        for _ in range(500):  # the writes, off the loop: offered once on disk
+            if len(archive.mine) >= whole:
+                break
+            await asyncio.sleep(0.01)
     asyncio.run(go())
     vouched = dict(archive.mine)
     return archive, vouched
@@ -87,3 +92,31 @@ def test_a_segment_no_one_has_is_an_error_that_names_the_seqs(tmp_path):
         asyncio.run(archive.read(vouched, 100, 200, 1000))
     with pytest.raises(Unavailable, match="seq 201 is archived, but the log vouches for no"):
         asyncio.run(archive.read(vouched, 200, 300, 1000))
+
+
+def test_before_compaction_the_leader_makes_what_it_lacks_from_the_database(tmp_path):
+    archive, vouched = written(tmp_path, 100, rows(1, 200))
+    os.unlink(archive.path(1, 100))
+
+    async def rows_of(first, last):
+        return rows(first, last)
+    segments = [(1, 100), (101, 200), (201, 300)]
+    unvouched = asyncio.run(archive.ensure(rows_of, vouched, segments))
+    assert open(archive.path(1, 100), "rb").read() == pack_rows(rows(1, 100)), "made again"
+    made = pack_rows(rows(201, 300))
+    assert unvouched == [(201, 300, hashlib.sha256(made).hexdigest())], "for the log"
+
+    async def other_rows(first, last):
+        return rows(first, last)[:-1]
+    os.unlink(archive.path(1, 100))
+    with pytest.raises(Unavailable, match="archive segment 1-100: the database's records "
+                                          "have sha256 .* not the log's"):
+        asyncio.run(archive.ensure(other_rows, vouched, segments))
+
+
+def test_the_segments_that_cover_a_compaction_follow_the_log_then_the_grid():
+    from cantainer.daemon.daemon import cover
+    vouched = {100: (1, "a"), 250: (151, "b")}
+    assert cover(vouched, 1, 400, 100) == [(1, 100), (101, 150), (151, 250), (251, 300),
+                                           (301, 400)]
+    assert cover({}, 201, 300, 100) == [(201, 300)]
