@@ -29,11 +29,14 @@ CONNECT_FUNC = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p,
 # ``trailing`` before it, in memory (and on disk); each entry is one transaction's
 # pages, 0.18 MB for a batch of a thousand events.  Its defaults (a snapshot every
 # 1024 entries, 8192 kept) held every batch of 100 000 events: 335 MiB of RSS.  At
-# 1 M events (``bench.restart``, --retain 20000) 64/64 left 94 MiB, 16/16 82 MiB.
-# A snapshot copies the database, which compaction keeps to the retention window (a
-# few MB); a follower further behind than ``trailing`` entries is sent the snapshot.
-SNAPSHOT_THRESHOLD = 16
-SNAPSHOT_TRAILING = 16  # libdqlite's rule: no fewer than the threshold
+# 1 M events (``bench.restart``, --retain 20000) 64/64 left 94-103 MiB, 16/16 82-86
+# MiB; but a snapshot copies and writes the database: at 16 the API's appends of 100
+# fell to 0.55x raw dqlite (``bench.log_append``), at 64 they kept their ratios
+# (0.64 / 0.74 / 0.77x at batches of 1 / 10 / 100, the tree before 0.62 / 0.79 /
+# 0.84x, run back to back).  A follower further behind than ``trailing`` entries is
+# sent the snapshot.
+SNAPSHOT_THRESHOLD = 64
+SNAPSHOT_TRAILING = 64  # libdqlite's rule: no fewer than the threshold
 
 _LIBRARY = "libdqlite.so.0"
 _lib: ctypes.CDLL | None = None
