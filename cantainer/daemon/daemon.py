@@ -98,7 +98,8 @@ class Daemon:
                                     config.suspect_after / 2))
         self.heartbeats = Heartbeats(config.name, self._heartbeat_peers,
                                      lambda: self.runner.state.applied,
-                                     on_poke=self.runner.wake, keys=self._pair_key)
+                                     on_poke=self.runner.wake, keys=self._pair_key,
+                                     leader=self._leader_name)
         self.suspicion = Suspicion(config.name, config.suspect_after,
                                    config.reschedule_after)
         self.names = NameServer(config.name, lambda: self.runner.state, config.dns)
@@ -239,6 +240,10 @@ class Daemon:
             log.warning("hand-over incomplete: %s", exc)
 
     async def _start_heartbeats(self) -> None:
+        try:  # whom to tell at once; looked after every ROLES_INTERVAL from then on
+            self.raft.leader_address = await self.raft.leader()
+        except Exception as exc:  # noqa: BLE001 -- the roles loop asks again
+            log.info("the Raft leader is not known yet: %s", exc)
         await self.heartbeats.start(*self.config.heartbeat_address)
 
     async def _start_api(self) -> None:
@@ -297,6 +302,12 @@ class Daemon:
             if node.name != self.config.name:
                 peers.append((node.name, (host, heartbeat_port(int(port)))))
         return peers
+
+    def _leader_name(self) -> str | None:
+        """The member the Raft leader is, as this host last saw it."""
+        address = self.raft.leader_address
+        return next((n.name for n in self.runner.state.members.live().values()
+                     if n.dqlite_address == address), None)
 
     def _pair_key(self, name: str) -> bytes | None:
         """The key this host shares with live member ``name`` (heartbeats, pokes)."""

@@ -1,11 +1,12 @@
 """Liveness outside the log: UDP heartbeats between daemons, and the leader's suspicion.
 
 Every ``INTERVAL`` seconds each daemon sends ``{"n": name, "a": applied}`` to
-the heartbeat port (dqlite port + 1) of every member it knows, and records
-when it last heard from each name and what seq that host had applied.  The
-Raft leader turns a long silence into ``NodeSuspected`` and its end into
-``NodeRecovered`` (``Suspicion``); ``cantainer status`` shows every host's
-applied seq.
+the heartbeat port (dqlite port + 1) of its watchers (``watchers``: the Raft
+leader and ``WATCHERS`` ring successors, a fixed number whatever the cluster's
+size), and records when it last heard from each name and what seq that host had
+applied.  The Raft leader, which every host tells, turns a long silence into
+``NodeSuspected`` and its end into ``NodeRecovered`` (``Suspicion``); ``cantainer
+status`` shows the applied seq of every host this one hears (the leader: all).
 
 The same socket carries pokes, ``{"n": name, "poke": 1}``: a daemon that has
 just appended tells its peers to read the log now, so they need not poll
@@ -40,6 +41,24 @@ MAC_SIZE = 16  # bytes of HMAC-SHA256 kept
 FRESH_NS = 30 * 10**9  # a datagram's time within 30 s of the receiver's clock
 START_SLACK_NS = 10**9  # and sent at most 1 s before the receiver started
 POKE_GAP = 0.01  # seconds: pokes closer than this are merged (the runner's POLL_MIN)
+LEADER_GRACE = 6.0  # seconds a new leader waits for every host's heartbeats (> ROLES_INTERVAL)
+WATCHERS = 3  # ring successors each host's heartbeats go to, besides the leader
+
+
+def watchers(me: str, members: list[str], leader: str | None,
+             count: int = WATCHERS) -> list[str]:
+    """Who ``me``'s heartbeats go to: ``count`` successors on a ring of ``members``
+    ordered by a hash of their names (so each host is watched by ``count`` others, not
+    its alphabetical neighbours alone), and the leader.  A fixed number a second,
+    however many members there are; the leader hears every one of them."""
+    def spot(name: str) -> bytes:
+        return hashlib.sha256(name.encode()).digest()
+    ring = sorted(set(members) | {me}, key=spot)
+    at = ring.index(me)
+    out = [ring[(at + i) % len(ring)] for i in range(1, min(count, len(ring) - 1) + 1)]
+    if leader is not None and leader != me and leader not in out and leader in members:
+        out.append(leader)
+    return out
 
 
 class Heartbeats(asyncio.DatagramProtocol):
@@ -56,9 +75,11 @@ class Heartbeats(asyncio.DatagramProtocol):
 
     def __init__(self, name: str, peers: Callable[[], list[tuple[str, tuple[str, int]]]],
                  applied: Callable[[], int], on_poke: Callable[[], None],
-                 keys: Callable[[str], bytes | None]) -> None:
+                 keys: Callable[[str], bytes | None],
+                 leader: Callable[[], str | None] = lambda: None) -> None:
         self.name = name
-        self.peers = peers
+        self.peers = peers  # every live member but this host: pokes go to them all
+        self.leader = leader  # the Raft leader's name, as this host last saw it
         self.applied = applied
         self.on_poke = on_poke
         self.keys = keys
@@ -124,11 +145,13 @@ class Heartbeats(asyncio.DatagramProtocol):
         self._last_time[name] = sent
         return beat
 
-    def _send_all(self, message: dict) -> None:
+    def _send_all(self, message: dict, only: list[str] | None = None) -> None:
         kind = "poke" if message.get("poke") else "heartbeat"
         message = {**message, "n": self.name, "t": time.time_ns()}
         body = MAGIC + json.dumps(message, separators=(",", ":")).encode()
         for peer, address in self.peers():
+            if only is not None and peer not in only:
+                continue
             key = self.keys(peer)
             if key is None:
                 continue  # not a member we share a key with (yet)
@@ -160,7 +183,8 @@ class Heartbeats(asyncio.DatagramProtocol):
         while True:
             self.last_heard[self.name] = time.monotonic()  # a host hears itself
             self.peer_applied[self.name] = self.applied()
-            self._send_all({"a": self.applied()})
+            self._send_all({"a": self.applied()},
+                           only=watchers(self.name, [p for p, _ in self.peers()], self.leader()))
             await asyncio.sleep(INTERVAL)
 
     def seen(self) -> dict[str, dict]:
@@ -176,7 +200,10 @@ class Suspicion:
 
     A member is silent since its last heartbeat, or, if none came since this daemon
     first saw it in the log (this time: a host that joins again is new), since
-    then: a slow joiner is not suspected for the time it took.
+    then: a slow joiner is not suspected for the time it took.  Nor since this
+    daemon became the leader, plus ``LEADER_GRACE``: until the hosts learn who the
+    new leader is (``RaftMember.look_after``, every ``ROLES_INTERVAL``) their
+    heartbeats still go to the old one.
     """
 
     def __init__(self, node: str, suspect_after: float, reschedule_after: float = 5.0,
@@ -186,6 +213,7 @@ class Suspicion:
         self.reschedule_after = reschedule_after
         self._clock = clock
         self._first_seen: dict[tuple[str, int], float] = {}  # (name, its NodeJoined's seq)
+        self._leading_since: float | None = None
 
     def events(self, members: Membership, last_heard: dict[str, float],
                is_leader: bool) -> list[tuple[Event, str]]:
@@ -194,8 +222,12 @@ class Suspicion:
         first = {name: self._first_seen.setdefault((name, node.joined), now)
                  for name, node in live.items()}
         if not is_leader:
+            self._leading_since = None
             return []
-        silent = {name: now - max(last_heard.get(name, first[name]), first[name])
+        if self._leading_since is None:
+            self._leading_since = now
+        since = self._leading_since + LEADER_GRACE
+        silent = {name: now - max(last_heard.get(name, first[name]), first[name], since)
                   for name in live}
         silent[self.node] = 0.0
         return list(members.liveness_events(silent, self.suspect_after,

@@ -117,6 +117,7 @@ class RaftMember:
         self._dqlite_dir = os.path.join(data_dir, "dqlite")
         self.node_id, self._joined = self._load_identity()
         self.is_leader = False
+        self.leader_address: str | None = None  # as this node last saw it (look_after)
         self._node: DqliteNode | None = None
         self.store = MemberStore(os.path.join(data_dir, "cluster.json"), [address, *self.seeds])
         # ``transport`` (trust/dqlite.py): where the node binds, how it and the
@@ -275,6 +276,7 @@ class RaftMember:
         async with self._admin.open_admin_connection(self.address) as own:
             _, leader = await own.get_leader()
         self.is_leader = leader == self.address
+        self.leader_address = leader or None
         if self.is_leader:
             await self.members()
             await self.rebalance(heard=heard)
