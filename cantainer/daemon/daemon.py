@@ -244,6 +244,8 @@ class Daemon:
             self.raft.leader_address = await self.raft.leader()
         except Exception as exc:  # noqa: BLE001 -- the roles loop asks again
             log.info("the Raft leader is not known yet: %s", exc)
+        self.raft.is_leader = self.suspicion.led_at_start = \
+            self.raft.leader_address == self.config.dqlite_address
         await self.heartbeats.start(*self.config.heartbeat_address)
 
     async def _start_api(self) -> None:

@@ -200,9 +200,10 @@ class Suspicion:
 
     A member is silent since its last heartbeat, or, if none came since this daemon
     first saw it in the log (this time: a host that joins again is new), since
-    then: a slow joiner is not suspected for the time it took.  Nor since this
-    daemon became the leader, plus ``LEADER_GRACE``: until the hosts learn who the
-    new leader is (``RaftMember.look_after``, every ``ROLES_INTERVAL``) their
+    then: a slow joiner is not suspected for the time it took.  A member not heard
+    since this daemon became the leader, and whose ring watchers this daemon is not
+    one of, is silent only from then plus ``LEADER_GRACE``: until the hosts learn who
+    the new leader is (``RaftMember.look_after``, every ``ROLES_INTERVAL``) their
     heartbeats still go to the old one.
     """
 
@@ -214,6 +215,9 @@ class Suspicion:
         self._clock = clock
         self._first_seen: dict[tuple[str, int], float] = {}  # (name, its NodeJoined's seq)
         self._leading_since: float | None = None
+        # This daemon led when it started (it made the cluster, or restarted leading):
+        # no host had another leader to tell, so its first leadership has no grace.
+        self.led_at_start = False
 
     def events(self, members: Membership, last_heard: dict[str, float],
                is_leader: bool) -> list[tuple[Event, str]]:
@@ -222,13 +226,20 @@ class Suspicion:
         first = {name: self._first_seen.setdefault((name, node.joined), now)
                  for name, node in live.items()}
         if not is_leader:
-            self._leading_since = None
+            self._leading_since, self.led_at_start = None, False
             return []
         if self._leading_since is None:
-            self._leading_since = now
-        since = self._leading_since + LEADER_GRACE
-        silent = {name: now - max(last_heard.get(name, first[name]), first[name], since)
-                  for name in live}
+            self._leading_since = float("-inf") if self.led_at_start else now
+        leading = self._leading_since
+
+        def quiet_since(name: str) -> float:
+            heard = last_heard.get(name)
+            since = max(heard if heard is not None else first[name], first[name])
+            if (heard is None or heard < leading) and self.node not in watchers(
+                    name, [x for x in live if x != name], None):
+                since = max(since, leading + LEADER_GRACE)  # it may not know who leads
+            return since
+        silent = {name: now - quiet_since(name) for name in live}
         silent[self.node] = 0.0
         return list(members.liveness_events(silent, self.suspect_after,
                                             self.reschedule_after))

@@ -24,7 +24,46 @@ def test_each_host_sends_to_a_fixed_number_and_is_watched_as_often(n):
         "every host is watched by as many as there are watchers"
 
 
-def test_a_new_leader_waits_before_it_judges_a_silence():
+def test_a_new_leader_waits_before_it_judges_a_silence_it_could_not_hear():
+    m = Membership()
+    names = [f"h{i}" for i in range(1, 9)]
+    far = next(x for x in names[1:] if "h1" not in watchers(x, [y for y in names if y != x],
+                                                            None))
+    for seq, name in enumerate(names, 1):
+        event = NodeJoined(name=name, address=f"192.0.2.{seq}",
+                           dqlite_address=f"192.0.2.{seq}:9000")
+        m.apply(Recorded(seq, f"id{seq}", "NodeJoined", 1, "t", 0.0, event))
+    now = [1000.0]
+    judge = Suspicion("h1", suspect_after=3, clock=lambda: now[0])
+    heard = {x: 1099.0 for x in names}
+    assert judge.events(m, heard, is_leader=False) == []  # it saw them join; not leading
+    now[0] = 1100.0
+    del heard[far]
+    heard = {x: now[0] for x in heard}
+    assert judge.events(m, heard, is_leader=True) == [], "leading from now"
+    now[0] = 1100.0 + LEADER_GRACE + 2.9
+    heard = {x: now[0] for x in heard}
+    assert judge.events(m, heard, is_leader=True) == [], f"{far} may not know who leads"
+    now[0] = 1100.0 + LEADER_GRACE + 3.1
+    heard = {x: now[0] for x in heard}
+    assert [e.name for e, _ in judge.events(m, heard, is_leader=True)] == [far]
+
+
+def test_a_host_the_new_leader_hears_is_judged_at_once():
+    m = Membership()
+    for seq, name in enumerate(("h1", "h2"), 1):
+        event = NodeJoined(name=name, address=f"192.0.2.{seq}",
+                           dqlite_address=f"192.0.2.{seq}:9000")
+        m.apply(Recorded(seq, f"id{seq}", "NodeJoined", 1, "t", 0.0, event))
+    now = [1100.0]
+    judge = Suspicion("h1", suspect_after=3, clock=lambda: now[0])
+    assert judge.events(m, {}, is_leader=True) == []
+    now[0] = 1105.0
+    assert [e.name for e, _ in judge.events(m, {"h2": 1101.0}, is_leader=True)] == ["h2"], \
+        "heard since it leads: h2 knows it; silent 4 s"
+
+
+def test_a_daemon_that_led_when_it_started_has_no_grace():
     m = Membership()
     for seq, name in enumerate(("h1", "h2"), 1):
         event = NodeJoined(name=name, address=f"192.0.2.{seq}",
@@ -32,10 +71,9 @@ def test_a_new_leader_waits_before_it_judges_a_silence():
         m.apply(Recorded(seq, f"id{seq}", "NodeJoined", 1, "t", 0.0, event))
     now = [1000.0]
     judge = Suspicion("h1", suspect_after=3, clock=lambda: now[0])
-    assert judge.events(m, {}, is_leader=False) == []  # it saw h2 join; not leading
-    now[0] = 1100.0
-    assert judge.events(m, {}, is_leader=True) == [], "leading from now: h2 may not know"
-    now[0] = 1100.0 + LEADER_GRACE + 2.9
-    assert judge.events(m, {}, is_leader=True) == []
-    now[0] = 1100.0 + LEADER_GRACE + 3.1
-    assert [e.name for e, _ in judge.events(m, {}, is_leader=True)] == ["h2"]
+    judge.led_at_start = True
+    assert judge.events(m, {}, is_leader=False) == []
+    assert judge.led_at_start is False, "lost: a later leadership is a take-over"
+    judge.led_at_start = True
+    now[0] = 1005.0
+    assert [e.name for e, _ in judge.events(m, {"h2": 1001.0}, is_leader=True)] == ["h2"]
