@@ -18,7 +18,7 @@ port (``api/log.py: log_fetch``), checked the same way, and kept.  When no membe
 has it the reader gets an error that names the seqs, never other records.  A host
 whose state is behind the database's oldest record (down while the log was
 compacted, or new) starts from the checkpoint at D: its own, or one fetched the same
-way and checked against the log's ``CheckpointTaken`` (``Checkpoints.at``).
+way and checked against the log's ``CheckpointTaken`` (``Checkpoints.newest``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import os
 
 import msgpack
 
+from cantainer.daemon.checkpoints import write_whole
 from cantainer.errors import Unavailable
 from cantainer.events import BadStream, pack_rows, unpack_rows
 
@@ -124,15 +125,7 @@ class Archive:
         return unvouched
 
     def _write(self, first: int, last: int, blob: bytes) -> None:
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        path = self.path(first, last)
-        tmp = f"{path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
+        write_whole(self.path(first, last), blob)
 
     def path(self, first: int, last: int) -> str:
         return os.path.join(self.dir, f"{first}-{last}")

@@ -69,15 +69,7 @@ class Checkpoints:
                           seq, d[:12], recorded[seq][:12])
 
     def _write(self, seq: int, blob: bytes) -> None:
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        path = os.path.join(self.dir, str(seq))
-        tmp = f"{path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
+        write_whole(self.path(seq), blob)
         for old in self.saved()[KEEP:]:
             try:
                 os.unlink(os.path.join(self.dir, str(old)))
@@ -168,6 +160,19 @@ class Checkpoints:
 
     def path(self, seq: int) -> str:
         return os.path.join(self.dir, str(seq))
+
+
+def write_whole(path: str, blob: bytes) -> None:
+    """``blob`` to ``path`` (0600, its directory 0700), whole or not at all: written to
+    a scratch file, synced, then renamed (checkpoints, archive segments)."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(blob)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
 
 
 async def _recorded(reader, seq: int) -> str | None:
