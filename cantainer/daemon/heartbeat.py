@@ -45,20 +45,30 @@ LEADER_GRACE = 6.0  # seconds a new leader waits for every host's heartbeats (> 
 WATCHERS = 3  # ring successors each host's heartbeats go to, besides the leader
 
 
+def _ring(me: str, members) -> tuple[list[str], int]:
+    """The members and ``me`` ordered by a hash of their names (so a host's neighbours
+    are not its alphabetical ones), and where ``me`` is."""
+    ring = sorted(set(members) | {me}, key=lambda name: hashlib.sha256(name.encode()).digest())
+    return ring, ring.index(me)
+
+
 def watchers(me: str, members: list[str], leader: str | None,
              count: int = WATCHERS) -> list[str]:
-    """Who ``me``'s heartbeats go to: ``count`` successors on a ring of ``members``
-    ordered by a hash of their names (so each host is watched by ``count`` others, not
-    its alphabetical neighbours alone), and the leader.  A fixed number a second,
-    however many members there are; the leader hears every one of them."""
-    def spot(name: str) -> bytes:
-        return hashlib.sha256(name.encode()).digest()
-    ring = sorted(set(members) | {me}, key=spot)
-    at = ring.index(me)
+    """Who ``me``'s heartbeats go to: its ``count`` successors on the ring of
+    ``members`` (so each host is watched by ``count`` others), and the leader.  A fixed
+    number a second, however many members there are; the leader hears every one."""
+    ring, at = _ring(me, members)
     out = [ring[(at + i) % len(ring)] for i in range(1, min(count, len(ring) - 1) + 1)]
     if leader is not None and leader != me and leader not in out and leader in members:
         out.append(leader)
     return out
+
+
+def watched_by(me: str, members, count: int = WATCHERS) -> set[str]:
+    """The members whose ring successors ``me`` is one of: those it hears however
+    the leadership goes."""
+    ring, at = _ring(me, members)
+    return {ring[(at - i) % len(ring)] for i in range(1, min(count, len(ring) - 1) + 1)}
 
 
 class Heartbeats(asyncio.DatagramProtocol):
@@ -231,12 +241,12 @@ class Suspicion:
         if self._leading_since is None:
             self._leading_since = float("-inf") if self.led_at_start else now
         leading = self._leading_since
+        mine = watched_by(self.node, live)
 
         def quiet_since(name: str) -> float:
             heard = last_heard.get(name)
             since = max(heard if heard is not None else first[name], first[name])
-            if (heard is None or heard < leading) and self.node not in watchers(
-                    name, [x for x in live if x != name], None):
+            if (heard is None or heard < leading) and name not in mine:
                 since = max(since, leading + LEADER_GRACE)  # it may not know who leads
             return since
         silent = {name: now - quiet_since(name) for name in live}

@@ -7,9 +7,19 @@ from collections import Counter
 
 import pytest
 
-from cantainer.daemon.heartbeat import LEADER_GRACE, WATCHERS, Suspicion, watchers
+from cantainer.daemon.heartbeat import LEADER_GRACE, WATCHERS, Suspicion, watched_by, watchers
 from cantainer.events import NodeJoined, Recorded
 from cantainer.projections.membership import Membership
+
+
+def members(*names: str) -> Membership:
+    """A membership of these hosts, joined in this order."""
+    m = Membership()
+    for seq, name in enumerate(names, 1):
+        event = NodeJoined(name=name, address=f"192.0.2.{seq}",
+                           dqlite_address=f"192.0.2.{seq}:9000")
+        m.apply(Recorded(seq, f"id{seq}", "NodeJoined", 1, "t", 0.0, event))
+    return m
 
 
 @pytest.mark.parametrize("n", [2, 4, 8, 16, 1000])
@@ -22,17 +32,16 @@ def test_each_host_sends_to_a_fixed_number_and_is_watched_as_often(n):
     assert watched["h1"] == n - 1, "the leader hears every host"
     assert all(watched[x] >= min(WATCHERS, n - 1) for x in names if x != "h1"), \
         "every host is watched by as many as there are watchers"
+    for me in names[:20]:
+        assert watched_by(me, names) == {x for x in names if me in watchers(
+            x, [y for y in names if y != x], None)}, "whom it hears, whoever leads"
 
 
 def test_a_new_leader_waits_before_it_judges_a_silence_it_could_not_hear():
-    m = Membership()
     names = [f"h{i}" for i in range(1, 9)]
     far = next(x for x in names[1:] if "h1" not in watchers(x, [y for y in names if y != x],
                                                             None))
-    for seq, name in enumerate(names, 1):
-        event = NodeJoined(name=name, address=f"192.0.2.{seq}",
-                           dqlite_address=f"192.0.2.{seq}:9000")
-        m.apply(Recorded(seq, f"id{seq}", "NodeJoined", 1, "t", 0.0, event))
+    m = members(*names)
     now = [1000.0]
     judge = Suspicion("h1", suspect_after=3, clock=lambda: now[0])
     heard = {x: 1099.0 for x in names}
@@ -50,11 +59,7 @@ def test_a_new_leader_waits_before_it_judges_a_silence_it_could_not_hear():
 
 
 def test_a_host_the_new_leader_hears_is_judged_at_once():
-    m = Membership()
-    for seq, name in enumerate(("h1", "h2"), 1):
-        event = NodeJoined(name=name, address=f"192.0.2.{seq}",
-                           dqlite_address=f"192.0.2.{seq}:9000")
-        m.apply(Recorded(seq, f"id{seq}", "NodeJoined", 1, "t", 0.0, event))
+    m = members("h1", "h2")
     now = [1100.0]
     judge = Suspicion("h1", suspect_after=3, clock=lambda: now[0])
     assert judge.events(m, {}, is_leader=True) == []
@@ -64,11 +69,7 @@ def test_a_host_the_new_leader_hears_is_judged_at_once():
 
 
 def test_a_daemon_that_led_when_it_started_has_no_grace():
-    m = Membership()
-    for seq, name in enumerate(("h1", "h2"), 1):
-        event = NodeJoined(name=name, address=f"192.0.2.{seq}",
-                           dqlite_address=f"192.0.2.{seq}:9000")
-        m.apply(Recorded(seq, f"id{seq}", "NodeJoined", 1, "t", 0.0, event))
+    m = members("h1", "h2")
     now = [1000.0]
     judge = Suspicion("h1", suspect_after=3, clock=lambda: now[0])
     judge.led_at_start = True
