@@ -31,6 +31,7 @@ NETWORK_LATENCY_MS = 100
 SUSPECT_AFTER = 10.0     # seconds of heartbeat silence before NodeSuspected
 CHECKPOINT_EVERY = 10_000  # records between checkpoints of the state (0: none)
 RETAIN = 20_000  # records the database keeps behind the head; older ones are archived
+RELAYS = 3  # members that read the log from the leader and relay it to the rest
 RESCHEDULE_AFTER = 5.0   # seconds suspected before NodeDown: its service replicas move
 IDLE_POLL = 2.0          # seconds between reads of a quiet log (pokes wake it)
 RECONCILE_EVERY = 10.0   # seconds between full kernel comparisons; 0: never
@@ -64,7 +65,7 @@ class Config:
                  suspect_after: float = SUSPECT_AFTER,
                  reschedule_after: float = RESCHEDULE_AFTER,
                  checkpoint_every: int = CHECKPOINT_EVERY, retain: int = RETAIN,
-                 metrics: tuple[str, int] | None | bool = True, idle_poll: float = IDLE_POLL,
+                 relays: int = RELAYS, metrics: tuple[str, int] | None | bool = True, idle_poll: float = IDLE_POLL,
                  reconcile_every: float = RECONCILE_EVERY, join_token: str | None = None,
                  default_network: str | None = None, fixed_poll: float | None = None,
                  dns: tuple[str, ...] = ()) -> None:
@@ -81,6 +82,7 @@ class Config:
         self.reschedule_after = reschedule_after
         self.checkpoint_every = checkpoint_every
         self.retain = retain  # 0: the database keeps every record
+        self.relays = relays  # 0: every host reads the log from the leader
         # where the Prometheus metrics are served (True: 127.0.0.1, the port + 3; None: not)
         self.metrics = ("127.0.0.1", metrics_port(port)) if metrics is True else metrics
         self.idle_poll = idle_poll

@@ -37,6 +37,7 @@ async def status(h, req: dict, ex) -> None:
         "node": h.node, "node_id": raft["node_id"], "address": raft["address"],
         "leader": raft["leader"], "head": head, "applied": h.state.applied,
         "first": await h.first(),  # the oldest record the database holds; older: archived
+        "feed": h.feed(),  # whom the tailer reads from: a relay, or the leader
         "heartbeats_refused": h.heartbeats_refused(),
         "members": [{**m, "name": names.get(m["address"], ""),
                      "leader": m["address"] == raft["leader"],

@@ -48,6 +48,19 @@ class Handle(Protocol):
     async def first(self) -> int:
         """The seq of the oldest record the database holds (older ones are archived)."""
 
+    async def relay_rows(self, after: int, limit: int) -> list[list] | None:
+        """For a follower (``log_follow``): the database's records after ``after``, or
+        None when they do not begin right after it (compacted)."""
+
+    async def relayed(self, timeout: float) -> bool:
+        """Until this host applied more records (true), or ``timeout`` seconds."""
+
+    def fresh(self) -> float:
+        """Seconds since this host's tailer last had an answer from a quorum."""
+
+    def feed(self) -> str:
+        """Whom this host's tailer reads the log from: a relay's name, or "leader"."""
+
     def archived(self, kind: str, seq: int) -> str | None:
         """The file of this host's archive segment ending at ``seq`` (``kind``
         "segment") or checkpoint at ``seq`` ("checkpoint"), if it has one."""

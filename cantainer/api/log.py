@@ -7,6 +7,12 @@
            raw: {"records": BASE64} per batch instead, a record stream
            (events/codec.py: the stored rows, payloads as stored, for the reader to
            decode: ``events --msgpack`` and ``replay``)
+    {"op": "log_follow", "after": N} (peer port, members)
+        -> {"after": A, "records": BASE64, "fresh": S} per batch, the records right
+           after seq A as the database holds them, A the last one sent before;
+           {"fresh": S} when there is nothing new for a second; {"gap": true} when
+           the records right after the last one sent are compacted.  S: seconds since
+           this host last read from a quorum (``daemon/fanout.py``)
     {"op": "log_fetch", "kind": "segment" | "checkpoint", "seq": N} (peer port, members)
         -> {"data": BASE64} ..., {"end": true}: this host's archive segment ending at N,
            or checkpoint at N (``daemon/archive.py``)
@@ -26,6 +32,7 @@ MAX_BATCH = 1000  # events per append: one transaction, bounded (events/log.py: 
 FOLLOW_POLL = 0.1  # seconds between reads of the log while following
 RAW_BATCH = 1000  # records per line of a record stream
 FETCH_CHUNK = 256 * 1024  # bytes per line of a log_fetch answer
+RELAY_KEEPALIVE = 1.0  # seconds: a follower's stream hears this often (daemon/fanout.py)
 
 
 def _batch(name: str, value) -> list[dict]:
@@ -101,6 +108,22 @@ async def _raw_events(h, since: int, types, follow: bool, ex) -> None:
         reading.cancel()
 
 
+async def log_follow(h, req: dict, ex) -> None:
+    """A member follows the log through this host (``daemon/fanout.py``)."""
+    since = req["after"]
+    while True:
+        rows = await h.relay_rows(since, RAW_BATCH)
+        if rows is None:
+            await ex.send({"gap": True})
+            return
+        if rows:
+            await ex.send({"after": since, "fresh": h.fresh(),
+                           "records": base64.b64encode(pack_rows(rows)).decode()})
+            since = rows[-1][0]
+        elif not await h.relayed(RELAY_KEEPALIVE):
+            await ex.send({"fresh": h.fresh()})
+
+
 async def log_fetch(h, req: dict, ex) -> None:
     """A member asks for one of this host's archive segments or checkpoints (it checks
     the bytes against the log's digest itself: ``daemon/peers.py``)."""
@@ -123,6 +146,7 @@ OPS = {
     "submit": (submit, {"events": (_batch, f.REQUIRED)}),
     "events": (events, {"since": (_since, 0), "follow": (f.flag, False),
                         "types": (_types, []), "raw": (f.flag, False)}),
+    "log_follow": (log_follow, {"after": (_since, f.REQUIRED)}, "member"),
     "log_fetch": (log_fetch, {"kind": (_kind, f.REQUIRED), "seq": (f.count, f.REQUIRED)},
                   "member"),
 }

@@ -146,6 +146,7 @@ def cmd_status(args) -> int:
         return 0
     print(f"node     {status['node']} ({status['address']}, id {status['node_id']})")
     print(f"leader   {status['leader'] or '(none: election in progress)'}")
+    print(f"reads    the log from {'the leader' if status['feed'] == 'leader' else 'relay ' + status['feed']}")
     print(f"head     {status['head']}   applied here {status['applied']}"
           + (f"   archived up to {status['first'] - 1}" if status.get("first", 0) > 1
              else ""))

@@ -10,7 +10,9 @@ Start order (``Daemon.run``), each step undone in reverse on the way out:
     5. this host announced (NodeJoined unless a member)    -> leadership and seat handed over
     6. heartbeats sent and heard                                          -> closed
     7. the API served (unix socket, peer port)                            -> closed
-    8. the loops: Raft roles, the leader's suspicion of silent hosts      -> cancelled
+    8. the log followed through a relay, unless this host is one          -> stopped
+    9. the metrics served                                                 -> closed
+   10. the loops: Raft roles, the leader's suspicion of silent hosts      -> cancelled
 
 Stopping is not leaving: after SIGTERM the host stays a member, its
 containers keep running under their shims, and the restarted daemon adopts
@@ -43,9 +45,11 @@ from cantainer.daemon.lease import LEASE_FILE, Lease
 from cantainer.daemon.metrics import Metrics
 from cantainer.daemon.heartbeat import INTERVAL as HEARTBEAT_INTERVAL
 from cantainer.daemon.heartbeat import Heartbeats, Suspicion
+from cantainer.daemon.fanout import Feed, Recent
 from cantainer.daemon.runner import Runner
 from cantainer.errors import ConfigError
-from cantainer.events import CheckpointTaken, ClusterCreated, Event, NodeJoined, SegmentArchived
+from cantainer.events import (CheckpointTaken, ClusterCreated, Event, LeaderElected, NodeJoined,
+                              SegmentArchived)
 from cantainer.events.log import EventLog
 from cantainer.events.raft import RaftMember
 from cantainer.kernel.cgroups import CGROUP_ROOT, CONTROLLERS
@@ -85,7 +89,10 @@ class Daemon:
         # the API, and the runner's tailer.
         self.log, self.reader, tail = (EventLog(self.raft.store, node=config.name,
                                                 dial=transport.dial) for _ in range(3))
-        self.runner = Runner(tail, ClusterState(), node=config.name, address=config.host,
+        # The tailer reads through a relay, or the leader (daemon/fanout.py).
+        self.feed = Feed(tail, node=config.name, count=config.relays,
+                         stale_after=config.suspect_after / 2)
+        self.runner = Runner(self.feed, ClusterState(), node=config.name, address=config.host,
                              data_dir=config.data_dir, report=self._append_soon,
                              underlay_mtu=mtu_of(config.host), idle_poll=config.idle_poll,
                              reconcile_every=config.reconcile_every,
@@ -94,6 +101,7 @@ class Daemon:
                              checkpoints=Checkpoints(config.data_dir,
                                                      config.checkpoint_every),
                              archive=Archive(config.data_dir, config.checkpoint_every),
+                             recent=Recent(),
                              lease=(os.path.join(config.data_dir, LEASE_FILE),
                                     config.suspect_after / 2))
         self.heartbeats = Heartbeats(config.name, self._heartbeat_peers,
@@ -117,6 +125,7 @@ class Daemon:
             lambda kind, seq, digest: peers.fetch(
                 handle, {"op": "log_fetch", "kind": kind, "seq": seq}, digest, FETCH_MOST))
         self._compacting: asyncio.Task | None = None
+        self._claimed: tuple[str | None, int] | None = None  # (leader before, seq): its id
         self.metrics = handle.metrics = Metrics()
         self._stopping = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -137,6 +146,7 @@ class Daemon:
             (self._announce, self._hand_over),
             (self._start_heartbeats, self.heartbeats.close),
             (self._start_api, self.api.stop),
+            (self._start_feed, self.feed.stop),
             (self._start_metrics, self.metrics.close),
             (self._start_loops, self._stop_loops),
         ]
@@ -246,11 +256,17 @@ class Daemon:
             log.info("the Raft leader is not known yet: %s", exc)
         self.raft.is_leader = self.suspicion.led_at_start = \
             self.raft.leader_address == self.config.dqlite_address
+        self._claim_leadership()
         await self.heartbeats.start(*self.config.heartbeat_address)
 
     async def _start_api(self) -> None:
         await self.api.start(self.config.peer_address,
                              server_context(self.creds, require_client_cert=False))
+
+    def _start_feed(self) -> None:
+        """Follow a relay, if this host is not one (daemon/fanout.py)."""
+        self.feed.start(self.api.handle, leader=self._leader_name,
+                        applied=lambda: self.runner.state.applied, wake=self.runner.wake)
 
     def _start_metrics(self) -> None:
         if self.config.metrics is not None:
@@ -306,10 +322,24 @@ class Daemon:
         return peers
 
     def _leader_name(self) -> str | None:
-        """The member the Raft leader is, as this host last saw it."""
+        """The member the Raft leader is: as this host's own node last saw it, else (a
+        spare's node takes no part in Raft and knows no leader) as the log last
+        recorded it (``LeaderElected``)."""
         address = self.raft.leader_address
-        return next((n.name for n in self.runner.state.members.live().values()
-                     if n.dqlite_address == address), None)
+        members = self.runner.state.members
+        return next((n.name for n in members.live().values()
+                     if n.dqlite_address == address), None) or members.leader
+
+    def _claim_leadership(self) -> None:
+        """The leader records that it leads, once per leadership (the id names the seq
+        it began at, as this host had applied it)."""
+        state = self.runner.state
+        if self.raft.is_leader and state.members.leader != self.config.name and \
+                state.members.is_live(self.config.name):
+            if self._claimed is None or self._claimed[0] != state.members.leader:
+                self._claimed = (state.members.leader, state.applied)
+            self._append_soon(LeaderElected(name=self.config.name),
+                              f"LeaderElected-{self.config.name}-{self._claimed[1]}")
 
     def _pair_key(self, name: str) -> bytes | None:
         """The key this host shares with live member ``name`` (heartbeats, pokes)."""
@@ -360,7 +390,8 @@ class Daemon:
                                 refs=self.runner.refs, stats=self.runner.context.stats,
                                 heard=dict(self.heartbeats.last_heard),
                                 refused=self.heartbeats.refused, fenced=fenced,
-                                sent=self.heartbeats.sent, taken=self.heartbeats.taken)
+                                sent=self.heartbeats.sent, taken=self.heartbeats.taken,
+                                feed=self.feed.source, dropped=self.feed.switches)
 
     def _vouch(self) -> None:
         """The leader records the digests of its checkpoints and archive segments (once
@@ -432,6 +463,7 @@ class Daemon:
                 await self.raft.look_after(heard=self._heard_recently())
             except Exception as exc:  # keep looking after roles whatever one round hit
                 log.info("role check skipped: %s", exc)
+            self._claim_leadership()
 
     def _heard_recently(self) -> set[str]:
         """dqlite addresses of the members whose heartbeat is fresh."""

@@ -91,6 +91,31 @@ class DaemonHandle:
     async def first(self) -> int:
         return await self._reader.first()
 
+    # -- relaying the log (daemon/fanout.py) ---------------------------------------------
+
+    async def relay_rows(self, after: int, limit: int) -> list[list] | None:
+        """The database's records after ``after``, for a follower: those applied here
+        last, else read from the leader; None when they do not begin right after it
+        (compacted: the follower must see that gap in the database itself)."""
+        rows = self._runner.recent.after(after, limit)
+        if rows is None:
+            rows = await self._reader.read_rows(after=after, limit=limit)
+            if rows and rows[0][0] != after + 1:
+                return None
+        return rows
+
+    async def relayed(self, timeout: float) -> bool:
+        """Until this host applied more records (true), or ``timeout`` seconds."""
+        return await self._runner.recent.added(timeout)
+
+    def fresh(self) -> float:
+        """Seconds since this host's tailer last had an answer from a quorum."""
+        return max(0.0, time.monotonic() - self._runner.last_read_ok)
+
+    def feed(self) -> str:
+        """Whom this host's tailer reads the log from: a relay's name, or the leader."""
+        return getattr(self._runner.log, "source", None) or "leader"
+
     def archived(self, kind: str, seq: int) -> str | None:
         if kind == "segment":
             first = self.state.segments.get(seq, (None,))[0]

@@ -16,7 +16,8 @@ import sys
 from cantainer import __version__
 from cantainer.config import (DEFAULT_DATA_DIR, DEFAULT_NETWORK_CIDR, DEFAULT_PORT,
                               DEFAULT_RUN_DIR, IDLE_POLL, NETWORK_LATENCY_MS, RECONCILE_EVERY,
-                              SUSPECT_AFTER, RESCHEDULE_AFTER, CHECKPOINT_EVERY, RETAIN, Config)
+                              SUSPECT_AFTER, RESCHEDULE_AFTER, CHECKPOINT_EVERY, RETAIN, RELAYS,
+                              Config)
 from cantainer.daemon import credentials
 from cantainer.daemon.daemon import Daemon, data_dir_lock
 from cantainer.daemon.lease import MIN_RESCHEDULE
@@ -95,6 +96,11 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
                         help="records the log's database keeps behind its head; older "
                              "ones move to the archive, on every host's disk (default: "
                              "20000, 0 with --checkpoint-every 0; 0: keep every one)")
+    parser.add_argument("--relays", type=int, default=RELAYS, metavar="COUNT",
+                        help="members that read the log from the Raft leader and relay "
+                             "it to the others over the peer port (default: "
+                             f"{RELAYS}; 0: every host reads from the leader); the same "
+                             "on every host")
     parser.add_argument("--metrics", default=None, metavar="HOST:PORT|none",
                         help="serve Prometheus metrics there (default: 127.0.0.1 at the "
                              "--address port + 3; none: not at all)")
@@ -138,6 +144,8 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
         metrics = _parse_address(args.metrics, "--metrics")
     if args.checkpoint_every != 0 and not 100 <= args.checkpoint_every <= 10_000_000:
         raise ConfigError("--checkpoint-every must be 0 (never) or 100..10000000 records")
+    if not 0 <= args.relays <= 64:
+        raise ConfigError(f"--relays must be 0..64, got {args.relays}")
     if args.retain is None:
         args.retain = RETAIN if args.checkpoint_every else 0
     if args.retain != 0 and not args.checkpoint_every:
@@ -187,7 +195,7 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
                     suspect_after=args.suspect_after,
                     reschedule_after=args.reschedule_after,
                     checkpoint_every=args.checkpoint_every, retain=args.retain,
-                    metrics=metrics, idle_poll=args.idle_poll,
+                    relays=args.relays, metrics=metrics, idle_poll=args.idle_poll,
                     reconcile_every=args.reconcile_every, join_token=args.join_token,
                     default_network=args.default_network, fixed_poll=args.fixed_poll,
                     dns=tuple(args.dns))

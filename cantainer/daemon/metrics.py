@@ -21,6 +21,9 @@ swapped).  Append latency is a histogram observed by the API's appends.
     cantainer_heartbeat_datagrams_sent_total{kind}   heartbeats and pokes sent
     cantainer_heartbeat_datagrams_taken_total        datagrams that passed every check
     cantainer_fenced                       1 while this host's replicas may not run
+    cantainer_log_feed_relay{relay}        1 while this host follows that relay (none:
+                                           it reads the leader: daemon/fanout.py)
+    cantainer_log_feed_dropped_total       relays this host dropped
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ class Metrics:
 
     def sample(self, *, state, lag: float, last_read_ok: float, node: str, refs, stats,
                heard: dict[str, float], refused: int, fenced: bool,
-               sent: dict[str, int] | None = None, taken: int = 0) -> None:
+               sent: dict[str, int] | None = None, taken: int = 0,
+               feed: str | None = None, dropped: int = 0) -> None:
         """On the loop: the numbers of this moment, for the next scrapes."""
         now = time.monotonic()
         containers: dict[str, int] = {}
@@ -80,7 +84,8 @@ class Metrics:
             "stats": {name: tuple(v) for name, v in stats.items()},
             "containers": containers, "members": members,
             "heard": {name: now - t for name, t in heard.items()},
-            "refused": refused, "fenced": fenced, "sent": dict(sent or {}), "taken": taken}
+            "refused": refused, "fenced": fenced, "sent": dict(sent or {}), "taken": taken,
+            "feed": feed, "dropped": dropped}
 
     def collect(self):
         s = self._sample
@@ -131,6 +136,11 @@ class Metrics:
         yield taken
         yield gauge("cantainer_fenced", "1 while this host's replicas may not run",
                     1 if s["fenced"] else 0)
+        yield gauge("cantainer_log_feed_relay", "1 while this host follows that relay",
+                    None, ["relay"], {s["feed"]: 1} if s.get("feed") else {})
+        dropped = CounterMetricFamily("cantainer_log_feed_dropped", "relays dropped")
+        dropped.add_metric([], s.get("dropped", 0))
+        yield dropped
 
     def describe(self):  # the registry asks once; collect's families are dynamic
         return []

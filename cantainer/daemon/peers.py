@@ -1,5 +1,5 @@
 """Asking a member for bytes over its peer port: image archives, archive segments,
-checkpoints.
+checkpoints; and the connection a follower's log stream rides on (``daemon/fanout.py``).
 
 The peer port speaks TLS; the member must answer with the certificate the log
 records for it (``trust/tls.py: peer_fingerprint``).  The request is one JSON line;
@@ -24,10 +24,9 @@ READ_TIMEOUT = 30.0  # seconds without a line from the member
 MAX_LINE = 1 << 20
 
 
-async def stream(h, host: str, request: dict, most: int, sink, *,
-                 address: tuple[str, int] | None = None) -> int:
-    """Ask live member ``host`` for ``request`` (or, with ``address``, whoever answers
-    there with a certificate of the cluster's CA); each chunk to ``sink``; the size."""
+async def connect(h, host: str, *, address: tuple[str, int] | None = None):
+    """A TLS connection to live member ``host``'s peer port (or, with ``address``, to
+    whoever answers there with a certificate of the cluster's CA): reader, writer."""
     fingerprint = None
     if address is None:
         address = h.peer(host)
@@ -37,10 +36,18 @@ async def stream(h, host: str, request: dict, most: int, sink, *,
         fingerprint = owner.fingerprint
     reader, writer = await asyncio.wait_for(asyncio.open_connection(
         *address, limit=MAX_LINE, ssl=h.peer_tls, server_hostname=None), CONNECT_TIMEOUT)
+    if fingerprint is not None and \
+            peer_fingerprint(writer.get_extra_info("ssl_object")) != fingerprint:
+        writer.close()
+        raise Unavailable("it answers with a certificate that is not its member's")
+    return reader, writer
+
+
+async def stream(h, host: str, request: dict, most: int, sink, *,
+                 address: tuple[str, int] | None = None) -> int:
+    """Ask ``host`` (``connect``) for ``request``; each chunk to ``sink``; the size."""
+    reader, writer = await connect(h, host, address=address)
     try:
-        if fingerprint is not None and \
-                peer_fingerprint(writer.get_extra_info("ssl_object")) != fingerprint:
-            raise Unavailable("it answers with a certificate that is not its member's")
         writer.write(json.dumps(request).encode() + b"\n")
         size = 0
         while True:

@@ -50,7 +50,7 @@ class Runner:
                  on_state: Callable[[ClusterState], None] = lambda state: None,
                  quiet_most: float = float("inf"),
                  lease: tuple[str, float] | None = None, checkpoints=None,
-                 archive=None) -> None:
+                 archive=None, recent=None) -> None:
         self.log = log_
         self.state = state
         self.node = node
@@ -62,6 +62,7 @@ class Runner:
         self.last_read_ok = time.monotonic()
         self.checkpoints = checkpoints  # daemon/checkpoints.py: the state saved at seqs
         self.archive = archive  # daemon/archive.py: the records, in segments
+        self.recent = recent  # daemon/fanout.py: the records applied last, to relay
         self.lag = 0.0  # seconds from the newest record read to its application here
         self.reconcile_every = reconcile_every
         # The benchmarks' anchor: the original tool's design, a fixed poll and no wakes.
@@ -155,11 +156,14 @@ class Runner:
                 log.exception("tailer: reading the log failed; retrying")
                 await asyncio.sleep(1.0)
                 continue
-            self.last_read_ok = time.monotonic()
+            # A relay's records reached a quorum when it read them (daemon/fanout.py: Feed).
+            self.last_read_ok = getattr(self.log, "answered", None) or time.monotonic()
             if rows and rows[0][0] != after + 1:  # the log holds no gaps but compaction's
                 if not await self._cross(rows[0][0] - 1):
                     await asyncio.sleep(1.0)
                 continue
+            if self.recent is not None:
+                self.recent.add(after, rows)
             batch = decode_rows(rows)
             self._apply(batch, rows)
             if batch:  # the metrics' convergence lag: its append (the leader's clock) to now
@@ -185,7 +189,10 @@ class Runner:
         if records:
             self.last_read_ok = time.monotonic()  # a quorum took them
         if records and records[0].seq == self.state.applied + 1:
-            self._apply(records, [row_of(rec) for rec in records])
+            rows = [row_of(rec) for rec in records]
+            if self.recent is not None:
+                self.recent.add(self.state.applied, rows)
+            self._apply(records, rows)
             self._progressed.set()
             self._loop.call_soon(self._publish)  # after the appender's answer
             return True

@@ -31,6 +31,7 @@ from cantainer.events.catalogue import (
     NodeJoined,
     NodeLeft,
     NodeRecovered,
+    LeaderElected,
     NodeSuspected,
     ServiceCreated,
     ServiceRemoved,
@@ -59,7 +60,7 @@ from cantainer.events.validate import parse_cidr
 __all__ = [
     "CATALOGUE", "CheckpointTaken", "MAX_PAYLOAD", "ClusterCreated", "ContainerCreated", "ContainerExited", "ContainerRemoved",
     "ContainerStarted", "ContainerStartRequested", "ContainerStopRequested", "Event", "ImageDeleted", "ImageStored", "NetworkCreated", "NetworkRemoved",
-    "NodeDown", "NodeJoined", "NodeLeft", "NodeRecovered", "NodeSuspected", "Recorded", "SegmentArchived", "ServiceCreated", "ServiceRemoved", "ServiceScaled", "UnknownEvent",
+    "LeaderElected", "NodeDown", "NodeJoined", "NodeLeft", "NodeRecovered", "NodeSuspected", "Recorded", "SegmentArchived", "ServiceCreated", "ServiceRemoved", "ServiceScaled", "UnknownEvent",
     "decode", "decode_fields", "encode", "from_data", "new_event_id", "parse_cidr", "to_data",
     "BadStream", "pack_rows", "decode_rows", "row_of", "unpack_records", "unpack_rows",
 ]

@@ -76,6 +76,15 @@ class NodeRecovered(Event):
 
 
 @attrs.frozen
+class LeaderElected(Event):
+    """This member's dqlite node leads the Raft group now, as the leader itself saw at
+    one of its rounds: how the hosts whose own node does not take part in Raft
+    (spares) know whom to send heartbeats to, and who relays the log."""
+
+    name: str = attrs.field(validator=v.name)
+
+
+@attrs.frozen
 class NodeDown(Event):
     """A suspected host stayed silent for the grace period (``--reschedule-after``): its
     service replicas are placed on other hosts.  ``NodeRecovered`` ends it."""
@@ -299,7 +308,7 @@ class ServiceRemoved(Event):
 CATALOGUE: dict[str, type[Event]] = {
     cls.type_name(): cls
     for cls in (ClusterCreated, NodeJoined, NodeLeft, NodeSuspected, NodeRecovered,
-                NodeDown, NetworkCreated, NetworkRemoved,
+                NodeDown, LeaderElected, NetworkCreated, NetworkRemoved,
                 ContainerCreated, ContainerStarted, ContainerStopRequested,
                 ContainerStartRequested, ContainerExited, ContainerRemoved,
                 CheckpointTaken, SegmentArchived, ImageStored, ImageDeleted, ServiceCreated, ServiceScaled, ServiceRemoved)

@@ -26,7 +26,7 @@ from cantainer.projections.membership import Node
 from cantainer.projections.services import Service
 from cantainer.projections.state import ClusterState
 
-FORMAT = 2  # 2: the archive's segments and their digests
+FORMAT = 3  # 2: the archive's segments and their digests; 3: the leader
 
 
 class BadCheckpoint(ValueError):
@@ -54,7 +54,7 @@ def dump(state: ClusterState) -> bytes:
         FORMAT, state.applied,
         [[n.name, n.address, n.dqlite_address, n.state, n.since, n.joined, n.certificate,
           n.fingerprint, n.kx, n.down] for n in m.nodes.values()],
-        sorted(m.left_fingerprints),
+        sorted(m.left_fingerprints), m.leader,
         [[n.name, str(n.cidr), n.vni, n.seq, n.containers, n.internal,
           n.pool._next, n.pool._last, list(n.pool._freed)] for n in ipam.networks.values()],
         [[c.id, c.name, c.host, c.network, str(c.ip), c.mac, _event(c.created), c.seq,
@@ -78,7 +78,7 @@ def dump(state: ClusterState) -> bytes:
 def load(blob: bytes) -> ClusterState:
     try:
         data = msgpack.unpackb(blob, raw=False, strict_map_key=False)
-        (fmt, applied, nodes, left, networks, containers, published, created, default,
+        (fmt, applied, nodes, left, leader, networks, containers, published, created, default,
          service_names, mesh, services, replica_of, held, segments) = data
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise BadCheckpoint(f"not a checkpoint: {exc}") from None
@@ -90,6 +90,7 @@ def load(blob: bytes) -> ClusterState:
         for row in nodes:
             m.nodes[row[0]] = Node(*row)
         m.left_fingerprints = set(left)
+        m.leader = leader
         for name, cidr, vni, seq, count, internal, nxt, last, freed in networks:
             pool = AddressPool(ipaddress.IPv4Network(cidr))
             pool._next, pool._last, pool._freed = nxt, last, list(freed)

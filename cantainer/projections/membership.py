@@ -1,7 +1,7 @@
 """Membership: which hosts are in the cluster, and whether they are alive.
 
 The projection follows ``NodeJoined``/``NodeLeft``/``NodeSuspected``/
-``NodeDown``/``NodeRecovered``.  Liveness itself is measured outside the log (UDP
+``NodeDown``/``NodeRecovered``, and ``LeaderElected``: whose dqlite node leads.  Liveness itself is measured outside the log (UDP
 heartbeats, ``cantainer/daemon/heartbeat.py``); the Raft leader's daemon turns
 a silence into ``NodeSuspected``, one that lasts a grace period longer into
 ``NodeDown`` (its service replicas move), and its end into ``NodeRecovered``, as
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import attrs
 
-from cantainer.events import NodeDown, NodeJoined, NodeLeft, NodeRecovered, NodeSuspected
+from cantainer.events import (LeaderElected, NodeDown, NodeJoined, NodeLeft, NodeRecovered,
+                              NodeSuspected)
 from cantainer.events.validate import fingerprint
 from cantainer.projections.base import Projection
 
@@ -40,6 +41,7 @@ class Membership(Projection):
         super().__init__()
         self.nodes: dict[str, Node] = {}
         self.left_fingerprints: set[str] = set()
+        self.leader: str | None = None  # the member the last LeaderElected names
 
     def live(self) -> dict[str, Node]:
         """Members that have not left (joined or suspected)."""
@@ -107,6 +109,12 @@ class Membership(Projection):
             return f"no member named {e.name!r}"
         if node.state == SUSPECTED:
             node.state, node.since, node.down = JOINED, seq, False
+        return None
+
+    def on_LeaderElected(self, e: LeaderElected, seq: int) -> str | None:
+        if not self.is_live(e.name):
+            return f"no member named {e.name!r}"
+        self.leader = e.name
         return None
 
     def available(self) -> list[Node]:

@@ -25,6 +25,7 @@ BY_TYPE = {
     ev.NodeSuspected: st.builds(ev.NodeSuspected, name=names),
     ev.NodeRecovered: st.builds(ev.NodeRecovered, name=names),
     ev.NodeDown: st.builds(ev.NodeDown, name=names),
+    ev.LeaderElected: st.builds(ev.LeaderElected, name=names),
     ev.NetworkCreated: st.builds(ev.NetworkCreated, name=names, cidr=cidrs,
                                  internal=st.booleans()),
     ev.NetworkRemoved: st.builds(ev.NetworkRemoved, name=names),
@@ -102,7 +103,7 @@ any_event = st.one_of(*BY_TYPE.values())
 HOSTS = ("h1", "h2", "h3")
 _SUBNETS = ("198.18.0.0/29", "198.18.0.8/29", "198.18.0.0/28", "198.18.1.0/28")
 _ACTIONS = (["create"] * 6 + ["start"] * 3 + ["exit"] * 2 + ["stop"] + ["remove"] * 2
-            + ["network"] * 2 + ["network_rm"] + ["suspect", "recover", "leave", "join"]
+            + ["network"] * 2 + ["network_rm"] + ["suspect", "recover", "leave", "join", "lead"]
             + ["garbage", "crowd"] + ["service"] * 2 + ["scale", "service_rm", "down"])
 
 
@@ -175,6 +176,7 @@ def histories(draw, min_steps: int = 1, max_steps: int = 80) -> list:
                         "down": lambda: ev.NodeDown(name=name),
                         "recover": lambda: ev.NodeRecovered(name=name),
                         "leave": lambda: ev.NodeLeft(name=name),
+                        "lead": lambda: ev.LeaderElected(name=name),
                         "join": lambda: ev.NodeJoined(name=name, address=f"192.0.2.{i}",
                                                       dqlite_address=f"192.0.2.{i}:9000"),
                         }[action]())

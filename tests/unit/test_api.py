@@ -64,6 +64,9 @@ class FakeHandle:
     async def first(self):
         return 1 if self.records else 0
 
+    def feed(self):
+        return "leader"
+
     async def wait_applied(self, seq=None):
         pass
 
@@ -319,6 +322,7 @@ def test_leave_records_the_same_departure_as_an_eviction_then_stops(h):
 def test_status_and_nodes(h):
     status = call(h, {"op": "status"})[0]["status"]
     assert (status["node"], status["head"], status["applied"]) == ("h1", 3, 3)
+    assert status["feed"] == "leader"
     assert status["members"] == [{"id": "1", "address": "192.0.2.1:9000", "role": "voter",
                                   "name": "h1", "leader": True, "applied": 3, "heard": 0.0}]
     nodes = call(h, {"op": "nodes"})[0]["nodes"]

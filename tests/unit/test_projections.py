@@ -62,6 +62,17 @@ def test_membership_states_and_verdicts():
     assert m.verdict(rejoin) is None and m.nodes["b"].state == "joined"
 
 
+def test_the_log_names_the_leader_a_member_only():
+    m = Membership()
+    log = Log(m)
+    joined(log, "a", "b")
+    assert m.leader is None
+    log(ev.LeaderElected(name="b"))
+    assert m.leader == "b"
+    assert "no member" in m.verdict(log(ev.LeaderElected(name="zz")))
+    assert m.leader == "b", "a refused record changes nothing"
+
+
 def test_liveness_events_have_ids_from_state_seq():
     m = Membership()
     log = Log(m)
