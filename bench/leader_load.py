@@ -50,8 +50,9 @@ def _sent(lab, n: int) -> float:
                and 'kind="heartbeat"' in line)
 
 
-def once(hosts: int, events: int, relays: int | None = None) -> tuple[float, float]:
-    args = () if relays is None else ("--relays", str(relays))
+def once(hosts: int, events: int, relays: int | None = None,
+         extra: tuple[str, ...] = ()) -> tuple[float, float]:
+    args = (() if relays is None else ("--relays", str(relays))) + extra
     with Lab(hosts, daemon_args=args) as lab:
         lab.start_all()
         lab.cli(1, "network", "create", "198.19.252.0/22", "--name", "load")
