@@ -57,7 +57,8 @@ def _threads(pid: int) -> dict[str, float]:
             fields = open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
         except FileNotFoundError:
             continue
-        out[name] = out.get(name, 0) + (int(fields[11]) + int(fields[12])) / ticks
+        name = "main" if tid == str(pid) else name  # the event loop; the rest: dqlite's
+        out[name] = out.get(name, 0) + (int(fields[11]) + int(fields[12])) / ticks  # threads, actors
     for child in open(f"/proc/{pid}/task/{pid}/children").read().split():
         out["children"] = out.get("children", 0) + _cpu_seconds(int(child))
     return out
