@@ -191,7 +191,10 @@ class Lab:
         and stand-bys (as the others see them) are asked to agree.
         """
         count = hosts or len(self.hosts)
-        want = sorted(["voter"] * min(3, count) + ["standby"] * min(3, max(0, count - 3)))
+        args = list(self.daemon_args)
+        standbys = int(args[args.index("--standbys") + 1]) if "--standbys" in args else 1
+        want = sorted(["voter"] * min(3, count) +
+                      ["standby"] * min(standbys, max(0, count - 3)))
 
         def formed() -> bool:
             views = {h.dqlite_address: self._roles_seen_by(h) for h in self.hosts

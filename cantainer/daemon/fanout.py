@@ -140,11 +140,14 @@ class Feed:
 
     async def read_rows(self, after: int, limit: int, types=None) -> list[list]:
         if types is None and self.source is not None and after >= self._base:
-            del self._rows[:after - self._base]
-            self._base = after
+            # Those up to ``after`` were applied (some perhaps by Runner.offer, before
+            # the stream brought them: those it brings later are dropped here then).
+            done = min(after - self._base, len(self._rows))
+            del self._rows[:done]
+            self._base += done
             self._room.set()
             self.answered = self._relay_answered
-            return self._rows[:limit]
+            return self._rows[:limit] if self._base == after else []
         rows = await self.log.read_rows(after=after, limit=limit, types=types)
         self.answered = time.monotonic()
         return rows

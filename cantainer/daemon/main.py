@@ -17,7 +17,7 @@ from cantainer import __version__
 from cantainer.config import (DEFAULT_DATA_DIR, DEFAULT_NETWORK_CIDR, DEFAULT_PORT,
                               DEFAULT_RUN_DIR, IDLE_POLL, NETWORK_LATENCY_MS, RECONCILE_EVERY,
                               SUSPECT_AFTER, RESCHEDULE_AFTER, CHECKPOINT_EVERY, RETAIN, RELAYS,
-                              Config)
+                              STANDBYS, Config)
 from cantainer.daemon import credentials
 from cantainer.daemon.daemon import Daemon, data_dir_lock
 from cantainer.daemon.lease import MIN_RESCHEDULE
@@ -74,7 +74,7 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR)
     parser.add_argument("--voters", type=int, default=3, help=argparse.SUPPRESS)
-    parser.add_argument("--standbys", type=int, default=3, help=argparse.SUPPRESS)
+    parser.add_argument("--standbys", type=int, default=STANDBYS, help=argparse.SUPPRESS)
     parser.add_argument("--network-latency-ms", type=int, default=NETWORK_LATENCY_MS,
                         metavar="MS",
                         help="one-way latency dqlite plans for: Raft heartbeats every 1.5x, "

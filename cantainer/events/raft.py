@@ -34,7 +34,7 @@ VOTER, STANDBY, SPARE = NodeRole.VOTER, NodeRole.STANDBY, NodeRole.SPARE
 
 
 def plan_roles(nodes: Iterable[NodeInfo], online: set[int], *, leader: int,
-               voters: int = 3, standbys: int = 3) -> list[tuple[int, NodeRole]]:
+               voters: int = 3, standbys: int = 1) -> list[tuple[int, NodeRole]]:
     """Role changes that bring the group to ``voters`` online voters and
     ``standbys`` online stand-bys, promotions before demotions, so the
     group never has fewer online voters than before."""
@@ -105,7 +105,7 @@ class RaftMember:
     """Runs the embedded dqlite node and looks after its place in the group."""
 
     def __init__(self, data_dir: str, address: str, seeds: Sequence[str] = (), *,
-                 voters: int = 3, standbys: int = 3, join_timeout: float = 60.0,
+                 voters: int = 3, standbys: int = 1, join_timeout: float = 60.0,
                  network_latency_ms: int | None = None, transport=None) -> None:
         self.address = address
         self.seeds = [s for s in seeds if s != address]

@@ -55,6 +55,10 @@ def test_a_follower_takes_the_other_relay_when_its_relay_dies_and_misses_nothing
                 time.sleep(0.2)  # a stream, not one burst
 
         failed: list = []
+        for i in range(3):  # its own appends, applied before its stream brings them
+            lab.cli(follower, "network", "create", f"198.19.{i}.0/24", "--name", f"own{i}")
+        assert status(lab, follower)["feed"] == lab.host(relay).name
+
         base = status(lab, leader)["head"]
         appending = threading.Thread(target=append)
         appending.start()
@@ -70,7 +74,7 @@ def test_a_follower_takes_the_other_relay_when_its_relay_dies_and_misses_nothing
         wait_for(lambda: status(lab, follower)["applied"] >= head, timeout=30)
         assert networks(lab, follower) == networks(lab, leader), \
             "every record applied: none skipped"
-        assert len(networks(lab, follower)) == BATCHES * PER_BATCH
+        assert len(networks(lab, follower)) == BATCHES * PER_BATCH + 3
         log = lab.log(follower)
         assert f"dropped relay {lab.host(relay).name}" in log
         assert "Traceback" not in log

@@ -115,7 +115,7 @@ def test_the_defaults_are_the_readmes():
     assert config.socket_path == "/run/cantainer/cantainerd.sock"
     assert (config.network_latency_ms, config.suspect_after) == (100, 10.0)
     assert (config.idle_poll, config.reconcile_every) == (2.0, 10.0)
-    assert (config.voters, config.standbys) == (3, 3)
+    assert (config.voters, config.standbys) == (3, 1)
     assert (config.reschedule_after, config.checkpoint_every) == (5.0, 10_000)
     assert config.metrics == ("127.0.0.1", 9003), "off the underlay"
     assert parse(["--address", "192.0.2.1", "--metrics", "none"])[0].metrics is None

@@ -95,13 +95,13 @@ class Relays:
     asked for the records after a seq, then silence (``hang``) or the end."""
 
     def __init__(self, scripts: dict, hang: bool = True) -> None:
-        self.scripts, self.hang, self.asked = scripts, hang, []
+        self.scripts, self.hang, self.asked, self.readers = scripts, hang, [], {}
 
     async def connect(self, handle, host):
         self.asked.append(host)
         if host not in self.scripts:
             raise OSError("connection refused")
-        reader = asyncio.StreamReader()
+        reader = self.readers[host] = asyncio.StreamReader()
 
         def write(request: bytes) -> None:
             for item in self.scripts[host](json.loads(request)["after"]):
@@ -232,4 +232,23 @@ def test_relays_and_the_leader_read_the_leader(monkeypatch):
             await asyncio.sleep(0.05)
             assert relays_.asked == [] and await drain(feed, 0, 1) == [1]
             await feed.stop()
+    asyncio.run(go())
+
+
+def test_records_this_host_applied_itself_are_not_given_again_when_streamed(monkeypatch):
+    async def go():
+        leader = Leader(8)
+        feed = Feed(leader, node=ME, count=2)
+        first = ranked(ME, relays(members(*NAMES), "leader", 2))[0]
+        relays_ = Relays({first: lambda after: [line(0, [1, 2, 3])]})
+        await follow(feed, relays_, monkeypatch)
+        await asyncio.sleep(0.05)
+        assert await drain(feed, 0, 3) == [1, 2, 3]
+        # This host appended 4..6 and applied them (Runner.offer): the stream is behind.
+        assert await feed.read_rows(6, 1000) == []
+        relays_.readers[first].feed_data(line(3, [4, 5, 6, 7, 8]))
+        await asyncio.sleep(0.05)
+        assert [r[0] for r in await feed.read_rows(6, 1000)] == [7, 8]
+        assert leader.reads == 0
+        await feed.stop()
     asyncio.run(go())
