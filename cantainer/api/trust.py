@@ -41,6 +41,11 @@ async def join(h, req: dict, ex) -> None:
         raise Invalid("this join token is not the cluster's current one (see 'cantainer "
                       "join-token' on a member)")
     await h.wait_applied()
+    every, asked = h.state.checkpoint_every, req["checkpoint_every"]
+    if every is not None and asked is not None and asked != every:
+        raise Invalid(f"--checkpoint-every {asked} is not this cluster's: its log records "
+                      f"{every} (every host's checkpoints and archive segments share those "
+                      f"boundaries); start with --checkpoint-every {every}")
     event = from_data("NodeJoined", {"name": req["name"], "address": req["address"],
                                      "dqlite_address": req["dqlite_address"], "kx": req["kx"]})
     for other in h.state.members.live().values():
@@ -95,7 +100,8 @@ OPS = {
     "ca": (ca, {}, "anyone"),
     "join": (join, {"proof": (f.text, f.REQUIRED), "csr": (f.text, f.REQUIRED),
                     "name": (f.text, f.REQUIRED), "address": (f.text, f.REQUIRED),
-                    "dqlite_address": (f.text, f.REQUIRED), "kx": (_kx, f.REQUIRED)},
+                    "dqlite_address": (f.text, f.REQUIRED), "kx": (_kx, f.REQUIRED),
+                    "checkpoint_every": (f.count, None)},
              "anyone"),
     "whoami": (whoami, {}, "anyone"),
     "join_token": (join_token, {"rotate": (f.flag, False)}),

@@ -113,7 +113,7 @@ async def join(config: Config, creds: Credentials) -> Credentials:
                 "op": "join", "proof": pki.join_proof(secret, seed_fp),
                 "csr": pki.csr(key, config.name), "name": config.name,
                 "address": config.host, "dqlite_address": config.dqlite_address,
-                "kx": pki.kx_public(kx)})
+                "kx": pki.kx_public(kx), "checkpoint_every": config.checkpoint_every})
         except Unavailable as exc:
             last = exc
             await asyncio.sleep(1.0)

@@ -218,7 +218,8 @@ class Daemon:
             await self.log.set_secret(CA_KEY, self._ca_key, replace=False)
             await self.log.set_secret(JOIN_SECRET, new_secret(), replace=False)
             created = ClusterCreated(default_network=self.config.default_network
-                                     or DEFAULT_NETWORK_CIDR)
+                                     or DEFAULT_NETWORK_CIDR,
+                                     checkpoint_every=self.config.checkpoint_every)
             await self.log.append([created], ["ClusterCreated"])  # once per cluster
             # Only now: a start cut short before here finds ca.key and does all of it again.
             credentials.stored(self.creds)
@@ -226,6 +227,12 @@ class Daemon:
         elif self.config.default_network is not None:
             log.warning("--default-network is ignored: the cluster has its own, in its log")
         await self.runner.wait_applied(await self.reader.head(), timeout=CATCH_UP_TIMEOUT)
+        every = self.runner.state.checkpoint_every
+        if every is not None and every != self.config.checkpoint_every:
+            raise ConfigError(f"--checkpoint-every {self.config.checkpoint_every} is not this "
+                              f"cluster's: its log records {every} (every host's checkpoints "
+                              f"and archive segments share those boundaries); start with "
+                              f"--checkpoint-every {every}")
         # From now on this host dials only the members its state names (trust/tls.py).
         self.gate.update(self.gate.trusted, self.gate.revoked, caught_up=True)
         me = self.runner.state.members.nodes.get(self.config.name)

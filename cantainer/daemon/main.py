@@ -91,7 +91,7 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
                         metavar="RECORDS",
                         help="save the state every so many records, and start from the "
                              "newest the log vouches for (default: 10000; 0: never, "
-                             "and no archive); the same on every host")
+                             "and no archive); the cluster's, as its log records it")
     parser.add_argument("--retain", type=int, default=None, metavar="RECORDS",
                         help="records the log's database keeps behind its head; older "
                              "ones move to the archive, on every host's disk (default: "

@@ -31,9 +31,14 @@ class Event:
 class ClusterCreated(Event):
     """The cluster was created (appended once, by the host that bootstrapped it), with
     the settings every host must share: the CIDR of the network ``default``, which
-    ``run`` without ``-n`` joins and the first such run creates."""
+    ``run`` without ``-n`` joins and the first such run creates; version 2 added
+    ``checkpoint_every``, the records between checkpoints, whose boundaries archive
+    segments share (a version 1 record leaves it unrecorded: None)."""
+
+    VERSION: ClassVar[int] = 2
 
     default_network: str = attrs.field(validator=v.cidr)
+    checkpoint_every: int | None = attrs.field(default=None, validator=v.checkpoint_every)
 
 
 # -- membership -----------------------------------------------------------------

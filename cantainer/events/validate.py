@@ -193,6 +193,12 @@ def in_range(low: int, high: int):
     return check
 
 
+def checkpoint_every(_instance, attribute, value) -> None:
+    """None (unrecorded), 0 (no checkpoints) or 100..10 000 000 records."""
+    if value is not None and value != 0:
+        _int_in(attribute, value, 100, 10_000_000)
+
+
 def optional_in_range(low: int, high: int):
     def check(_instance, attribute, value) -> None:
         if value is not None:

@@ -26,7 +26,7 @@ from cantainer.projections.membership import Node
 from cantainer.projections.services import Service
 from cantainer.projections.state import ClusterState
 
-FORMAT = 3  # 2: the archive's segments and their digests; 3: the leader
+FORMAT = 3  # 2: the archive's segments and their digests; 3: the leader, checkpoint_every
 
 
 class BadCheckpoint(ValueError):
@@ -71,6 +71,7 @@ def dump(state: ClusterState) -> bytes:
         [[image, [[host, h.digest, h.size, h.kind, h.seq] for host, h in hosts.items()]]
          for image, hosts in img.held.items()],
         [[last, first, d] for last, (first, d) in state.segments.items()],
+        state.checkpoint_every,
     ]
     return msgpack.packb(data, use_bin_type=True)
 
@@ -79,7 +80,7 @@ def load(blob: bytes) -> ClusterState:
     try:
         data = msgpack.unpackb(blob, raw=False, strict_map_key=False)
         (fmt, applied, nodes, left, leader, networks, containers, published, created, default,
-         service_names, mesh, services, replica_of, held, segments) = data
+         service_names, mesh, services, replica_of, held, segments, every) = data
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise BadCheckpoint(f"not a checkpoint: {exc}") from None
     if fmt != FORMAT:
@@ -116,6 +117,7 @@ def load(blob: bytes) -> ClusterState:
             img.held[image] = {host: Held(d, size, kind, seq)
                                for host, d, size, kind, seq in hosts}
         state.segments = {last: (first, d) for last, first, d in segments}
+        state.checkpoint_every = every
     except (ValueError, TypeError, KeyError) as exc:
         raise BadCheckpoint(f"a part of the checkpoint is not what it should be: {exc}") \
             from None

@@ -39,6 +39,8 @@ class ClusterState:
         # last seq -> (first seq, digest): every archive segment SegmentArchived vouched
         # for (a checkpoint holds them: a host started from one can check any segment)
         self.segments: dict[int, tuple[int, str]] = {}
+        # --checkpoint-every as ClusterCreated recorded it (None: a cluster from before)
+        self.checkpoint_every: int | None = None
 
     def apply(self, rec: Recorded) -> None:
         """Apply one record in seq order (one at or below ``applied`` changes nothing);
@@ -61,6 +63,9 @@ class ClusterState:
             self.checkpoints[rec.event.seq] = rec.event.digest
             while len(self.checkpoints) > KEEP_DIGESTS:
                 del self.checkpoints[min(self.checkpoints)]
+        elif rec.type == "ClusterCreated" and self.ipam.verdict(rec.seq) is None and \
+                not isinstance(rec.event, UnknownEvent):
+            self.checkpoint_every = rec.event.checkpoint_every
         elif rec.type == "SegmentArchived" and not isinstance(rec.event, UnknownEvent):
             self.segments.setdefault(rec.event.last, (rec.event.first, rec.event.digest))
 
@@ -70,6 +75,7 @@ class ClusterState:
         self.members, self.ipam, self.services, self.images = (
             other.members, other.ipam, other.services, other.images)
         self.segments = other.segments
+        self.checkpoint_every = other.checkpoint_every
         self.applied = other.applied
 
     def apply_all(self, records) -> None:

@@ -78,6 +78,22 @@ def test_compaction_loses_nothing_and_late_hosts_start_from_a_members_checkpoint
         assert events(lab, 3)[:len(after)] == after
         assert "fetched" in lab.log(3, since)
 
+        # Another --checkpoint-every than the log's: refused at the door, one line.
+        since = lab.log_size(4)
+        lab.start(4, wait=False, extra=("--checkpoint-every", str(2 * EVERY)))
+        assert lab.host(4).proc.wait(60) != 0
+        assert f"--checkpoint-every {2 * EVERY} is not this cluster's: its log records " \
+            f"{EVERY}" in lab.log(4, since)
+        assert "Traceback" not in lab.log(4, since)
+        assert "h4" not in lab.cli(1, "node", "ls").stdout, "nothing appended"
+        lab.stop(4)
+        lab.stop(2)  # and a member restarted with another one stops after catching up
+        since = lab.log_size(2)
+        lab.start(2, wait=False, extra=("--checkpoint-every", str(2 * EVERY)))
+        assert lab.host(2).proc.wait(60) != 0
+        assert f"--checkpoint-every {2 * EVERY} is not this cluster's" in lab.log(2, since)
+        lab.stop(2)
+        lab.start(2)
         lab.start(4)  # joins after the compaction: a member's checkpoint, then the tail
         assert lab.cli(4, "network", "ls").stdout == lab.cli(1, "network", "ls").stdout
         assert lab.cli(4, "replay", "--until", "150", "--json").stdout == before_replay

@@ -18,7 +18,9 @@ strings = st.text(st.characters(blacklist_characters="\x00", blacklist_categorie
                   max_size=40)
 
 BY_TYPE = {
-    ev.ClusterCreated: st.builds(ev.ClusterCreated, default_network=cidrs),
+    ev.ClusterCreated: st.builds(ev.ClusterCreated, default_network=cidrs,
+                                 checkpoint_every=st.one_of(st.none(), st.just(0),
+                                                            st.integers(100, 10**7))),
     ev.NodeJoined: st.builds(ev.NodeJoined, name=names, address=ipv4,
                              dqlite_address=st.builds(lambda a, p: f"{a}:{p}", ipv4, ports)),
     ev.NodeLeft: st.builds(ev.NodeLeft, name=names),

@@ -383,3 +383,21 @@ def test_a_log_from_before_cluster_created_keeps_its_own_network_named_default()
     ran = log(created("a", "web", "h1", "default"))
     assert s.verdict(made) is None and s.verdict(ran) is None
     assert str(s.ipam.containers["a" * 12].ip) == "198.18.5.2"
+
+
+def test_the_log_records_the_clusters_checkpoint_interval_once():
+    from cantainer.projections.state import ClusterState
+
+    state = ClusterState()
+
+    def record(seq, event):
+        state.apply(ev.Recorded(seq, f"id{seq}", type(event).type_name(), event.VERSION,
+                                "h1", 0.0, event))
+
+    assert state.checkpoint_every is None, "a cluster from before it was recorded"
+    record(1, ev.ClusterCreated(default_network="198.18.0.0/16", checkpoint_every=500))
+    assert state.checkpoint_every == 500
+    record(2, ev.ClusterCreated(default_network="198.18.0.0/16", checkpoint_every=900))
+    assert state.checkpoint_every == 500, "a second ClusterCreated is refused"
+    with pytest.raises(Exception, match="checkpoint_every"):
+        ev.ClusterCreated(default_network="198.18.0.0/16", checkpoint_every=50)
