@@ -58,8 +58,13 @@ def test_cluster_forms_and_every_host_reads_the_same_log(make_lab):
     logs = [events(lab, n) for n in (1, 2, 3)]
     assert logs[0] == logs[1] == logs[2]
     assert [e["seq"] for e in logs[0]] == list(range(1, len(logs[0]) + 1)), "gap-free"
-    assert [e["type"] for e in logs[0][:4]] == ["ClusterCreated"] + ["NodeJoined"] * 3
-    assert logs[0][0]["data"] == {"default_network": "198.19.128.0/18"}, "the lab's"
+    membership = [e["type"] for e in logs[0] if e["type"] != "LeaderElected"]
+    assert membership[:4] == ["ClusterCreated"] + ["NodeJoined"] * 3
+    assert logs[0][0]["data"] == {"default_network": "198.19.128.0/18",
+                                  "checkpoint_every": 10000}, "the lab's, and the default"
+    assert {e["data"]["name"] for e in logs[0] if e["type"] == "LeaderElected"} == \
+        {next(m["name"] for m in status(lab, 1)["members"] if m["leader"])}, \
+        "the leader recorded itself"
     created = [e["data"]["name"] for e in logs[0] if e["type"] == "NetworkCreated"]
     assert created == [f"net{i}" for i in range(12)] + [f"b{i}" for i in range(1000)]
     assert {e["node"] for e in logs[0] if e["type"] == "NetworkCreated"} == {"h1", "h2", "h3"}

@@ -184,10 +184,12 @@ def test_network_commands_report_verdicts(make_lab):
     from_stream = subprocess.run([*cli, "replay", "--json", "--file", "-"], input=stream,
                                  env=env, capture_output=True, check=True, timeout=30).stdout
     assert json.loads(from_stream) == json.loads(from_file)
-    # seq 1 ClusterCreated, 2-4 NodeJoined, 5 blue
-    early = json.loads(lab.cli(3, "replay", "--json", "--file", "-", "--until", "5",
+    # ClusterCreated, NodeJoined and LeaderElected, then blue
+    blue = next(json.loads(line)["seq"] for line in dump.splitlines()
+                if json.loads(line)["type"] == "NetworkCreated")
+    early = json.loads(lab.cli(3, "replay", "--json", "--file", "-", "--until", str(blue),
                                input=dump).stdout)
-    assert early["applied"] == 5 and [n["name"] for n in early["networks"]] == ["blue"]
+    assert early["applied"] == blue and [n["name"] for n in early["networks"]] == ["blue"]
 
     nodes = json.loads(lab.cli(1, "nodes", "--json").stdout)
     assert [(n["name"], n["state"], n["role"]) for n in nodes] == [
