@@ -90,8 +90,10 @@ class Daemon:
         self.log, self.reader, tail = (EventLog(self.raft.store, node=config.name,
                                                 dial=transport.dial) for _ in range(3))
         # The tailer reads through a relay, or the leader (daemon/fanout.py).
+        # A relay that has not reached a quorum for this long is dropped: before the
+        # lease's fence (half of --suspect-after) would count this host cut off.
         self.feed = Feed(tail, node=config.name, count=config.relays,
-                         stale_after=config.suspect_after / 2)
+                         stale_after=config.suspect_after * 0.4)
         self.runner = Runner(self.feed, ClusterState(), node=config.name, address=config.host,
                              data_dir=config.data_dir, report=self._append_soon,
                              underlay_mtu=mtu_of(config.host), idle_poll=config.idle_poll,

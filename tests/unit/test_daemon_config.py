@@ -27,6 +27,8 @@ def daemon(*args):
      "--retain needs checkpoints: with --checkpoint-every 0 it must be 0"),
     (("--address", "192.0.2.1", "--retain", "500"),
      "--retain must be 0 (keep every record) or at least --checkpoint-every (10000)"),
+    (("--address", "192.0.2.1", "--relays", "65"), "--relays must be 0..64, got 65"),
+    (("--address", "192.0.2.1", "--relays", "-1"), "--relays must be 0..64, got -1"),
     (("--address", "192.0.2.1", "--metrics", "127.0.0.1"), "--metrics '127.0.0.1' is not IPV4:PORT"),
     (("--address", "192.0.2.1", "--metrics", "localhost:9"), "is not IPV4[:PORT]"),
     (("--address", "192.0.2.1", "--default-network", "10.88.0.1/16"),
