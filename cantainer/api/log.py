@@ -7,10 +7,11 @@
            raw: {"records": BASE64} per batch instead, a record stream
            (events/codec.py: the stored rows, payloads as stored, for the reader to
            decode: ``events --msgpack`` and ``replay``)
-    {"op": "log_follow", "after": N} (peer port, members)
+    {"op": "log_follow", "after": N, "every": S} (peer port, members)
         -> {"after": A, "records": BASE64, "fresh": S} per batch, the records right
            after seq A as the database holds them, A the last one sent before;
-           {"fresh": S} when there is nothing new for a second; {"gap": true} when
+           {"fresh": S} when there is nothing new for ``every`` seconds (0.1..10,
+           default 1); a batch holds at most RELAY_BYTES of payloads; {"gap": true} when
            the records right after the last one sent are compacted.  S: seconds since
            this host last read from a quorum (``daemon/fanout.py``)
     {"op": "log_fetch", "kind": "segment" | "checkpoint", "seq": N} (peer port, members)
@@ -32,7 +33,8 @@ MAX_BATCH = 1000  # events per append: one transaction, bounded (events/log.py: 
 FOLLOW_POLL = 0.1  # seconds between reads of the log while following
 RAW_BATCH = 1000  # records per line of a record stream
 FETCH_CHUNK = 256 * 1024  # bytes per line of a log_fetch answer
-RELAY_KEEPALIVE = 1.0  # seconds: a follower's stream hears this often (daemon/fanout.py)
+RELAY_BYTES = 512 * 1024  # payload bytes a line of log_follow carries at most (payloads
+#                          are at most 64 KiB: a line stays under 1 MiB, peers.MAX_LINE)
 
 
 def _batch(name: str, value) -> list[dict]:
@@ -110,17 +112,24 @@ async def _raw_events(h, since: int, types, follow: bool, ex) -> None:
 
 async def log_follow(h, req: dict, ex) -> None:
     """A member follows the log through this host (``daemon/fanout.py``)."""
-    since = req["after"]
+    since, every = req["after"], req["every"]
     while True:
         rows = await h.relay_rows(since, RAW_BATCH)
         if rows is None:
             await ex.send({"gap": True})
             return
         if rows:
+            size, cut = 0, len(rows)
+            for n, row in enumerate(rows):  # a line stays under the follower's 1 MiB
+                size += len(row[6]) + 128
+                if size > RELAY_BYTES and n:
+                    cut = n
+                    break
+            rows = rows[:cut]
             await ex.send({"after": since, "fresh": h.fresh(),
                            "records": base64.b64encode(pack_rows(rows)).decode()})
             since = rows[-1][0]
-        elif not await h.relayed(RELAY_KEEPALIVE):
+        elif not await h.relayed(every):
             await ex.send({"fresh": h.fresh()})
 
 
@@ -136,6 +145,13 @@ async def log_fetch(h, req: dict, ex) -> None:
     await ex.send({"end": True})
 
 
+def _every(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not 0.1 <= value <= 10:
+        raise Invalid(f"{name} must be 0.1..10 seconds, got {value!r}")
+    return float(value)
+
+
 def _kind(name: str, value) -> str:
     if value not in ("segment", "checkpoint"):
         raise Invalid(f"{name} must be segment or checkpoint, got {value!r}")
@@ -146,7 +162,8 @@ OPS = {
     "submit": (submit, {"events": (_batch, f.REQUIRED)}),
     "events": (events, {"since": (_since, 0), "follow": (f.flag, False),
                         "types": (_types, []), "raw": (f.flag, False)}),
-    "log_follow": (log_follow, {"after": (_since, f.REQUIRED)}, "member"),
+    "log_follow": (log_follow, {"after": (_since, f.REQUIRED), "every": (_every, 1.0)},
+                   "member"),
     "log_fetch": (log_fetch, {"kind": (_kind, f.REQUIRED), "seq": (f.count, f.REQUIRED)},
                   "member"),
 }

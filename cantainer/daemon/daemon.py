@@ -127,7 +127,7 @@ class Daemon:
             lambda kind, seq, digest: peers.fetch(
                 handle, {"op": "log_fetch", "kind": kind, "seq": seq}, digest, FETCH_MOST))
         self._compacting: asyncio.Task | None = None
-        self._claimed: tuple[str | None, int] | None = None  # (leader before, seq): its id
+        self._claimed: int | None = None  # the seq this leadership's claim is named by
         self.metrics = handle.metrics = Metrics()
         self._stopping = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -343,12 +343,14 @@ class Daemon:
         """The leader records that it leads, once per leadership (the id names the seq
         it began at, as this host had applied it)."""
         state = self.runner.state
-        if self.raft.is_leader and state.members.leader != self.config.name and \
-                state.members.is_live(self.config.name):
-            if self._claimed is None or self._claimed[0] != state.members.leader:
-                self._claimed = (state.members.leader, state.applied)
+        if not self.raft.is_leader or state.members.leader == self.config.name:
+            self._claimed = None  # recorded (or not leading): the next leadership anew
+            return
+        if state.members.is_live(self.config.name):
+            if self._claimed is None:
+                self._claimed = state.applied
             self._append_soon(LeaderElected(name=self.config.name),
-                              f"LeaderElected-{self.config.name}-{self._claimed[1]}")
+                              f"LeaderElected-{self.config.name}-{self._claimed}")
 
     def _pair_key(self, name: str) -> bytes | None:
         """The key this host shares with live member ``name`` (heartbeats, pokes)."""

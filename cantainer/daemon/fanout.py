@@ -44,8 +44,11 @@ log = logging.getLogger(__name__)
 
 KEEP = 4096  # records a relay keeps to give to followers that are a little behind
 AHEAD = 20_000  # records a follower takes from its stream ahead of its tailer
-SILENT = 3.0  # seconds without a line (a relay says how fresh it is every second:
-#              api/log.py: RELAY_KEEPALIVE) after which a follower drops its relay
+# A follower asks its relay to say how fresh it is every stale_after / 4 seconds (1 s
+# at the default --suspect-after), and drops it after two of those without a line:
+# the follower's own answer is then at most that plus the relay's, which stays below
+# the lease's fence (daemon/lease.py: half of --suspect-after).
+SILENT_KEEPALIVES = 2
 AVOID = 10.0  # seconds a relay dropped mid-stream is not asked again (RETRY: one that
 #              never streamed: it may be starting)
 RETRY = 2.0  # seconds between looks for a relay when there is none to follow
@@ -192,8 +195,8 @@ class Feed:
                 await self._stream(relay)
             except asyncio.CancelledError:
                 raise
-            except (OSError, TimeoutError, ValueError, KeyError, TypeError,
-                    CantainerError) as exc:
+            except (OSError, TimeoutError, ValueError, KeyError, TypeError, IndexError,
+                    AttributeError, CantainerError) as exc:
                 live = self.source is not None  # else: not up yet, or down already
                 self._avoid[relay] = time.monotonic() + (AVOID if live else RETRY)
                 self.switches += 1
@@ -211,13 +214,14 @@ class Feed:
 
     async def _stream(self, relay: str) -> None:
         """Follow ``relay`` until it fails (raises) or is no longer wanted (returns)."""
-        after = self.applied()
+        after, every = self.applied(), round(max(0.1, self.stale_after / 4), 2)
         reader, writer = await peers.connect(self.handle, relay)
         try:
-            writer.write(json.dumps({"op": "log_follow", "after": after}).encode() + b"\n")
+            writer.write(json.dumps({"op": "log_follow", "after": after,
+                                     "every": every}).encode() + b"\n")
             last, rows = after, []
             while True:
-                line = await asyncio.wait_for(reader.readline(), SILENT)
+                line = await asyncio.wait_for(reader.readline(), SILENT_KEEPALIVES * every)
                 if not line:
                     raise Unavailable("it ended the stream")
                 msg = json.loads(line)
@@ -229,6 +233,8 @@ class Feed:
                     raise Unavailable(f"it has not read the log for {fresh:.1f} s")
                 if "records" in msg:
                     batch = list(unpack_rows(base64.b64decode(msg["records"])))
+                    if not batch:
+                        raise Unavailable("it sent an empty batch")
                     expect = [last + 1 + i for i in range(len(batch))]
                     if int(msg["after"]) != last or [r[0] for r in batch] != expect:
                         raise Unavailable(f"it sent seqs {batch[0][0]}..{batch[-1][0]} "
@@ -241,8 +247,7 @@ class Feed:
                     self.source, self._base, self._rows = relay, after, rows
                     log.info("log feed: following relay %s from seq %d", relay, after)
                 rows = self._rows
-                if "records" in msg:
-                    self.wake()
+                self.wake()  # records, or news of the relay's freshness: the fence's
                 if relay not in self.wanted():
                     log.info("log feed: relay %s is no longer this host's", relay)
                     return

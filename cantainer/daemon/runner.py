@@ -163,11 +163,12 @@ class Runner:
                 await asyncio.sleep(1.0)
                 continue
             # A relay's records reached a quorum when it read them (daemon/fanout.py: Feed).
-            self.last_read_ok = getattr(self.log, "answered", None) or time.monotonic()
+            answered = getattr(self.log, "answered", None) or time.monotonic()
             if rows and rows[0][0] != after + 1:  # the log holds no gaps but compaction's
                 if not await self._cross(rows[0][0] - 1):
                     await asyncio.sleep(1.0)
-                continue
+                continue  # not applied: no answer for the fence, nor for followers
+            self.last_read_ok = answered
             if self.recent is not None:
                 self.recent.add(after, rows)
             batch = decode_rows(rows)

@@ -25,7 +25,8 @@ def networks(lab, n) -> list[str]:
 
 
 def test_a_follower_takes_the_other_relay_when_its_relay_dies_and_misses_nothing(tmp_path):
-    with module_lab(4, "fanout", daemon_args=("--relays", "2")) as lab:
+    # --suspect-after 3: the fence at 1.5 s, which a follower's answers must keep ahead of
+    with module_lab(4, "fanout", daemon_args=("--relays", "2", "--suspect-after", "3")) as lab:
         lab.start_all()
         lab.wait_formed(hosts=4)
         leader = leader_host(lab, 1)
@@ -55,6 +56,10 @@ def test_a_follower_takes_the_other_relay_when_its_relay_dies_and_misses_nothing
                 time.sleep(0.2)  # a stream, not one burst
 
         failed: list = []
+        since = lab.log_size(follower)
+        time.sleep(4)  # a quiet log: only the relay's keepalives reach the follower
+        assert "the log has not answered" not in lab.log(follower, since), \
+            "a follower that hears its relay is not fenced"
         for i in range(3):  # its own appends, applied before its stream brings them
             lab.cli(follower, "network", "create", f"198.19.{i}.0/24", "--name", f"own{i}")
         assert status(lab, follower)["feed"] == lab.host(relay).name
@@ -69,12 +74,17 @@ def test_a_follower_takes_the_other_relay_when_its_relay_dies_and_misses_nothing
         assert not failed, failed
 
         other, = others
-        wait_for(lambda: status(lab, follower)["feed"] == lab.host(other).name, timeout=30)
+        dead, alive = lab.host(relay).name, lab.host(other).name
+        # At once the other relay; once the leader suspects the dead one (3 s), the relays
+        # are the joined members, and the follower may be one itself: the leader then.
+        wait_for(lambda: f"dropped relay {dead} " in lab.log(follower), timeout=30)
+        dropped = next(line for line in lab.log(follower).splitlines()
+                       if f"dropped relay {dead} " in line)
+        assert dropped.endswith(f"reading from {alive}"), dropped
+        wait_for(lambda: status(lab, follower)["feed"] in (alive, "leader"), timeout=30)
         head = status(lab, leader)["head"]
         wait_for(lambda: status(lab, follower)["applied"] >= head, timeout=30)
         assert networks(lab, follower) == networks(lab, leader), \
             "every record applied: none skipped"
         assert len(networks(lab, follower)) == BATCHES * PER_BATCH + 3
-        log = lab.log(follower)
-        assert f"dropped relay {lab.host(relay).name}" in log
-        assert "Traceback" not in log
+        assert "Traceback" not in lab.log(follower)

@@ -198,8 +198,7 @@ def test_with_no_relay_left_the_follower_reads_the_leader(monkeypatch):
 
 def test_a_relay_that_goes_silent_is_dropped(monkeypatch):
     async def go():
-        monkeypatch.setattr(fanout, "SILENT", 0.2)
-        feed = Feed(Leader(3), node=ME, count=1)
+        feed = Feed(Leader(3), node=ME, count=1, stale_after=0.4)  # silent: 2 x 0.1 s
         only, = relays(members(*NAMES), "leader", 1)
         await follow(feed, Relays({only: lambda after: [line(0, [1])]}), monkeypatch)
         await asyncio.sleep(0.1)
@@ -252,3 +251,58 @@ def test_records_this_host_applied_itself_are_not_given_again_when_streamed(monk
         assert leader.reads == 0
         await feed.stop()
     asyncio.run(go())
+
+
+def test_a_relay_line_stays_under_the_followers_line_limit():
+    from cantainer.api import log as api_log
+    from cantainer.daemon.peers import MAX_LINE
+
+    big = [[s, f"id{s}", "NetworkRemoved", 1, "h1", 1.0, b"x" * 60_000] for s in range(1, 41)]
+    sent = []
+
+    class Relay:  # the handle's side of log_follow
+        async def relay_rows(self, after, limit):
+            return [r for r in big if r[0] > after][:limit]
+
+        async def relayed(self, timeout):
+            raise asyncio.CancelledError  # the test ends at the first keepalive
+
+        def fresh(self):
+            return 0.0
+
+    class Exchange:
+        async def send(self, msg):
+            sent.append(json.dumps(msg))
+
+    async def go():
+        try:
+            await api_log.log_follow(Relay(), {"after": 0, "every": 1.0}, Exchange())
+        except asyncio.CancelledError:
+            pass
+    asyncio.run(go())
+    assert len(sent) > 1 and all(len(line) < MAX_LINE for line in sent)
+    assert [json.loads(line)["after"] for line in sent] == \
+        [0] + [json.loads(line)["after"] for line in sent][1:], "one after the other"
+
+
+def test_a_leadership_is_claimed_anew_each_time():
+    from cantainer.daemon.daemon import Daemon
+
+    appended = []
+    members = SimpleNamespace(leader="b", is_live=lambda name: True)  # b leads, then a
+    me = SimpleNamespace(raft=SimpleNamespace(is_leader=True), _claimed=None,
+                         config=SimpleNamespace(name="a"),
+                         runner=SimpleNamespace(state=SimpleNamespace(members=members,
+                                                                      applied=10)),
+                         _append_soon=lambda event, event_id: appended.append(event_id))
+    Daemon._claim_leadership(me)
+    Daemon._claim_leadership(me)  # not applied yet: the same id, appended once
+    assert appended == ["LeaderElected-a-10", "LeaderElected-a-10"]
+    members.leader = "a"
+    Daemon._claim_leadership(me)  # recorded
+    members.leader, me.runner.state.applied = "b", 20  # b led again meanwhile
+    Daemon._claim_leadership(me)
+    assert appended[-1] == "LeaderElected-a-20", "not the first leadership's id again"
+    me.raft.is_leader = False
+    Daemon._claim_leadership(me)
+    assert len(appended) == 3, "no claim while not leading"

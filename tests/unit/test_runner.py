@@ -322,8 +322,11 @@ def test_with_no_checkpoint_to_be_had_nothing_past_the_gap_is_applied(caplog):
 
     async def go():
         r = start(Compacted(events, upto=2), (), checkpoints=checkpoint)
+        before = r.last_read_ok
         try:
             await asyncio.sleep(0.3)
+            assert r.last_read_ok == before, \
+                "reads it cannot apply are no answer (the fence; a relay's followers)"
             return r.state.applied
         finally:
             await r.stop()
