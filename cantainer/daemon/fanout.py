@@ -196,7 +196,7 @@ class Feed:
             except asyncio.CancelledError:
                 raise
             except (OSError, TimeoutError, ValueError, KeyError, TypeError, IndexError,
-                    AttributeError, CantainerError) as exc:
+                    CantainerError) as exc:
                 live = self.source is not None  # else: not up yet, or down already
                 self._avoid[relay] = time.monotonic() + (AVOID if live else RETRY)
                 self.switches += 1
@@ -221,12 +221,8 @@ class Feed:
                                      "every": every}).encode() + b"\n")
             last, rows = after, []
             while True:
-                line = await asyncio.wait_for(reader.readline(), SILENT_KEEPALIVES * every)
-                if not line:
-                    raise Unavailable("it ended the stream")
-                msg = json.loads(line)
-                if "error" in msg:
-                    raise Unavailable(msg["error"])
+                msg = await peers.message(reader, SILENT_KEEPALIVES * every,
+                                          "it ended the stream")
                 if msg.get("gap"):
                     raise Unavailable(f"it has no records right after seq {last}")
                 if (fresh := float(msg["fresh"])) > self.stale_after:

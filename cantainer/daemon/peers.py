@@ -43,6 +43,20 @@ async def connect(h, host: str, *, address: tuple[str, int] | None = None):
     return reader, writer
 
 
+async def message(reader, timeout: float, ended: str) -> dict:
+    """The member's next line: a JSON object; ``Unavailable`` with ``ended`` if the
+    connection ended, with the member's own words if it answered an error."""
+    line = await asyncio.wait_for(reader.readline(), timeout)
+    if not line:
+        raise Unavailable(ended)
+    msg = json.loads(line)
+    if not isinstance(msg, dict):
+        raise Unavailable("it sent a line that is no JSON object")
+    if "error" in msg:
+        raise Unavailable(msg["error"])
+    return msg
+
+
 async def stream(h, host: str, request: dict, most: int, sink, *,
                  address: tuple[str, int] | None = None) -> int:
     """Ask ``host`` (``connect``) for ``request``; each chunk to ``sink``; the size."""
@@ -51,12 +65,7 @@ async def stream(h, host: str, request: dict, most: int, sink, *,
         writer.write(json.dumps(request).encode() + b"\n")
         size = 0
         while True:
-            line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT)
-            if not line:
-                raise Unavailable("it ended the transfer early")
-            msg = json.loads(line)
-            if "error" in msg:
-                raise Unavailable(msg["error"])
+            msg = await message(reader, READ_TIMEOUT, "it ended the transfer early")
             if msg.get("end"):
                 return size
             chunk = base64.b64decode(msg["data"])
