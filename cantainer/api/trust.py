@@ -41,11 +41,8 @@ async def join(h, req: dict, ex) -> None:
         raise Invalid("this join token is not the cluster's current one (see 'cantainer "
                       "join-token' on a member)")
     await h.wait_applied()
-    every, asked = h.state.checkpoint_every, req["checkpoint_every"]
-    if every is not None and asked is not None and asked != every:
-        raise Invalid(f"--checkpoint-every {asked} is not this cluster's: its log records "
-                      f"{every} (every host's checkpoints and archive segments share those "
-                      f"boundaries); start with --checkpoint-every {every}")
+    if (refusal := h.state.checkpoint_refusal(req["checkpoint_every"])) is not None:
+        raise Invalid(refusal)
     event = from_data("NodeJoined", {"name": req["name"], "address": req["address"],
                                      "dqlite_address": req["dqlite_address"], "kx": req["kx"]})
     for other in h.state.members.live().values():

@@ -229,12 +229,9 @@ class Daemon:
         elif self.config.default_network is not None:
             log.warning("--default-network is ignored: the cluster has its own, in its log")
         await self.runner.wait_applied(await self.reader.head(), timeout=CATCH_UP_TIMEOUT)
-        every = self.runner.state.checkpoint_every
-        if every is not None and every != self.config.checkpoint_every:
-            raise ConfigError(f"--checkpoint-every {self.config.checkpoint_every} is not this "
-                              f"cluster's: its log records {every} (every host's checkpoints "
-                              f"and archive segments share those boundaries); start with "
-                              f"--checkpoint-every {every}")
+        refusal = self.runner.state.checkpoint_refusal(self.config.checkpoint_every)
+        if refusal is not None:
+            raise ConfigError(refusal)
         # From now on this host dials only the members its state names (trust/tls.py).
         self.gate.update(self.gate.trusted, self.gate.revoked, caught_up=True)
         me = self.runner.state.members.nodes.get(self.config.name)

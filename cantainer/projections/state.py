@@ -87,6 +87,16 @@ class ClusterState:
         return (self.members.verdict(seq) or self.ipam.verdict(seq)
                 or self.services.verdict(seq) or self.images.verdict(seq))
 
+    def checkpoint_refusal(self, every: int | None) -> str | None:
+        """Why a host with ``--checkpoint-every`` ``every`` may not take part (None: it
+        may, or it did not say, or the log recorded none)."""
+        if self.checkpoint_every is None or every is None or every == self.checkpoint_every:
+            return None
+        return (f"--checkpoint-every {every} is not this cluster's: its log records "
+                f"{self.checkpoint_every} (every host's checkpoints and archive segments "
+                f"share those boundaries); start with --checkpoint-every "
+                f"{self.checkpoint_every}")
+
     def rejected(self) -> dict[int, str]:
         return {**self.members.rejected, **self.ipam.rejected, **self.services.rejected,
                 **self.images.rejected}
