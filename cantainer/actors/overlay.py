@@ -99,7 +99,7 @@ class OverlayActor(KernelActor):
 
     def check(self) -> None:
         """Read the kernel back off this actor's thread: at scale that is ~1 400
-        entries of pyroute2 parsing (0.1 s alone, several times that on a loaded
+        entries of netlink parsing (0.1 s alone, several times that on a loaded
         machine), and plans would wait behind it.  Only a difference costs a full
         reconcile here."""
         if self._checking:

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         lock = data_dir_lock(config.data_dir)
         try:
             creds, ca_key = asyncio.run(credentials.obtain(config))
-            daemon = Daemon(config, creds, ca_key)  # outside a running loop (pyroute2)
+            daemon = Daemon(config, creds, ca_key)
             asyncio.run(daemon.run())
         finally:
             os.close(lock)

@@ -5,7 +5,8 @@ when missing and leaves it alone when present; nothing here knows the log.
     statedir.py       a container's state directory: the one owner of its files
     net.py            addresses, routes, link indexes; the neighbour table's limits
     netns.py          named network namespaces
-    overlay.py        bridges, VXLAN devices, FDB and neighbour entries (pyroute2)
+    rtnl.py           rtnetlink by hand: the requests and dumps of the layer
+    overlay.py        bridges, VXLAN devices, FDB and neighbour entries
     container_net.py  a container's namespace and veth
     watch.py          rtnetlink: which of our links and entries were removed
     process.py        a container's first process: namespaces, root, capabilities, exec

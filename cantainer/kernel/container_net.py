@@ -15,9 +15,6 @@ import errno
 import os
 import time
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from cantainer.kernel import names, netns, rtnl
 from cantainer.kernel.net import index_of
 
@@ -36,8 +33,8 @@ def ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: st
     for attempt in range(ENSURE_ATTEMPTS):
         try:
             return _ensure(container_id, bridge, address, prefixlen, mac, mtu, gateway)
-        except NetlinkError as exc:
-            if exc.code not in (errno.ENODEV, errno.EINVAL) or attempt == ENSURE_ATTEMPTS - 1:
+        except OSError as exc:
+            if exc.errno not in (errno.ENODEV, errno.EINVAL) or attempt == ENSURE_ATTEMPTS - 1:
                 raise
             time.sleep(0.01)
     raise AssertionError("unreachable")
@@ -63,47 +60,42 @@ def restore_netns(container_id: str, pid: int) -> None:
 
 
 def remove_veth(name: str) -> None:
-    with IPRoute() as ipr:
-        index = index_of(name)
-        if index is not None:
-            ipr.link("del", index=index)
+    index = index_of(name)
+    if index is not None:
+        rtnl.del_link(index)
 
 
 def _ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: str,
             mtu: int, gateway: str | None) -> str:
     ns, veth = names.netns(container_id), names.veth(container_id)
     fresh = netns.create(ns)
-    with IPRoute() as ipr:
-        if index_of(bridge) is None:
-            try:  # the overlay actor may create it at the same moment
-                ipr.link("add", ifname=bridge, kind="bridge")
-            except NetlinkError as exc:
-                if exc.code != errno.EEXIST:
-                    raise
-        ipr.link("set", index=index_of(bridge), state="up")
-        made = index_of(veth) is None
-        if made:
-            if not fresh:  # a start cut short: its eth0 is left without a peer
-                _remove_stale_eth0(ns)
-            ipr.link("add", ifname=veth, kind="veth", mtu=mtu,
-                     peer={"ifname": "eth0", "net_ns_fd": ns, "mtu": mtu, "address": mac})
-        ipr.link("set", index=index_of(veth), master=index_of(bridge), mtu=mtu,
-                 state="up")
+    if index_of(bridge) is None:
+        try:  # the overlay actor may create it at the same moment
+            rtnl.add_bridge(bridge)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+    rtnl.set_link(index_of(bridge), up=True)
+    made = index_of(veth) is None
+    if made:
+        if not fresh:  # a start cut short: its eth0 is left without a peer
+            _remove_stale_eth0(ns)
+        rtnl.add_veth(veth, mtu=mtu, peer="eth0", peer_netns=netns.path(ns), peer_mac=mac)
+    rtnl.set_link(index_of(veth), master=index_of(bridge), mtu=mtu, up=True)
 
     def configure() -> None:
-        with IPRoute() as inner:
-            eth0 = index_of("eth0")
-            # An eth0 made just now has its MAC and MTU, and no address yet: two
-            # requests fewer on every container's start.
-            if not made:
-                inner.link("set", index=eth0, address=mac, mtu=mtu)
-            if made or not any(a.get("IFA_ADDRESS") == address
-                               for a in inner.get_addr(index=eth0)):
-                inner.addr("add", index=eth0, address=address, prefixlen=prefixlen)
-            inner.link("set", index=eth0, state="up")
-            inner.link("set", index=index_of("lo"), state="up")
-            if gateway is not None:
-                inner.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=eth0)
+        eth0 = index_of("eth0")
+        # An eth0 made just now has its MAC and MTU, and no address yet: two
+        # requests fewer on every container's start.
+        if not made:
+            rtnl.set_link(eth0, mac=mac, mtu=mtu)
+        if made or not any(a.split("/")[0] == address
+                           for a in rtnl.addresses().get(eth0, ())):
+            rtnl.add_address(eth0, address, prefixlen)
+        rtnl.set_link(eth0, up=True)
+        rtnl.set_link(index_of("lo"), up=True)
+        if gateway is not None:
+            rtnl.replace_default_route(gateway, eth0)
 
     netns.run_in(ns, configure)
     return ns
@@ -111,10 +103,9 @@ def _ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: s
 
 def _remove_stale_eth0(ns: str) -> None:
     def remove() -> None:
-        with IPRoute() as inner:
-            index = index_of("eth0")
-            if index is not None:
-                inner.link("del", index=index)
+        index = index_of("eth0")
+        if index is not None:
+            rtnl.del_link(index)
 
     netns.run_in(ns, remove)
 

@@ -1,17 +1,18 @@
-"""Addresses and routes through pyroute2 netlink; the neighbour table's limits."""
+"""A link's index, the underlay's address and MTU (``kernel/rtnl.py``); the neighbour
+table's limits and IPv4 forwarding."""
 
 from __future__ import annotations
 
 import os
 import socket
 
-from pyroute2 import IPRoute
+from cantainer.kernel import rtnl
 
 
 def index_of(ifname: str) -> int | None:
-    """A link's index in the calling thread's network namespace (one ioctl: pyroute2's
-    ``link_lookup`` dumps every link, which at 50 containers a host cost the overlay
-    actor more than the FDB and neighbour changes it looked the index up for)."""
+    """A link's index in the calling thread's network namespace (one ioctl: a link dump
+    to find it, at 50 containers a host, cost the overlay actor more than the FDB and
+    neighbour changes it looked the index up for)."""
     try:
         return socket.if_nametoindex(ifname)
     except OSError:
@@ -20,24 +21,14 @@ def index_of(ifname: str) -> int | None:
 
 def default_address() -> str | None:
     """The source address of the default route, as ``ip route get`` would pick it."""
-    with IPRoute() as ipr:
-        for route in ipr.get_default_routes(family=socket.AF_INET):
-            gateway = route.get("RTA_GATEWAY")
-            if gateway is None:
-                continue
-            for found in ipr.route("get", dst=gateway):
-                source = found.get("RTA_PREFSRC")
-                if source:
-                    return source
-    return None
+    return rtnl.default_source()
 
 
 def mtu_of(address: str) -> int:
     """The MTU of the link that holds ``address`` (1500 if none does)."""
-    with IPRoute() as ipr:
-        for addr in ipr.get_addr(family=socket.AF_INET):
-            if addr.get("IFA_ADDRESS") == address:
-                return ipr.get_links(addr["index"])[0].get("IFLA_MTU")
+    for index, held in rtnl.addresses().items():
+        if any(a.split("/")[0] == address for a in held):
+            return next((link.mtu for link in rtnl.links() if link.index == index), None) or 1500
     return 1500
 
 

@@ -31,35 +31,40 @@ def _share_dir() -> None:
             sc.mount("", NETNS_DIR, None, sc.MS_SHARED | sc.MS_REC)
 
 
+def path(name: str) -> str:
+    """Where namespace ``name`` is mounted (what ``setns`` and IFLA_NET_NS_FD open)."""
+    return os.path.join(NETNS_DIR, name)  # the one join of the directory and a name
+
+
 def exists(name: str) -> bool:
-    return os.path.ismount(os.path.join(NETNS_DIR, name))
+    return os.path.ismount(path(name))
 
 
 def bind(name: str, source: str) -> None:
     """Name an existing network namespace (``/proc/PID/ns/net``) ``name``."""
-    path = os.path.join(NETNS_DIR, name)
+    where = path(name)
     _share_dir()
-    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o444))
+    os.close(os.open(where, os.O_RDONLY | os.O_CREAT, 0o444))
     try:
-        sc.mount(source, path, None, sc.MS_BIND)
+        sc.mount(source, where, None, sc.MS_BIND)
     except OSError:
-        os.unlink(path)
+        os.unlink(where)
         raise
 
 
 def create(name: str) -> bool:
     """Create namespace ``name``; False if it was already there."""
-    path = os.path.join(NETNS_DIR, name)
-    if os.path.ismount(path):
+    where = path(name)
+    if os.path.ismount(where):
         return False
     _share_dir()
-    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o444))
+    os.close(os.open(where, os.O_RDONLY | os.O_CREAT, 0o444))
     failure: list[OSError] = []
 
     def make() -> None:
         try:
             os.unshare(os.CLONE_NEWNET)  # this thread only
-            sc.mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", path, None,
+            sc.mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", where, None,
                      sc.MS_BIND)
         except OSError as exc:
             failure.append(exc)
@@ -68,17 +73,17 @@ def create(name: str) -> bool:
     thread.start()
     thread.join()
     if failure:
-        os.unlink(path)
+        os.unlink(where)
         raise failure[0]
     return True
 
 
 def remove(name: str) -> None:
-    path = os.path.join(NETNS_DIR, name)
-    if os.path.ismount(path):
-        sc.umount2(path, sc.MNT_DETACH)
+    where = path(name)
+    if os.path.ismount(where):
+        sc.umount2(where, sc.MNT_DETACH)
     try:
-        os.unlink(path)
+        os.unlink(where)
     except FileNotFoundError:
         pass
 
@@ -93,7 +98,7 @@ def existing(prefix: str = "") -> list[str]:
 
 def enter(name: str) -> None:
     """Move the calling thread (or a freshly forked child) into namespace ``name``."""
-    fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY)
+    fd = os.open(path(name), os.O_RDONLY)
     try:
         os.setns(fd, os.CLONE_NEWNET)
     finally:
@@ -103,7 +108,7 @@ def enter(name: str) -> None:
 def run_in(name: str, fn):
     """Call ``fn()`` in a thread that lives in namespace ``name``; return its result.
 
-    Network namespaces belong to threads, so sockets (and pyroute2 objects)
+    Network namespaces belong to threads, so sockets (``kernel/rtnl.py``'s among them)
     created by ``fn`` are that namespace's.
     """
     result: dict = {}

@@ -1,4 +1,4 @@
-"""Bridges, VXLAN devices, FDB and neighbour entries of the overlay, via pyroute2.
+"""Bridges, VXLAN devices, FDB and neighbour entries of the overlay (``kernel/rtnl.py``).
 
 ``OverlayKernel.reconcile(plans)`` is level-triggered and idempotent: it reads
 what the kernel has, works out the differences from the plans (one per VNI,
@@ -10,13 +10,12 @@ is touched.
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Callable
 from functools import partial
 
 import attrs
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from cantainer.kernel import names, rtnl
 from cantainer.kernel.names import BRIDGE_PREFIX, VXLAN_PREFIX
@@ -24,7 +23,6 @@ from cantainer.kernel.net import index_of, mtu_of
 
 VXLAN_PORT = 4789
 VXLAN_OVERHEAD = 50
-NUD_PERMANENT = 0x80
 
 
 @attrs.define
@@ -41,10 +39,9 @@ Action = tuple[str, Callable[[], None]]
 class OverlayKernel:
     def __init__(self, underlay_address: str) -> None:
         self.local = underlay_address
-        self.ipr = IPRoute()
 
     def close(self) -> None:
-        self.ipr.close()
+        pass  # each change opens its own netlink socket
 
     # -- reading -------------------------------------------------------------------
 
@@ -74,7 +71,7 @@ class OverlayKernel:
                 if entry.ifindex in devices and entry.dst and entry.lladdr:
                     devices[entry.ifindex].fdb[entry.lladdr] = entry.dst
             for entry in rtnl.neighbours(socket.AF_INET):
-                if entry.ifindex in devices and entry.state & NUD_PERMANENT and entry.dst:
+                if entry.ifindex in devices and entry.state & rtnl.NUD_PERMANENT and entry.dst:
                     devices[entry.ifindex].neigh[entry.dst] = entry.lladdr
         return nets
 
@@ -159,29 +156,27 @@ class OverlayKernel:
     # -- changes -------------------------------------------------------------------
 
     def _up(self, ifname: str) -> None:
-        self.ipr.link("set", index=index_of(ifname), state="up")
+        rtnl.set_link(index_of(ifname), up=True)
 
     def _add_bridge(self, ifname: str) -> None:
         # The runtime actor may create it at the same moment (a container's veth).
-        self._ignore_gone(lambda: self.ipr.link("add", ifname=ifname, kind="bridge"))
+        self._ignore_gone(lambda: rtnl.add_bridge(ifname))
         self._up(ifname)
 
     def _add_gateway(self, plan) -> None:
         address, prefixlen = plan.gateway.split("/")
-        self._ignore_gone(lambda: self.ipr.addr("add", index=index_of(plan.bridge),
-                                                address=address, prefixlen=int(prefixlen)))
+        self._ignore_gone(lambda: rtnl.add_address(index_of(plan.bridge), address,
+                                                   int(prefixlen)))
 
     def _add_vxlan(self, plan, mtu: int) -> None:
         if index_of(plan.vxlan) is not None:
-            self.ipr.link("del", index=index_of(plan.vxlan))
-        self.ipr.link("add", ifname=plan.vxlan, kind="vxlan", vxlan_id=plan.vni,
-                      vxlan_local=self.local, vxlan_learning=0, vxlan_proxy=1,
-                      vxlan_port=VXLAN_PORT, mtu=mtu)
+            rtnl.del_link(index_of(plan.vxlan))
+        rtnl.add_vxlan(plan.vxlan, vni=plan.vni, local=self.local, port=VXLAN_PORT,
+                       learning=False, proxy=True, mtu=mtu)
         self._attach_vxlan(plan, mtu)
 
     def _attach_vxlan(self, plan, mtu: int) -> None:
-        self.ipr.link("set", index=index_of(plan.vxlan), mtu=mtu,
-                      master=index_of(plan.bridge), state="up")
+        rtnl.set_link(index_of(plan.vxlan), mtu=mtu, master=index_of(plan.bridge), up=True)
 
     def _remove(self, vni: int) -> None:
         """Remove the network's devices, unless a container's veth is still in the
@@ -194,21 +189,21 @@ class OverlayKernel:
         for ifname in (names.vxlan(vni), names.bridge(vni)):
             index = index_of(ifname)
             if index is not None:
-                self.ipr.link("del", index=index)
+                rtnl.del_link(index)
 
     def _fdb(self, command: str, ifname: str, mac: str, dst: str) -> None:
-        self._ignore_gone(lambda: self.ipr.fdb(command, ifindex=index_of(ifname),
-                                               lladdr=mac, dst=dst, state=NUD_PERMANENT))
+        self._ignore_gone(lambda: rtnl.neighbour(command, socket.AF_BRIDGE, index_of(ifname),
+                                                 dst=dst, lladdr=mac))
 
     def _neigh(self, command: str, ifname: str, ip: str, mac: str) -> None:
-        self._ignore_gone(lambda: self.ipr.neigh(command, ifindex=index_of(ifname), dst=ip,
-                                                 lladdr=mac, state=NUD_PERMANENT))
+        self._ignore_gone(lambda: rtnl.neighbour(command, socket.AF_INET, index_of(ifname),
+                                                 dst=ip, lladdr=mac))
 
     @staticmethod
     def _ignore_gone(call: Callable[[], object]) -> None:
         """Adding what exists or deleting what is gone is not an error: the goal holds."""
         try:
             call()
-        except NetlinkError as exc:
-            if exc.code not in (2, 17):  # ENOENT, EEXIST
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.EEXIST):
                 raise
