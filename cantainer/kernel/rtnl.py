@@ -203,7 +203,7 @@ def add_veth(name: str, mtu: int, peer: str, peer_netns: str, peer_mac: str) -> 
         os.close(fd)
 
 
-def set_link(index: int, *, up: bool | None = None, mtu: int | None = None,
+def set_link(index: int | None, *, up: bool | None = None, mtu: int | None = None,
              master: int | None = None, mac: str | None = None) -> None:
     """``ip link set``: only what is given changes."""
     extra = b""
@@ -215,30 +215,31 @@ def set_link(index: int, *, up: bool | None = None, mtu: int | None = None,
         extra += _attr(IFLA_ADDRESS, _mac_bytes(mac))
     flags = IFF_UP if up else 0
     change = IFF_UP if up is not None else 0
-    _ack(RTM_NEWLINK, 0, IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, flags, change) + extra)
+    _ack(RTM_NEWLINK, 0, IFINFOMSG.pack(socket.AF_UNSPEC, 0, _index(index), flags, change)
+         + extra)
 
 
-def del_link(index: int) -> None:
-    _ack(RTM_DELLINK, 0, IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, 0, 0))
+def del_link(index: int | None) -> None:
+    _ack(RTM_DELLINK, 0, IFINFOMSG.pack(socket.AF_UNSPEC, 0, _index(index), 0, 0))
 
 
-def add_address(index: int, address: str, prefixlen: int) -> None:
+def add_address(index: int | None, address: str, prefixlen: int) -> None:
     """``ip addr add ADDRESS/PREFIXLEN dev INDEX``: EEXIST if it is there."""
     packed = socket.inet_aton(address)
     _ack(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL,
-         IFADDRMSG.pack(socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index)
+         IFADDRMSG.pack(socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, _index(index))
          + _attr(IFA_LOCAL, packed) + _attr(IFA_ADDRESS, packed))
 
 
-def replace_default_route(gateway: str, oif: int) -> None:
+def replace_default_route(gateway: str, oif: int | None) -> None:
     """``ip route replace default via GATEWAY dev OIF``."""
     _ack(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE,
          RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE,
                     RTN_UNICAST, 0)
-         + _attr(RTA_GATEWAY, socket.inet_aton(gateway)) + _attr(RTA_OIF, U32.pack(oif)))
+         + _attr(RTA_GATEWAY, socket.inet_aton(gateway)) + _attr(RTA_OIF, U32.pack(_index(oif))))
 
 
-def neighbour(command: str, family: int, ifindex: int, dst: str, lladdr: str) -> None:
+def neighbour(command: str, family: int, ifindex: int | None, dst: str, lladdr: str) -> None:
     """A permanent entry added or deleted (``add``: EEXIST if there, ``del``: ENOENT if
     not).  ``socket.AF_INET``: ``ip neigh add DST lladdr LLADDR dev IFINDEX nud
     permanent``; ``socket.AF_BRIDGE``: ``bridge fdb add LLADDR dev IFINDEX dst DST self
@@ -247,12 +248,19 @@ def neighbour(command: str, family: int, ifindex: int, dst: str, lladdr: str) ->
                    "del": (RTM_DELNEIGH, 0)}[command]
     state, ntf = (NUD_PERMANENT | NUD_NOARP, NTF_SELF) if family == socket.AF_BRIDGE \
         else (NUD_PERMANENT, 0)
-    _ack(kind, flags, NDMSG.pack(family, ifindex, state, ntf, 0)
+    _ack(kind, flags, NDMSG.pack(family, _index(ifindex), state, ntf, 0)
          + _attr(NDA_DST, socket.inet_aton(dst)) + _attr(NDA_LLADDR, _mac_bytes(lladdr)))
 
 
 def mac(value: bytes) -> str:
     return ":".join(f"{b:02x}" for b in value)
+
+
+def _index(index: int | None) -> int:
+    """A link looked up a moment ago may be gone (``index_of`` gave None): index 0
+    makes the kernel refuse the request as for any link gone (ENODEV), the error the
+    callers retry or report."""
+    return index or 0
 
 
 def _new_link(name: str, kind: bytes, *extra: bytes, data: bytes = b"") -> None:
