@@ -33,7 +33,7 @@ BENCHMARKS = {
                   "python -m bench.cli_start --reps 100"),
     "convergence": (convergence, {"hosts": 3, "events": 100}, {"hosts": 3, "events": 5},
                     "python -m bench.convergence --hosts 3 --events 100"),
-    "log_append": (log_append, {"reps": 40}, {"reps": 5}, "python -m bench.log_append --reps 40"),
+    "log_append": (log_append, {"reps": 150}, {"reps": 5}, "python -m bench.log_append --reps 150"),
     "replay_speed": (replay_speed, {"n": 100_000, "reps": 3}, {"n": 20_000, "reps": 1},
                      "python -m bench.replay_speed --events 100000 --reps 3"),
     "dataplane": (dataplane, {"seconds": 5.0, "reps": 3}, {"seconds": 2.0, "reps": 1},
