@@ -28,6 +28,7 @@ import random
 import time
 
 from dqliteclient import ClusterClient, MemoryNodeStore
+from dqliteclient.exceptions import OperationalError
 
 from bench._util import Figure, machine, median, run_in_netns, table
 from cantainer.cli import client as cli
@@ -50,16 +51,30 @@ def _raw_rows(size: int, tag: str, host: int, payload: bytes) -> list[tuple]:
 
 
 async def _raw_batch(conn, rows: list[tuple]) -> None:
-    """One batch as raw INSERTs: one statement per 42 rows, one transaction."""
+    """One batch as raw INSERTs: one statement per 42 rows, one transaction; again after
+    a moment when the leader answers "database is locked" (a daemon's own write: its
+    checkpoint, compaction, a heartbeat's event), as the EventLog does."""
     chunks = [rows[i:i + ROWS_PER_STATEMENT] for i in range(0, len(rows), ROWS_PER_STATEMENT)]
-    if len(chunks) > 1:
-        await conn.execute("BEGIN")
-    for chunk in chunks:
-        marks = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
-        await conn.execute("INSERT INTO raw_bench (id, type, version, node, time, "
-                           f"payload) VALUES {marks}", [x for row in chunk for x in row])
-    if len(chunks) > 1:
-        await conn.execute("COMMIT")
+    for attempt in range(50):
+        try:
+            if len(chunks) > 1:
+                await conn.execute("BEGIN")
+            for chunk in chunks:
+                marks = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+                await conn.execute("INSERT INTO raw_bench (id, type, version, node, time, "
+                                   f"payload) VALUES {marks}", [x for row in chunk for x in row])
+            if len(chunks) > 1:
+                await conn.execute("COMMIT")
+            return
+        except OperationalError as exc:
+            if exc.code & 0xFF != 5 or attempt == 49:  # SQLITE_BUSY
+                raise
+            if len(chunks) > 1:
+                try:
+                    await conn.execute("ROLLBACK")
+                except OperationalError:
+                    pass  # no transaction was open
+            await asyncio.sleep(0.02)
 
 
 def bench_ways(lab: Lab, size: int, reps: int, host: int = 2,
