@@ -119,3 +119,17 @@ def test_the_events_package_loads_no_dqlite():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]", "the catalogue and the projections need no engine"
+
+
+def test_the_daemon_loads_no_pyroute2():
+    """The daemon speaks rtnetlink itself (kernel/rtnl.py): pyroute2's package imports
+    every module it has (231, 13 MiB of every daemon's memory); it is the tests' and
+    the lab's only."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cantainer.daemon.main, cantainer.daemon.daemon; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyroute2'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]", out.stdout
