@@ -38,9 +38,10 @@ CONNECT_FUNC = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p,
 # open segment for it, and the io_destroy of that segment's AIO context took 33 ms
 # in the node's loop (``strace -T``), on the leader and the followers alike, so the
 # next appends wait ~35 ms each.  At 24/24 or 16/16 a voter held 76-80 MiB after
-# 200 000 events of history (95-98 at 64/64); at 16/16 appends of 1 and 10 events
-# went 0.46-0.50x as fast, the API's and raw dqlite's alike (``bench.log_append``,
-# 150 batches a cell).
+# 200 000 events of history (95-98 at 64/64), and 80.6-83.9 MiB at 24/24 after
+# 1 000 000 (``bench.restart``); appends of 1 and 10 events went 0.47-0.59x as fast
+# at 24/24, 0.46-0.50x at 16/16, the API's and raw dqlite's alike
+# (``bench.log_append``, 150 batches a cell).
 SNAPSHOT_THRESHOLD = 64
 SNAPSHOT_TRAILING = 64  # libdqlite's rule: no fewer than the threshold
 
