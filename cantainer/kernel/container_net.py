@@ -33,7 +33,7 @@ def ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: st
     for attempt in range(ENSURE_ATTEMPTS):
         try:
             return _ensure(container_id, bridge, address, prefixlen, mac, mtu, gateway)
-        except OSError as exc:
+        except rtnl.NetlinkError as exc:
             if exc.errno not in (errno.ENODEV, errno.EINVAL) or attempt == ENSURE_ATTEMPTS - 1:
                 raise
             time.sleep(0.01)
@@ -72,16 +72,19 @@ def _ensure(container_id: str, bridge: str, address: str, prefixlen: int, mac: s
     if index_of(bridge) is None:
         try:  # the overlay actor may create it at the same moment
             rtnl.add_bridge(bridge)
-        except OSError as exc:
+        except rtnl.NetlinkError as exc:
             if exc.errno != errno.EEXIST:
                 raise
-    rtnl.set_link(index_of(bridge), up=True)
+    bridge_index = index_of(bridge)
+    if bridge_index is None:  # removed since: the veth would be left out of it
+        raise rtnl.NetlinkError(errno.ENODEV, f"bridge {bridge} is gone")
+    rtnl.set_link(bridge_index, up=True)
     made = index_of(veth) is None
     if made:
         if not fresh:  # a start cut short: its eth0 is left without a peer
             _remove_stale_eth0(ns)
         rtnl.add_veth(veth, mtu=mtu, peer="eth0", peer_netns=netns.path(ns), peer_mac=mac)
-    rtnl.set_link(index_of(veth), master=index_of(bridge), mtu=mtu, up=True)
+    rtnl.set_link(index_of(veth), master=bridge_index, mtu=mtu, up=True)
 
     def configure() -> None:
         eth0 = index_of("eth0")

@@ -204,6 +204,6 @@ class OverlayKernel:
         """Adding what exists or deleting what is gone is not an error: the goal holds."""
         try:
             call()
-        except OSError as exc:
+        except rtnl.NetlinkError as exc:
             if exc.errno not in (errno.ENOENT, errno.EEXIST):
                 raise

@@ -5,9 +5,9 @@ objects and imports every family it knows: the periodic comparisons with the ker
 (every ``--reconcile-every`` seconds, on every host) cost the overlay and runtime
 actors ~16 ms a round with five containers, and its import alone 13 MiB of every
 daemon's memory (231 modules).  The few requests the kernel layer makes are built
-here; each names its flags and attributes, and each request's answer is its ACK (an
-error is an ``OSError`` with the kernel's errno).  Each call opens its socket in the
-calling thread's network namespace.
+here; each names its flags and attributes, and each request's answer is its ACK (a
+refusal is a ``NetlinkError``, an ``OSError`` with the kernel's errno).  Each call
+opens its socket in the calling thread's network namespace.
 
 Reading:
     links()                 one RTM_GETLINK dump: index, name, up, MTU, master,
@@ -60,10 +60,14 @@ NDA_DST, NDA_LLADDR = 1, 2
 NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
 NTF_SELF = 0x2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 7, 15
-RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 3, 0, 1
+RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 4, 0, 1
 U8 = struct.Struct("=B")
 
 _seq = itertools.count(1)
+
+
+class NetlinkError(OSError):
+    """The kernel refused a request: ``errno`` is its error (EEXIST, ENOENT, ...)."""
 
 
 @attrs.frozen
@@ -234,7 +238,7 @@ def add_address(index: int | None, address: str, prefixlen: int) -> None:
 def replace_default_route(gateway: str, oif: int | None) -> None:
     """``ip route replace default via GATEWAY dev OIF``."""
     _ack(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE,
-         RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE,
+         RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE,
                     RTN_UNICAST, 0)
          + _attr(RTA_GATEWAY, socket.inet_aton(gateway)) + _attr(RTA_OIF, U32.pack(_index(oif))))
 
@@ -257,9 +261,9 @@ def mac(value: bytes) -> str:
 
 
 def _index(index: int | None) -> int:
-    """A link looked up a moment ago may be gone (``index_of`` gave None): index 0
-    makes the kernel refuse the request as for any link gone (ENODEV), the error the
-    callers retry or report."""
+    """A link looked up a moment ago may be gone (``index_of`` gave None): it is sent as
+    index 0, as pyroute2 sent it, which the kernel refuses (ENODEV for a link's
+    settings and addresses, EINVAL for deletions and entries)."""
     return index or 0
 
 
@@ -316,11 +320,15 @@ def _exchange(kind: int, flags: int, body: bytes):
                     raise OSError("rtnetlink: a message cut short")
                 if msg_seq == seq:
                     if msg == NLMSG_DONE:
+                        if length >= NLMSG_HEADER.size + 4:  # a dump that failed says so here
+                            code = -struct.unpack_from("=i", data, offset + NLMSG_HEADER.size)[0]
+                            if code > 0:
+                                raise NetlinkError(code, os.strerror(code))
                         return
                     if msg == NLMSG_ERROR:
                         code = -struct.unpack_from("=i", data, offset + NLMSG_HEADER.size)[0]
                         if code:
-                            raise OSError(code, os.strerror(code))
+                            raise NetlinkError(code, os.strerror(code))
                         return  # the ACK of a request
                     else:
                         yield data, offset + NLMSG_HEADER.size, offset + length

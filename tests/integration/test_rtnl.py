@@ -119,7 +119,7 @@ def test_changes_made_by_hand_read_back_by_pyroute2(namespace):
                         lambda: rtnl.set_link(None, up=True)):  # looked up, and gone
             try:
                 refused()
-            except OSError as exc:
+            except rtnl.NetlinkError as exc:  # an OSError: errno is the kernel's
                 refusals.append(exc.errno)
         source = rtnl.default_source()
         with IPRoute() as ipr:
