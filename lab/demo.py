@@ -46,11 +46,7 @@ def show_kernel(lab: Lab, host: int) -> None:
     h = lab.host(host)
 
     def read():
-        kernel = OverlayKernel(h.address)
-        try:
-            return kernel.actual()
-        finally:
-            kernel.close()
+        return OverlayKernel(h.address).actual()
 
     print(f"[h{host}] kernel:", flush=True)
     networks = netns.run_in(h.netns, read)

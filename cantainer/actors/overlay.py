@@ -52,8 +52,6 @@ class OverlayActor(KernelActor):
     def on_stop(self) -> None:
         if self._removals is not None:
             self._removals.close()
-        if self._kernel is not None:
-            self._kernel.close()
 
     def receive(self, message) -> None:
         if not isinstance(message, Checked):
@@ -110,11 +108,8 @@ class OverlayActor(KernelActor):
 
     def _check_off_thread(self, plan) -> None:
         try:
-            kernel = OverlayKernel(self.context.address)  # its own netlink socket
-            try:
-                differs = bool(kernel.differences(plan))
-            finally:
-                kernel.close()
+            # Safe beside the actor's own changes: each request opens its own socket.
+            differs = bool(self._kernel.differences(plan))
         except Exception as exc:  # the reconcile that follows will say what is wrong
             log.warning("overlay: checking the kernel failed: %s", exc)
             differs = True

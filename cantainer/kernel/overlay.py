@@ -38,10 +38,7 @@ Action = tuple[str, Callable[[], None]]
 
 class OverlayKernel:
     def __init__(self, underlay_address: str) -> None:
-        self.local = underlay_address
-
-    def close(self) -> None:
-        pass  # each change opens its own netlink socket
+        self.local = underlay_address  # it holds nothing else: each request opens its socket
 
     # -- reading -------------------------------------------------------------------
 

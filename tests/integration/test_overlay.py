@@ -29,11 +29,7 @@ def kernel(lab, n):
     h = lab.host(n)
 
     def read():
-        k = OverlayKernel(h.address)
-        try:
-            return {vni: net for vni, net in k.actual().items()}
-        finally:
-            k.close()
+        return dict(OverlayKernel(h.address).actual())
 
     return netns.run_in(h.netns, read)
 
