@@ -73,7 +73,7 @@ class Runner:
         self.reconcile_every = reconcile_every
         # The benchmarks' anchor: the original tool's design, a fixed poll and no wakes.
         self.fixed_poll = fixed_poll
-        self._on_state = on_state  # after each publish, on the loop: the daemon's own use
+        self._on_state = on_state  # at each publish, on the loop, before the plans go out
         self.context = ActorContext(node=node, address=address, data_dir=data_dir,
                                     listener=self, underlay_mtu=underlay_mtu, lease=lease)
         self.classes = {cls.name: cls for cls in actors}
@@ -248,9 +248,9 @@ class Runner:
         if self.state.applied == self._published:
             return
         self._published = self.state.applied
-        for name in self.refs:
+        self._on_state(self.state)  # first: a network's name server listens before its
+        for name in self.refs:      # first container here starts and asks it
             self._send_plan(name)
-        self._on_state(self.state)
 
     def _send_plan(self, name: str) -> None:
         """The actor's plan as of ``_published``, unless it holds that plan already."""

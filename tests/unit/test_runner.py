@@ -131,6 +131,33 @@ def test_a_plan_that_did_not_change_is_not_sent_but_counts_as_reconciled():
     assert Told.received == [2, 4], "seq 3 changed no plan: nothing sent, yet reconciled"
 
 
+def test_the_daemon_gets_each_state_before_the_actors_get_its_plan():
+    # The name server binds in on_state; the runtime starts the container on its plan.
+    log = MemoryLog([joined("h1", 1)])
+    order = []  # both are called on the loop, in the order the runner makes them
+
+    async def go():
+        r = start(log, (Recording,), on_state=lambda state: order.append(("state",
+                                                                           state.applied)))
+        tell = r.tell
+
+        def noted(name, message):
+            if isinstance(message, Desired):
+                order.append(("plan", message.seq))
+            tell(name, message)
+        r.tell = noted
+        try:
+            await r.wait_reconciled("recording", 1)
+            log.add(joined("h2", 2))
+            r.wake()
+            await r.wait_reconciled("recording", 2)
+        finally:
+            await r.stop()
+
+    run(go())
+    assert order == [("state", 1), ("plan", 1), ("state", 2), ("plan", 2)], order
+
+
 def test_a_long_log_is_caught_up_before_any_plan(monkeypatch):
     monkeypatch.setattr(runner_module, "BATCH", 2)
     log = MemoryLog([joined(f"h{i}", i) for i in range(1, 8)])
