@@ -18,7 +18,7 @@ from cantainer.errors import Conflict, Invalid, NotFound
 from cantainer.events import NodeLeft
 from cantainer.kernel import cgroups
 from cantainer.projections.membership import LEFT, SUSPECTED
-from cantainer.trust import pki
+from cantainer.trust import tokens
 
 
 def leave_id(name: str, joined: int) -> str:
@@ -102,7 +102,7 @@ async def new_join_secret(h) -> None:
     so no host is ever gone with its token still good; an append that then fails has
     cost a token, nothing else).  A host that leaves by itself makes it, and knows it:
     it is trusted until it has left, as it was with the CA's key all along."""
-    await h.set_secret(JOIN_SECRET, pki.new_secret(), replace=True)
+    await h.set_secret(JOIN_SECRET, tokens.new_secret(), replace=True)
 
 
 async def version(h, req: dict, ex) -> None:

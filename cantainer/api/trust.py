@@ -12,7 +12,7 @@ A joiner fetches the CA certificate unauthenticated and checks it against its
 token (the token names the CA's fingerprint: a seed that presents another CA
 is refused), then asks to join over TLS that verifies the seed.  The member
 that answers checks the joiner's proof of the token's secret (an HMAC of it
-bound to this member's own certificate, ``pki.join_proof``: the secret itself
+bound to this member's own certificate, ``tokens.join_proof``: the secret itself
 never crosses the wire), signs the joiner's certificate with the CA's key
 (kept in the replicated database's secrets, so any member can), and appends
 its ``NodeJoined`` — with that certificate: from then on every channel knows
@@ -22,11 +22,13 @@ the joiner by it.  ``node leave`` and ``node rm`` make a new join secret
 
 from __future__ import annotations
 
+import asyncio
+
 from cantainer.api import fields as f
 from cantainer.errors import Conflict, Invalid, NotFound
 from cantainer.events import NodeJoined, from_data
 from cantainer.events.validate import fingerprint
-from cantainer.trust import pki
+from cantainer.trust import certs, tokens
 
 CA_KEY, JOIN_SECRET = "ca_key", "join_secret"  # the cluster's secrets (events/log.py)
 
@@ -37,7 +39,7 @@ async def ca(h, req: dict, ex) -> None:
 
 async def join(h, req: dict, ex) -> None:
     stored = await h.secret(JOIN_SECRET)
-    if stored is None or not pki.same_secret(req["proof"], pki.join_proof(stored, h.gate.own)):
+    if stored is None or not tokens.same_secret(req["proof"], tokens.join_proof(stored, h.gate.own)):
         raise Invalid("this join token is not the cluster's current one (see 'cantainer "
                       "join-token' on a member)")
     await h.wait_applied()
@@ -51,7 +53,8 @@ async def join(h, req: dict, ex) -> None:
                            f"{other.dqlite_address}")
         if other.dqlite_address == event.dqlite_address:
             raise Conflict(f"address {event.dqlite_address} belongs to member {other.name!r}")
-    certificate = pki.sign(await h.secret(CA_KEY), h.ca, req["csr"], event.name, event.address)
+    certificate = await asyncio.to_thread(certs.sign, await h.secret(CA_KEY), h.ca, req["csr"],
+                                          event.name, event.address)
     joined = NodeJoined(name=event.name, address=event.address,
                         dqlite_address=event.dqlite_address, certificate=certificate,
                         kx=event.kx)
@@ -80,10 +83,10 @@ async def whoami(h, req: dict, ex) -> None:
 
 async def join_token(h, req: dict, ex) -> None:
     if req["rotate"]:
-        secret = await h.set_secret(JOIN_SECRET, pki.new_secret(), replace=True)
+        secret = await h.set_secret(JOIN_SECRET, tokens.new_secret(), replace=True)
     else:
         secret = await h.secret(JOIN_SECRET)
-    await ex.send({"token": pki.token(h.ca, secret)})
+    await ex.send({"token": tokens.token(h.ca, secret)})
 
 
 def _kx(name: str, value) -> str:

@@ -25,7 +25,7 @@ import os
 from cantainer.config import Config, peer_port
 from cantainer.errors import ConfigError, Unavailable
 from cantainer.events.validate import fingerprint
-from cantainer.trust import pki
+from cantainer.trust import certs, kx, tokens
 from cantainer.trust.files import Credentials, save_gate
 from cantainer.trust.tls import client_context, peer_fingerprint
 
@@ -69,10 +69,8 @@ async def obtain(config: Config) -> tuple[Credentials, str | None]:
 
 
 def bootstrap(config: Config, creds: Credentials) -> tuple[Credentials, str]:
-    ca_key, ca = pki.new_ca()
-    key = pki.new_key()
-    cert = pki.sign(ca_key, ca, pki.csr(key, config.name), config.name, config.host)
-    creds.save(ca, key, cert, pki.new_kx_key())
+    ca_key, ca, key, cert, kx_key = certs.new_cluster(config.name, config.host)
+    creds.save(ca, key, cert, kx_key)
     _write_private(creds.path("ca.key"), ca_key)
     log.info("a new cluster CA, %s", fingerprint(ca)[:16])
     return creds, ca_key
@@ -96,7 +94,8 @@ def stored(creds: Credentials) -> None:
 
 
 async def join(config: Config, creds: Credentials) -> Credentials:
-    ca_fingerprint, secret = pki.parse_token(config.join_token)
+    ca_fingerprint, secret = tokens.parse_token(config.join_token)
+    key, kx_key, request = certs.new_member(config.name)
     last: Exception | None = None
     for attempt in range(JOIN_ATTEMPTS):
         seed = config.seeds[attempt % len(config.seeds)]
@@ -108,12 +107,11 @@ async def join(config: Config, creds: Credentials) -> Credentials:
                 raise ConfigError(f"seed {seed} presents another CA than the join token's: "
                                   "refusing to join through it (a wrong token, or someone "
                                   "in between)")
-            key, kx = pki.new_key(), pki.new_kx_key()
             reply = await ask(address, client_context(None, ca), lambda seed_fp: {
-                "op": "join", "proof": pki.join_proof(secret, seed_fp),
-                "csr": pki.csr(key, config.name), "name": config.name,
+                "op": "join", "proof": tokens.join_proof(secret, seed_fp),
+                "csr": request, "name": config.name,
                 "address": config.host, "dqlite_address": config.dqlite_address,
-                "kx": pki.kx_public(kx), "checkpoint_every": config.checkpoint_every})
+                "kx": kx.kx_public(kx_key), "checkpoint_every": config.checkpoint_every})
         except Unavailable as exc:
             last = exc
             await asyncio.sleep(1.0)
@@ -121,10 +119,10 @@ async def join(config: Config, creds: Credentials) -> Credentials:
         if "error" in reply:
             raise ConfigError(f"{seed} refused this host: {reply['error']}")
         certificate = reply["certificate"]
-        if not pki.issued_by(certificate, ca):
+        if not certs.issued_by(certificate, ca):
             raise ConfigError(f"{seed} answered with a certificate the CA did not sign")
         log.info("joined through %s: certificate %s", seed, fingerprint(certificate)[:16])
-        creds.save(ca, key, certificate, kx)
+        creds.save(ca, key, certificate, kx_key)
         save_gate(creds, frozenset(reply.get("trusted", ())),
                   frozenset(reply.get("revoked", ())))
         return creds

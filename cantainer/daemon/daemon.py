@@ -60,7 +60,8 @@ from cantainer.projections.membership import LEFT
 from cantainer.projections.state import ClusterState
 from cantainer.trust.dqlite import DqliteTls
 from cantainer.trust.files import Credentials, load_gate, save_gate
-from cantainer.trust.pki import kx_public, new_secret, pair_key
+from cantainer.trust.kx import kx_public, pair_key
+from cantainer.trust.tokens import new_secret
 from cantainer.trust.tls import Gate, client_context, server_context
 
 log = logging.getLogger("cantainerd")

@@ -76,7 +76,7 @@ class Heartbeats(asyncio.DatagramProtocol):
 
     Each one is ``MAGIC + JSON + HMAC-SHA256`` keyed with the key the sender shares
     with that receiver alone (X25519 of the one's private key and the other's public
-    key in the log, ``trust/pki.pair_key``): no one else can make one, not even
+    key in the log, ``trust/kx.pair_key``): no one else can make one, not even
     another member, and a member that left is no one's partner any more.  The JSON
     carries the sender's wall clock in nanoseconds; a receiver takes only a time
     later than the last it took from that sender, and within ``FRESH`` of its own

@@ -25,7 +25,7 @@ from cantainer.kernel.syscalls import bound_malloc
 from cantainer.errors import CantainerError, ConfigError, InvalidEvent
 from cantainer.events.validate import NAME_RE, parse_cidr
 from cantainer.kernel.net import default_address
-from cantainer.trust.pki import parse_token
+from cantainer.trust.tokens import parse_token
 
 
 def main(argv: list[str] | None = None) -> int:

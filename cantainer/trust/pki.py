@@ -5,39 +5,35 @@
     a member            an Ed25519 key (TLS, on every channel) and a certificate signed
                         by the CA naming the node (CN) and its underlay address (an IP
                         SAN); an X25519 key whose public half is in its NodeJoined, for
-                        the keys it shares pairwise with each other member (heartbeats)
-    a join token        CTN1-<SHA-256 of the CA certificate>-<secret>: the joiner pins
-                        the CA by it, and proves it holds the secret to the member it
-                        talks to (``join_proof``), which checks it
+                        the keys it shares pairwise with each other member (heartbeats:
+                        ``trust/kx.py``)
 
 Identity is the certificate the log records for a member (``NodeJoined``), so
 a certificate the CA signed but the log does not name is refused everywhere.
+
+A daemon does not import this module: ``cryptography`` is 10 MiB of a process,
+and a daemon needs it only for moments (bootstrapping, joining, signing a
+joiner's certificate).  It runs it as a child, ``python -m cantainer.trust.pki``,
+one request each (``main``; ``trust/certs.py`` asks); tests and tools import it.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
-import hmac
 import ipaddress
-import re
-import secrets
+import json
+import sys
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
 
-from cantainer.errors import ConfigError, Invalid
-from cantainer.events.validate import fingerprint
+from cantainer.errors import Invalid
 
 CA_YEARS = 20
 NODE_YEARS = 10
-TOKEN_RE = re.compile(r"^CTN1-([0-9a-f]{64})-([A-Za-z0-9_-]{32,})$")
-
-__all__ = ["fingerprint"]
 
 
 def _name(cn: str) -> x509.Name:
@@ -81,22 +77,6 @@ def new_kx_key() -> str:
     return _key_pem(x25519.X25519PrivateKey.generate())
 
 
-def kx_public(kx_key_pem: str) -> str:
-    """The X25519 public key that goes into NodeJoined, as 64 hex digits."""
-    key = serialization.load_pem_private_key(kx_key_pem.encode(), None)
-    return key.public_key().public_bytes(serialization.Encoding.Raw,
-                                         serialization.PublicFormat.Raw).hex()
-
-
-def pair_key(my_kx_key_pem: str, their_kx_hex: str) -> bytes:
-    """The key two members share (X25519, then HKDF-SHA256): each computes it from
-    its own private key and the other's public key in the log."""
-    mine = serialization.load_pem_private_key(my_kx_key_pem.encode(), None)
-    theirs = x25519.X25519PublicKey.from_public_bytes(bytes.fromhex(their_kx_hex))
-    return HKDF(hashes.SHA256(), 32, salt=None,
-                info=b"cantainer heartbeats v1").derive(mine.exchange(theirs))
-
-
 def csr(key_pem: str, name: str) -> str:
     key = serialization.load_pem_private_key(key_pem.encode(), None)
     return (x509.CertificateSigningRequestBuilder().subject_name(_name(name))
@@ -137,33 +117,36 @@ def issued_by(cert_pem: str, ca_cert_pem: str) -> bool:
         return False
 
 
-# -- join tokens ----------------------------------------------------------------------
+# -- the daemon's child -----------------------------------------------------------------
 
-def new_secret() -> str:
-    return secrets.token_urlsafe(32)
-
-
-def token(ca_cert_pem: str, secret: str) -> str:
-    return f"CTN1-{fingerprint(ca_cert_pem)}-{secret}"
-
-
-def parse_token(text: str) -> tuple[str, str]:
-    """(the CA's fingerprint, the secret) of a join token."""
-    found = TOKEN_RE.match(text.strip())
-    if found is None:
-        raise ConfigError("--join-token is not a Cantainer join token (CTN1-...: see "
-                          "'cantainer join-token' on a member)")
-    return found.group(1), found.group(2)
+def new_cluster(name: str, address: str) -> tuple[str, str, str, str, str]:
+    """(CA key, CA certificate, key, certificate, X25519 key) of a new cluster's first
+    member."""
+    ca_key, ca = new_ca()
+    key = new_key()
+    return ca_key, ca, key, sign(ca_key, ca, csr(key, name), name, address), new_kx_key()
 
 
-def join_proof(secret: str, member_fingerprint: str) -> str:
-    """What a joiner sends instead of the secret: an HMAC of it bound to the certificate
-    of the member it is talking to, so that a server with another certificate (even one
-    the CA signed) learns nothing it could use with a real member."""
-    return hmac.new(secret.encode(), b"cantainer join v1 " + member_fingerprint.encode(),
-                    hashlib.sha256).hexdigest()
+def new_member(name: str) -> tuple[str, str, str]:
+    """(key, X25519 key, certificate request) of a host that is to join."""
+    key = new_key()
+    return key, new_kx_key(), csr(key, name)
 
 
-def same_secret(a: str, b: str) -> bool:
-    return hmac.compare_digest(hashlib.sha256(a.encode()).digest(),
-                               hashlib.sha256(b.encode()).digest())
+OPS = {"new_cluster": new_cluster, "new_member": new_member, "sign": sign,
+       "issued_by": issued_by}
+
+
+def main() -> None:
+    """One request on stdin, ``{"op": ..., "args": [...]}``; its answer on stdout,
+    ``{"result": ...}`` or ``{"invalid": "why"}`` (``trust/certs.py`` asks)."""
+    request = json.load(sys.stdin)
+    try:
+        answer = {"result": OPS[request["op"]](*request["args"])}
+    except Invalid as exc:
+        answer = {"invalid": str(exc)}
+    json.dump(answer, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

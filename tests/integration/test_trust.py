@@ -23,7 +23,7 @@ import pytest
 
 from cantainer.daemon.heartbeat import MAC_SIZE, MAGIC
 from cantainer.kernel import netns
-from cantainer.trust import pki
+from cantainer.trust import kx, pki, tokens
 from cantainer.trust.files import Credentials
 from cantainer.trust.tls import client_context
 from tests.integration.helpers import events, inspect, module_lab, status, wait_for
@@ -236,8 +236,8 @@ def datagram(lab, sender: int, receiver: int, t: int | None = None, mac: bytes |
     """A heartbeat from ``sender`` to ``receiver`` as the sender would make it (its keys,
     read from its data directory), with time ``t``; ``mac`` forges one."""
     mine = Credentials(lab.host(sender).data_dir).load()
-    theirs = pki.kx_public(Credentials(lab.host(receiver).data_dir).load().kx)
-    key = pki.pair_key(mine.kx, theirs)
+    theirs = kx.kx_public(Credentials(lab.host(receiver).data_dir).load().kx)
+    key = kx.pair_key(mine.kx, theirs)
     body = MAGIC + json.dumps({"a": 1, "n": lab.host(sender).name,
                                "t": t or time.time_ns(), **extra}).encode()
     return body + (mac or hmac.new(key, body, hashlib.sha256).digest()[:MAC_SIZE])
@@ -330,7 +330,7 @@ def exits_with(lab, n, expected: str, **start) -> str:
 
 def test_joining_needs_this_clusters_current_token(lab):
     first = lab.join_token(1)
-    ca_fingerprint, secret = pki.parse_token(first)
+    ca_fingerprint, secret = tokens.parse_token(first)
     exits_with(lab, 4, "joining a cluster needs --join-token", token="")
     exits_with(lab, 4, "is not a Cantainer join token", token="not-a-token")
     exits_with(lab, 4, "this join token is not the cluster's current one",

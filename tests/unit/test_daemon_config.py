@@ -127,9 +127,9 @@ def test_the_join_token_can_come_from_a_file(tmp_path):
     """Not on the command line, where every local user reads it in 'ps'."""
     from cantainer.daemon.main import parse
     from cantainer.errors import ConfigError
-    from cantainer.trust import pki
+    from cantainer.trust import pki, tokens
 
-    token = pki.token(pki.new_ca()[1], pki.new_secret())
+    token = tokens.token(pki.new_ca()[1], tokens.new_secret())
     path = tmp_path / "token"
     path.write_text(token + "\n")
     path.chmod(0o600)

@@ -17,7 +17,7 @@ from cantainer.errors import ConfigError, Invalid
 from cantainer.events import NodeJoined, NodeLeft, Recorded
 from cantainer.events.validate import fingerprint
 from cantainer.projections.membership import Membership
-from cantainer.trust import pki
+from cantainer.trust import certs, kx, pki, tokens
 from cantainer.trust.files import Credentials
 from cantainer.trust.tls import Gate
 
@@ -53,28 +53,66 @@ def test_only_a_proper_request_is_signed(ca):
 
 
 def test_a_token_pins_the_ca_and_carries_a_secret(ca):
-    secret = pki.new_secret()
-    token = pki.token(ca[1], secret)
-    assert pki.parse_token(token) == (fingerprint(ca[1]), secret)
+    secret = tokens.new_secret()
+    token = tokens.token(ca[1], secret)
+    assert tokens.parse_token(token) == (fingerprint(ca[1]), secret)
     for bad in ("", "CTN1-abc-def", token.replace("CTN1", "CTN2"), token[:-20] + "!" * 20):
         with pytest.raises(ConfigError, match="is not a Cantainer join token"):
-            pki.parse_token(bad)
-    assert pki.same_secret(secret, secret) and not pki.same_secret(secret, pki.new_secret())
+            tokens.parse_token(bad)
+    assert tokens.same_secret(secret, secret) and \
+        not tokens.same_secret(secret, tokens.new_secret())
 
 
 def test_a_joiner_proves_the_secret_to_one_member_only():
-    secret = pki.new_secret()
-    proof = pki.join_proof(secret, "aa" * 32)
-    assert secret not in proof and proof == pki.join_proof(secret, "aa" * 32)
-    assert proof != pki.join_proof(secret, "bb" * 32), "useless at another certificate"
-    assert proof != pki.join_proof(pki.new_secret(), "aa" * 32)
+    secret = tokens.new_secret()
+    proof = tokens.join_proof(secret, "aa" * 32)
+    assert secret not in proof and proof == tokens.join_proof(secret, "aa" * 32)
+    assert proof != tokens.join_proof(secret, "bb" * 32), "useless at another certificate"
+    assert proof != tokens.join_proof(tokens.new_secret(), "aa" * 32)
 
 
 def test_pair_keys_are_shared_by_two_members_alone():
     a, b, c = pki.new_kx_key(), pki.new_kx_key(), pki.new_kx_key()
-    ab = pki.pair_key(a, pki.kx_public(b))
-    assert ab == pki.pair_key(b, pki.kx_public(a)) and len(ab) == 32
-    assert ab != pki.pair_key(a, pki.kx_public(c)) != pki.pair_key(b, pki.kx_public(c))
+    ab = kx.pair_key(a, kx.kx_public(b))
+    assert ab == kx.pair_key(b, kx.kx_public(a)) and len(ab) == 32
+    assert ab != kx.pair_key(a, kx.kx_public(c)) != kx.pair_key(b, kx.kx_public(c))
+
+
+def test_pair_keys_are_x25519_then_hkdf_sha256_as_cryptography_computes_them():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import x25519
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    a, b = pki.new_kx_key(), pki.new_kx_key()
+    mine = serialization.load_pem_private_key(a.encode(), None)
+    theirs = serialization.load_pem_private_key(b.encode(), None).public_key()
+    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    assert kx.kx_public(b) == theirs.public_bytes(*raw).hex()
+    expected = HKDF(hashes.SHA256(), 32, salt=None, info=b"cantainer heartbeats v1").derive(
+        mine.exchange(theirs))
+    assert kx.pair_key(a, kx.kx_public(b)) == expected
+
+
+def test_a_key_openssl_will_not_take_is_a_value_error():
+    a = pki.new_kx_key()
+    for key, theirs, why in ((a, "00" * 32, "refused X25519"),  # a low-order point
+                             (a, "ab" * 31, "32 bytes"),
+                             ("not a key", "ab" * 32, "not a PEM private key"),
+                             (pki.new_key(), "ab" * 32, "not an X25519 key")):
+        with pytest.raises(ValueError, match=why):
+            kx.pair_key(key, theirs)
+
+
+def test_the_daemon_makes_keys_and_certificates_in_a_child_that_says_what_it_refused():
+    ca_key, ca_cert, key, cert, kx_key = certs.new_cluster("h1", "192.0.2.1")
+    assert certs.issued_by(cert, ca_cert) and pki.issued_by(cert, ca_cert)
+    assert x509.load_pem_x509_certificate(cert.encode()).subject.rfc4514_string() == "CN=h1"
+    assert len(kx.kx_public(kx_key)) == 64
+    joiner_key, joiner_kx, request = certs.new_member("h2")
+    signed = certs.sign(ca_key, ca_cert, request, "h2", "192.0.2.2")
+    assert certs.issued_by(signed, ca_cert) and not certs.issued_by(signed, pki.new_ca()[1])
+    with pytest.raises(Invalid, match="not a certificate request"):
+        certs.sign(ca_key, ca_cert, "garbage", "h2", "192.0.2.2")
 
 
 def test_credentials_are_private_files(tmp_path, ca):
@@ -256,3 +294,15 @@ def test_a_host_that_joins_again_gets_a_fresh_grace_before_suspicion():
     assert [e.name for e, _ in judge.events(m, heard, is_leader=True)] == ["h2"], \
         "silent 4 s since it joined again"
     assert judge.events(m, {}, is_leader=False) == [], "only the leader judges"
+
+
+def test_a_daemon_does_not_import_cryptography_nor_dnspython_until_it_serves_names():
+    import subprocess
+    import sys
+
+    code = ("import sys, cantainer.daemon.main, cantainer.daemon.daemon, cantainer.api.server; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'cryptography', 'dns'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(
+                             os.path.abspath(__file__)))))
+    assert out.stdout.strip() == "[]", out.stdout  # 10 MiB and 5 MiB a daemon would keep
