@@ -46,6 +46,8 @@ for _name, _restype, _argtypes in (
         ("ERR_clear_error", None, [])):
     _fn = getattr(_lib, _name)
     _fn.restype, _fn.argtypes = _restype, _argtypes
+# An encrypted key gets no passphrase (OpenSSL's default would ask the terminal).
+_NO_PASSPHRASE = ctypes.CFUNCTYPE(_int, ctypes.c_char_p, _int, _int, _p)(lambda *_: 0)
 
 
 def _check(ok, what: str):
@@ -60,7 +62,7 @@ def _private(pem: str) -> int:
     data = pem.encode()
     bio = _check(_lib.BIO_new_mem_buf(data, len(data)), "a memory buffer")
     try:
-        key = _check(_lib.PEM_read_bio_PrivateKey(bio, None, None, None),
+        key = _check(_lib.PEM_read_bio_PrivateKey(bio, None, _NO_PASSPHRASE, None),
                      "the X25519 key (not a PEM private key)")
     finally:
         _lib.BIO_free(bio)

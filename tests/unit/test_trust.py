@@ -94,8 +94,15 @@ def test_pair_keys_are_x25519_then_hkdf_sha256_as_cryptography_computes_them():
 
 
 def test_a_key_openssl_will_not_take_is_a_value_error():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
     a = pki.new_kx_key()
+    encrypted = x25519.X25519PrivateKey.generate().private_bytes(  # asks no passphrase
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret")).decode()
     for key, theirs, why in ((a, "00" * 32, "refused X25519"),  # a low-order point
+                             (encrypted, "ab" * 32, "not a PEM private key"),
                              (a, "ab" * 31, "32 bytes"),
                              ("not a key", "ab" * 32, "not a PEM private key"),
                              (pki.new_key(), "ab" * 32, "not an X25519 key")):
