@@ -28,7 +28,7 @@ from cantainer.api import fields as f
 from cantainer.errors import Conflict, Invalid, NotFound
 from cantainer.events import NodeJoined, from_data
 from cantainer.events.validate import fingerprint
-from cantainer.trust import certs, tokens
+from cantainer.trust import certs, kx, tokens
 
 CA_KEY, JOIN_SECRET = "ca_key", "join_secret"  # the cluster's secrets (events/log.py)
 
@@ -93,6 +93,11 @@ def _kx(name: str, value) -> str:
     text = f.text(name, value)
     if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
         raise Invalid(f"request field {name!r} must be 64 hex digits")
+    try:
+        kx.check_public(text)
+    except ValueError:
+        raise Invalid(f"request field {name!r} is no X25519 key a member can share a key "
+                      "with (a low-order point)") from None
     return text
 
 

@@ -357,7 +357,12 @@ class Daemon:
             return None
         cached = self._pair_keys.get(name)
         if cached is None or cached[0] != node.kx:
-            cached = self._pair_keys[name] = (node.kx, pair_key(self.creds.kx, node.kx))
+            try:
+                key = pair_key(self.creds.kx, node.kx)
+            except ValueError as exc:  # a key no member can share one with: none
+                log.warning("no key shared with member %s: %s", name, exc)
+                key = None
+            cached = self._pair_keys[name] = (node.kx, key)
         return cached[1]
 
     def _state_moved(self, state: ClusterState) -> None:

@@ -5,7 +5,7 @@
     sign(ca_key, ca, csr, ...)    a joiner's certificate (``Invalid``: not a request)
     issued_by(cert, ca)           whether the CA signed the certificate
 
-Each call is one short-lived ``python -m cantainer.trust.pki`` (about 0.2 s):
+Each call is one short-lived ``python -m cantainer.trust.pki`` (about 0.1 s):
 these happen when a cluster begins and when a host joins, and a daemon that
 imported ``cryptography`` for them would carry its 10 MiB all its life.  The
 request and its answer (private keys among them) go through pipes, never a file.
@@ -14,18 +14,25 @@ request and its answer (private keys among them) go through pipes, never a file.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
+import cantainer
 from cantainer.errors import Internal, Invalid
 
 TIMEOUT = 30.0
+# The child imports this very package, and nothing from the daemon's working directory
+# (-P): it is given the CA's key.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(cantainer.__file__)))
+_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p))
 
 
 def _call(op: str, *args):
     try:
-        done = subprocess.run([sys.executable, "-m", "cantainer.trust.pki"],
-                              input=json.dumps({"op": op, "args": args}),
+        done = subprocess.run([sys.executable, "-P", "-m", "cantainer.trust.pki"],
+                              input=json.dumps({"op": op, "args": args}), env=_ENV,
                               capture_output=True, text=True, timeout=TIMEOUT)
         answer = json.loads(done.stdout) if done.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired, ValueError) as exc:

@@ -110,6 +110,20 @@ def test_a_key_openssl_will_not_take_is_a_value_error():
             kx.pair_key(key, theirs)
 
 
+def test_a_joiners_public_key_must_be_one_a_member_can_share_a_key_with():
+    from cantainer.api.trust import OPS
+
+    check = OPS["join"][1]["kx"][0]
+    good = kx.kx_public(pki.new_kx_key())
+    assert check("kx", good) == good
+    kx.check_public(good)
+    for bad, why in (("00" * 32, "low-order point"), ("e0eb7a7c3b41b8ae1656e3faf19fc46a"
+                     "da098deb9c32b1fd866205165f49b800", "low-order point"),
+                     ("ab" * 31, "64 hex digits"), ("zz" * 32, "64 hex digits")):
+        with pytest.raises(Invalid, match=why):
+            check("kx", bad)
+
+
 def test_the_daemon_makes_keys_and_certificates_in_a_child_that_says_what_it_refused():
     ca_key, ca_cert, key, cert, kx_key = certs.new_cluster("h1", "192.0.2.1")
     assert certs.issued_by(cert, ca_cert) and pki.issued_by(cert, ca_cert)
@@ -313,3 +327,13 @@ def test_a_daemon_does_not_import_cryptography_nor_dnspython_until_it_serves_nam
                          check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(
                              os.path.abspath(__file__)))))
     assert out.stdout.strip() == "[]", out.stdout  # 10 MiB and 5 MiB a daemon would keep
+
+
+def test_the_child_given_the_cas_key_imports_nothing_from_the_working_directory(
+        tmp_path, monkeypatch):
+    (tmp_path / "json.py").write_text("raise SystemExit('imported from the working directory')")
+    (tmp_path / "cantainer").mkdir()
+    (tmp_path / "cantainer" / "__init__.py").write_text("raise SystemExit('a stranger')")
+    monkeypatch.chdir(tmp_path)
+    key, kx_key, request = certs.new_member("h2")
+    assert "PRIVATE KEY" in key and "CERTIFICATE REQUEST" in request
