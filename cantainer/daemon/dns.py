@@ -64,8 +64,7 @@ class NameServer:
         self._failed: dict[str, str] = {}  # network -> the gateway it could not bind
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starting: set[asyncio.Task] = set()
-        self.upstreams: list[str] = []
-        self._upstreams_read = False
+        self.upstreams: list[str] | None = None  # read when the first server starts
         self.upstream_port, self.upstream_timeout = PORT, UPSTREAM_TIMEOUT
         self._folded_at, self._folded_names = -1, {}
 
@@ -80,7 +79,6 @@ class NameServer:
                                   dns.resolver.Resolver(configure=True).nameservers)
         except dns.resolver.NoResolverConfiguration:
             self.upstreams = []
-        self._upstreams_read = True
         log.info("names: other names go to %s", ", ".join(self.upstreams) or "no resolver")
 
     def close(self) -> None:
@@ -110,7 +108,7 @@ class NameServer:
                 self._serve(network, ip)
 
     def _serve(self, network: str, ip: str) -> None:
-        if not self._upstreams_read:
+        if self.upstreams is None:
             self._read_upstreams()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
@@ -188,7 +186,7 @@ class NameServer:
     async def forward(self, query) -> bytes:
         """The first answer of the host's resolvers; SERVFAIL if none answers."""
         dns = _dnspython()
-        for upstream in self.upstreams:
+        for upstream in self.upstreams or ():
             try:
                 answer = await dns.asyncquery.udp(query, upstream, port=self.upstream_port,
                                                   timeout=self.upstream_timeout)
