@@ -480,9 +480,10 @@ class Daemon:
             self._claim_leadership()
 
     def _heard_recently(self) -> set[str]:
-        """dqlite addresses of the members whose heartbeat is fresh."""
+        """dqlite addresses of the members whose heartbeat is fresh and who have not
+        said goodbye since."""
         fresh = {name for name, heard in self.heartbeats.last_heard.items()
-                 if time.monotonic() - heard < ONLINE_WITHIN}
+                 if time.monotonic() - heard < ONLINE_WITHIN and name not in self.heartbeats.gone}
         return {n.dqlite_address for n in self.runner.state.members.live().values()
                 if n.name in fresh}
 

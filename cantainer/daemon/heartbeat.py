@@ -10,7 +10,11 @@ status`` shows the applied seq of every host this one hears (the leader: all).
 
 The same socket carries pokes, ``{"n": name, "poke": 1}``: a daemon that has
 just appended tells its peers to read the log now, so they need not poll
-it often.  Pokes closer together than ``POKE_GAP`` go as one, at its end: a
+it often.  A daemon that stops gracefully says so, ``{"n": name, "bye": 1}``, to
+every peer: until its next heartbeat it is ``gone`` and no leader counts it online
+for Raft seats (a seat it has just handed over would otherwise come back to it
+while its last heartbeat is still fresh).  Suspicion is unchanged: silence still
+counts from the last heartbeat.  Pokes closer together than ``POKE_GAP`` go as one, at its end: a
 peer that has just read new records polls that often anyway, and each datagram
 costs its sender a send through the whole path to the peer (a burst of appends
 at batch 1 spent a quarter of the appending daemon's busy time sending pokes,
@@ -95,8 +99,9 @@ class Heartbeats(asyncio.DatagramProtocol):
         self.keys = keys
         self.last_heard: dict[str, float] = {}
         self.peer_applied: dict[str, int] = {}
+        self.gone: set[str] = set()  # members that said goodbye and have not beaten since
         self.refused = 0  # datagrams that failed a check: forged, replayed, stale, garbage
-        self.sent = {"heartbeat": 0, "poke": 0}  # datagrams sent, by kind (the metrics')
+        self.sent = {"heartbeat": 0, "poke": 0, "bye": 0}  # datagrams sent, by kind (the metrics')
         self.taken = 0  # datagrams that passed every check
         self._last_time: dict[str, int] = {}
         # Nothing sent before this daemon started counts: a datagram recorded then and
@@ -112,11 +117,14 @@ class Heartbeats(asyncio.DatagramProtocol):
                                                                  local_addr=(host, port))
 
     def close(self) -> None:
+        """Stop, telling every peer this host is going (a merged poke still due is dropped)."""
         if self._poke_due is not None:
             self._poke_due.cancel()
             self._poke_due = None
         if self._transport is not None:
+            self._send_all({"bye": 1})
             self._transport.close()
+            self._transport = None
 
     def datagram_received(self, data: bytes, addr) -> None:
         beat = self._open(data)
@@ -126,6 +134,10 @@ class Heartbeats(asyncio.DatagramProtocol):
             return
         name = beat["n"]
         self.taken += 1
+        if beat.get("bye"):
+            self.gone.add(name)
+            return
+        self.gone.discard(name)
         self.last_heard[name] = time.monotonic()
         if isinstance(beat.get("a"), int):
             self.peer_applied[name] = beat["a"]
@@ -156,7 +168,9 @@ class Heartbeats(asyncio.DatagramProtocol):
         return beat
 
     def _send_all(self, message: dict, only: list[str] | None = None) -> None:
-        kind = "poke" if message.get("poke") else "heartbeat"
+        if self._transport is None:
+            return  # closed
+        kind = "poke" if message.get("poke") else "bye" if message.get("bye") else "heartbeat"
         message = {**message, "n": self.name, "t": time.time_ns()}
         body = MAGIC + json.dumps(message, separators=(",", ":")).encode()
         for peer, address in self.peers():

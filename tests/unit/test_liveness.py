@@ -78,3 +78,23 @@ def test_a_daemon_that_led_when_it_started_has_no_grace():
     judge.led_at_start = True
     now[0] = 1005.0
     assert [e.name for e, _ in judge.events(m, {"h2": 1001.0}, is_leader=True)] == ["h2"]
+
+
+def test_a_member_that_said_goodbye_is_not_online_for_raft_seats():
+    """A stopping daemon hands its seat over after saying goodbye: the next leader must
+    not give it back while its last heartbeat is still fresh (CI saw that race)."""
+    import time
+    from types import SimpleNamespace
+
+    from cantainer.daemon.daemon import Daemon
+    from cantainer.daemon.heartbeat import Heartbeats
+
+    beats = Heartbeats("h1", lambda: [], lambda: 0, lambda: None, lambda name: None)
+    now = time.monotonic()
+    beats.last_heard.update(h1=now, h2=now, h3=now - 60)
+    daemon = SimpleNamespace(heartbeats=beats,
+                             runner=SimpleNamespace(state=SimpleNamespace(
+                                 members=members("h1", "h2", "h3"))))
+    assert Daemon._heard_recently(daemon) == {"192.0.2.1:9000", "192.0.2.2:9000"}
+    beats.gone.add("h2")
+    assert Daemon._heard_recently(daemon) == {"192.0.2.1:9000"}

@@ -221,6 +221,42 @@ def test_heartbeats_refused_are_counted_and_wake_no_one():
     assert (rx.refused, woken, list(rx.last_heard)) == (1, [1], ["h2"])
 
 
+def test_a_goodbye_marks_the_sender_gone_until_its_next_heartbeat():
+    key = os.urandom(32)
+    rx = Heartbeats("h1", lambda: [], lambda: 0, lambda: None, {"h2": key}.get)
+    rx.datagram_received(beat(key), ("192.0.2.2", 1))
+    heard = rx.last_heard["h2"]
+    rx.datagram_received(beat(key, bye=1), ("192.0.2.2", 1))
+    assert rx.gone == {"h2"} and rx.last_heard["h2"] == heard, \
+        "gone for Raft seats; its silence still counts from its last heartbeat"
+    forged = beat(os.urandom(32), name="h3", bye=1)
+    rx.datagram_received(forged, ("192.0.2.9", 1))
+    assert rx.gone == {"h2"} and rx.refused == 1, "no one else can say another's goodbye"
+    rx.datagram_received(beat(key), ("192.0.2.2", 1))
+    assert rx.gone == set() and rx.last_heard["h2"] > heard, "back with its next heartbeat"
+
+
+def test_a_closed_heartbeat_socket_says_goodbye_to_every_peer():
+    sent = []
+
+    class Transport:
+        def sendto(self, data, address):
+            sent.append((json.loads(data[len(MAGIC):-MAC_SIZE]), address))
+
+        def close(self):
+            pass
+
+    peers = [("h2", ("192.0.2.2", 9001)), ("h3", ("192.0.2.3", 9001))]
+    tx = Heartbeats("h1", lambda: peers, lambda: 0, lambda: None,
+                    {"h2": os.urandom(32), "h3": os.urandom(32)}.get)
+    tx._transport = Transport()
+    tx.close()
+    assert [(m["n"], m.get("bye"), a) for m, a in sent] == \
+        [("h1", 1, ("192.0.2.2", 9001)), ("h1", 1, ("192.0.2.3", 9001))]
+    tx.close()
+    assert len(sent) == 2, "once"
+
+
 def test_pokes_close_together_go_as_one_at_the_gaps_end():
     import asyncio
 
@@ -256,7 +292,8 @@ def test_pokes_close_together_go_as_one_at_the_gaps_end():
         tx.poke()
         tx.close()  # a merged one still waiting is dropped with the socket
         await asyncio.sleep(heartbeat.POKE_GAP * 2)
-        assert len(sent) == 3
+        assert len(sent) == 4 and tx.sent == {"heartbeat": 0, "poke": 3, "bye": 1}, \
+            "the poke dropped, the goodbye sent"
 
     asyncio.run(go())
 
