@@ -23,27 +23,27 @@ import json
 import os
 import struct
 import subprocess
-import sys
 import termios
 
+from cantainer import child
 from cantainer.kernel.syscalls import open_pty
 
 DRAIN_AFTER_EXIT = 0.5  # seconds to read output a background process may still hold open
 
 
 async def run(ex, spec: dict, *, interactive: bool, tty: bool, size) -> None:
-    argv = [sys.executable, "-m", "cantainer.kernel.enter", json.dumps(spec)]
+    argv = child.argv("cantainer.kernel.enter", json.dumps(spec))
     if tty:
         master, slave = _container_pty(spec["pid"])
         _set_size(master, size)
         proc = subprocess.Popen(argv + ["--tty"], stdin=slave, stdout=slave, stderr=slave,
-                                start_new_session=True)
+                                env=child.ENV, start_new_session=True)
         os.close(slave)
         stdin_fd, outputs = master, {master: "stdout"}
     else:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE if interactive else subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+                                env=child.ENV, start_new_session=True)
         stdin_fd = proc.stdin.fileno() if interactive else None
         outputs = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
 

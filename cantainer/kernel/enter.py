@@ -59,7 +59,13 @@ def run_in(container_id: str, pid: int, command: list[str], env: list[str],
 
 
 def main(argv: list[str]) -> int:
-    spec = json.loads(argv[0])
+    try:
+        spec = json.loads(argv[0])
+        spec["id"], spec["pid"], spec["command"], spec["env"]
+    except (IndexError, ValueError, TypeError, KeyError):
+        print("usage: python -m cantainer.kernel.enter SPEC_JSON [--tty] "
+              "(SPEC_JSON: id, pid, command, env)", file=sys.stderr)
+        return 2
     if "--tty" in argv[1:]:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     return run_in(spec["id"], spec["pid"], spec["command"], spec["env"],

@@ -13,12 +13,12 @@ import os
 import select
 import signal as signals
 import subprocess
-import sys
 import time
 
+from cantainer import child
 from cantainer.kernel.statedir import StateDir
 
-SHIM = (sys.executable, "-m", "cantainer.kernel.shim")
+SHIM = tuple(child.argv("cantainer.kernel.shim"))
 
 
 class WarmShim:
@@ -31,7 +31,7 @@ class WarmShim:
         """Have one waiting (after a container started: not beside its start)."""
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen([*SHIM, "-"], stdin=subprocess.PIPE,
-                                          start_new_session=True)
+                                          env=child.ENV, start_new_session=True)
 
     def start(self, state: StateDir) -> subprocess.Popen:
         """The shim of ``state``'s container, told its directory: the warm one if it is

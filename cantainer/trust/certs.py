@@ -14,25 +14,18 @@ request and its answer (private keys among them) go through pipes, never a file.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
-import cantainer
+from cantainer import child
 from cantainer.errors import Internal, Invalid
 
 TIMEOUT = 30.0
-# The child imports this very package, and nothing from the daemon's working directory
-# (-P): it is given the CA's key.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(cantainer.__file__)))
-_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
-    p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p))
 
 
 def _call(op: str, *args):
     try:
-        done = subprocess.run([sys.executable, "-P", "-m", "cantainer.trust.pki"],
-                              input=json.dumps({"op": op, "args": args}), env=_ENV,
+        done = subprocess.run(child.argv("cantainer.trust.pki"),
+                              input=json.dumps({"op": op, "args": args}), env=child.ENV,
                               capture_output=True, text=True, timeout=TIMEOUT)
         answer = json.loads(done.stdout) if done.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired, ValueError) as exc:

@@ -16,14 +16,15 @@ ROOT = os.path.dirname(cantainer.__file__)
 ALLOWED = {
     "errors": set(),
     "ids": set(),
+    "child": set(),
     "config": {"errors"},
-    "kernel": {"errors"},
+    "kernel": {"errors", "child"},
     "events": {"errors", "ids"},
     "projections": {"errors", "events", "kernel.names"},
     "pull": {"errors", "kernel"},
-    "trust": {"errors", "events"},
+    "trust": {"errors", "events", "child"},
     "actors": {"errors", "events", "kernel", "projections"},
-    "api": {"errors", "config", "events", "kernel", "projections", "pull", "trust"},
+    "api": {"errors", "child", "config", "events", "kernel", "projections", "pull", "trust"},
     "daemon": {"errors", "config", "events", "kernel", "projections", "actors", "api",
                "trust"},
     "cli": {"errors", "config", "ids", "projections.view"},  # view: replay --file, when it runs

@@ -6,16 +6,19 @@ import hmac
 import json
 import os
 import stat
+import subprocess
 import time
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from cantainer import child
 from cantainer.daemon.heartbeat import MAC_SIZE, MAGIC, Heartbeats
 from cantainer.errors import ConfigError, Invalid
 from cantainer.events import NodeJoined, NodeLeft, Recorded
 from cantainer.events.validate import fingerprint
+from cantainer.kernel import supervise
 from cantainer.projections.membership import Membership
 from cantainer.trust import certs, kx, pki, tokens
 from cantainer.trust.files import Credentials
@@ -374,3 +377,18 @@ def test_the_child_given_the_cas_key_imports_nothing_from_the_working_directory(
     monkeypatch.chdir(tmp_path)
     key, kx_key, request = certs.new_member("h2")
     assert "PRIVATE KEY" in key and "CERTIFICATE REQUEST" in request
+
+
+@pytest.mark.parametrize("argv", [supervise.SHIM, child.argv("cantainer.kernel.enter")],
+                         ids=["shim", "exec"])
+def test_the_shim_and_execs_entry_import_nothing_from_the_working_directory(
+        tmp_path, monkeypatch, argv):
+    """They run as root, the shim for a container's life: a cantainer/ or json.py in the
+    daemon's working directory must not be what they run."""
+    (tmp_path / "json.py").write_text("raise SystemExit('imported from the working directory')")
+    (tmp_path / "cantainer").mkdir()
+    (tmp_path / "cantainer" / "__init__.py").write_text("raise SystemExit('a stranger')")
+    monkeypatch.chdir(tmp_path)
+    done = subprocess.run(argv, env=child.ENV, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and done.stderr.startswith("usage: python -m cantainer."), \
+        done.stderr
