@@ -1,6 +1,6 @@
 """The leader's CPU per appended event, and heartbeat datagrams per host, at 4, 8, 16 hosts.
 
-    .venv/bin/python -m bench.leader_load [--hosts 4 8 16] [--events 10000]
+    .venv/bin/python -m bench.leader_load [--hosts 4 8 16] [--events 10000] [--reps 1]
 
 For each cluster size a lab is built (one container per host, on one network, as
 the issue's lab may pack hosts), the Raft leader found, and ``--events`` events
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import time
 
@@ -130,16 +131,31 @@ def once(hosts: int, events: int, relays: int | None = None,
         return cpu / events * 1000 * 1000, per_host  # ms per 1,000 events
 
 
-def run(hosts=(4, 8, 16), events: int = 10_000) -> tuple[str, list[Figure]]:
-    results = {n: once(n, events) for n in hosts}
-    direct = {n: once(n, events, relays=0, extra=("--standbys", "3")) for n in hosts}
-    rows = [[n, f"{results[n][0]:.0f}", f"{direct[n][0]:.0f}", f"{results[n][1]:.1f}"]
-            for n in hosts]
+def _median(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    return (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
+
+
+def run(hosts=(4, 8, 16), events: int = 10_000, reps: int = 1) -> tuple[str, list[Figure]]:
+    # Sizes and designs take turns, rep after rep, so that the machine's drift over
+    # the run falls on all of them; each figure is the median of its reps.
+    ours: dict[int, list] = {n: [] for n in hosts}
+    before: dict[int, list] = {n: [] for n in hosts}
+    for _ in range(reps):
+        for n in hosts:
+            ours[n].append(once(n, events))
+            before[n].append(once(n, events, relays=0, extra=("--standbys", "3")))
+    results = {n: _median(ours[n]) for n in hosts}
+    direct = {n: _median(before[n]) for n in hosts}
+
+    def each(runs):
+        return "" if reps == 1 else " (" + " / ".join(f"{r[0]:.0f}" for r in runs) + ")"
+    rows = [[n, f"{results[n][0]:.0f}{each(ours[n])}", f"{direct[n][0]:.0f}{each(before[n])}",
+             f"{results[n][1]:.1f}"] for n in hosts]
     small, large = hosts[0], hosts[-1]
     ratio = results[large][0] / results[small][0]
     anchor = direct[large][0] / direct[small][0]
     text = (f"leader load: {events:,} events appended from a host that does not lead, "
-            f"batches of 100; {machine()}\n" + table(
+            f"batches of 100, median of {reps} run(s) a size; {machine()}\n" + table(
                 ["hosts", "leader CPU ms / 1,000 events", "before: --relays 0 --standbys 3",
                  "heartbeat datagrams / s / host"], rows))
     return text, [
@@ -158,8 +174,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--reps", type=int, default=1,
+                        help="runs of each size and design, taking turns; the median counts")
     args = parser.parse_args()
-    text, figures = run(tuple(args.hosts), args.events)
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
+    text, figures = run(tuple(args.hosts), args.events, args.reps)
     print(text + "\n\n" + figures_table(figures))
     return 0
 
